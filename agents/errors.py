@@ -1,0 +1,22 @@
+"""Error codes of the agents app (runs and providers), used in frames and API errors."""
+
+from enum import Enum
+
+
+class AgentErrorCode(str, Enum):
+    AGENT_NOT_FOUND = "agent_not_found"
+    AGENT_DISABLED = "agent_disabled"
+    PROVIDER_KEY_MISSING = "provider_key_missing"
+    PROVIDER_AUTH_FAILED = "provider_auth_failed"
+    PROVIDER_RATE_LIMITED = "provider_rate_limited"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_BAD_RESPONSE = "provider_bad_response"
+    PROVIDER_CONNECTION_LOST = "provider_connection_lost"
+    PROVIDER_TIMEOUT = "provider_timeout"
+    PROVIDER_ERROR = "provider_error"
+    WORKER_LOST = "worker_lost"
+    WORKER_SHUTDOWN = "worker_shutdown"
+    RUN_NOT_FOUND = "run_not_found"
+    RUN_NOT_ACTIVE = "run_not_active"
+    INPUT_NOT_PENDING = "input_not_pending"
+    INTERNAL_ERROR = "internal_error"

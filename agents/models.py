@@ -1,0 +1,130 @@
+"""Agent configurations and agent runs."""
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+PROVIDER_CHOICES = [
+    ("echo", "Echo (offline)"),
+    ("openai", "OpenAI-compatible Chat Completions"),
+    ("anthropic", "Anthropic Messages"),
+]
+
+# Fields a thread may override through a `config` frame or PATCH, when the agent
+# lists them in `allowed_overrides`.
+OVERRIDABLE_FIELDS = ("model", "temperature", "system_prompt", "stream", "max_tokens")
+
+
+class BusyPolicy(models.TextChoices):
+    ENQUEUE = "enqueue", "Queue the new message"
+    REJECT = "reject", "Reject the new message"
+    INTERRUPT = "interrupt", "Cancel the running reply, then answer"
+
+
+def default_allowed_overrides() -> list[str]:
+    return list(OVERRIDABLE_FIELDS)
+
+
+class AgentConfig(models.Model):
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES, default="echo")
+    model = models.CharField(max_length=200, blank=True)
+    base_url = models.URLField(blank=True, help_text="OpenAI-compatible or Anthropic endpoint; blank = the provider's default.")
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable holding the API key (never the key itself).",
+    )
+    temperature = models.FloatField(
+        default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=1024, validators=[MinValueValidator(1), MaxValueValidator(200_000)]
+    )
+    system_prompt = models.TextField(blank=True)
+    persistent = models.BooleanField(
+        default=True, help_text="Send the thread's history as context (trimmed to a budget)."
+    )
+    stream = models.BooleanField(default=True, help_text="Off: the reply arrives as one chunk.")
+    chunk_size = models.PositiveIntegerField(
+        default=256,
+        validators=[MinValueValidator(1), MaxValueValidator(65_536)],
+        help_text="Flush buffered tokens once this many characters are waiting.",
+    )
+    buffer_chunks = models.BooleanField(
+        default=True, help_text="Coalesce tokens into chunks; off sends every token."
+    )
+    busy_policy = models.CharField(
+        max_length=10, choices=BusyPolicy.choices, default=BusyPolicy.ENQUEUE
+    )
+    allowed_overrides = models.JSONField(default=default_allowed_overrides, blank=True)
+    extra_params = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from agents.validation import agent_config_errors
+
+        errors = agent_config_errors(self)
+        if errors:
+            raise ValidationError(errors)
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINAL_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.FAILED)
+
+
+class Run(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    thread = models.ForeignKey("chat.Thread", on_delete=models.CASCADE, related_name="runs")
+    agent = models.ForeignKey(AgentConfig, on_delete=models.PROTECT, related_name="runs")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    prompt = models.ForeignKey(
+        "chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(
+        max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    # Lease: the worker executing the run renews it; a lapsed lease means the
+    # worker died and the sweeper fails the run.
+    worker_channel = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["thread", "status"])]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES

@@ -1,0 +1,462 @@
+"""The agent runtime of one worker process.
+
+It executes many runs at once (one asyncio task each, bounded by
+PARLEY_WORKER_CONCURRENCY), coalesces provider tokens into `response` chunks,
+publishes them to the thread's event log, keeps a lease on every run it holds,
+sweeps runs whose worker died, answers cancel and input messages sent to its
+own control channel, and shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from agents import services
+from agents.errors import AgentErrorCode
+from agents.models import Run, RunStatus
+from agents.providers import get_provider
+from agents.providers.base import (
+    ChatMessage,
+    ProviderError,
+    ProviderRequest,
+    StateUpdate,
+    TextDelta,
+    Usage,
+)
+from agents.validation import effective_config
+from chat.eventlog import Chunk, get_event_log
+from chat.events import publish
+from chat.models import Message
+from chat.protocol import (
+    InputRequestContent,
+    InputRequestFrame,
+    ResponseFrame,
+    StateContent,
+    StateFrame,
+)
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_RETRY_SECONDS = 60.0
+
+
+class ChunkStream:
+    """Coalesces tokens into chunks: flush at `chunk_size` characters or when the
+    oldest waiting token is `window` seconds old, whichever comes first. Chunks
+    are published in order by one task, numbered 0, 1, 2 ... without gaps."""
+
+    def __init__(
+        self,
+        publish_chunk: Callable[[int, str, str], Awaitable[None]],
+        *,
+        chunk_size: int,
+        window: float,
+        buffered: bool,
+    ) -> None:
+        self._publish_chunk = publish_chunk
+        self._chunk_size = chunk_size
+        self._window = window
+        self._buffered = buffered
+        self._waiting: list[str] = []
+        self._waiting_length = 0
+        self._timer: asyncio.TimerHandle | None = None
+        # Chunks to publish; a Future is a barrier (see drain), None ends the stream.
+        self._queue: asyncio.Queue[str | asyncio.Future | None] = asyncio.Queue()
+        self._parts: list[str] = []
+        self.chunks = 0
+        self._pump = asyncio.get_running_loop().create_task(self._publish_all())
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        if not self._buffered:
+            self._emit(text)
+            return
+        self._waiting.append(text)
+        self._waiting_length += len(text)
+        if self._waiting_length >= self._chunk_size:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._window, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiting:
+            self._emit("".join(self._waiting))
+            self._waiting = []
+            self._waiting_length = 0
+
+    def _emit(self, text: str) -> None:
+        self._parts.append(text)
+        self._queue.put_nowait(text)
+
+    async def _publish_all(self) -> None:
+        published: list[str] = []
+        while (text := await self._queue.get()) is not None:
+            if isinstance(text, asyncio.Future):
+                text.set_result(None)
+                continue
+            await self._publish_chunk(self.chunks, text, "".join(published) if self.chunks else "")
+            published.append(text)
+            self.chunks += 1
+
+    async def drain(self) -> None:
+        """Flush what waits and wait until it is published (keeps order with
+        events published outside the stream, e.g. `state`)."""
+        self.flush()
+        barrier = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(barrier)
+        await barrier
+
+    async def close(self) -> None:
+        """Flush what waits and wait until every chunk is published."""
+        self.flush()
+        self._queue.put_nowait(None)
+        await asyncio.shield(self._pump)
+
+
+async def publish_with_retry(thread_id, frame, **kwargs) -> None:
+    """Publish, retrying while the event log is unreachable (Redis restarting)."""
+    delay = 0.05
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + PUBLISH_RETRY_SECONDS
+    while True:
+        try:
+            await publish(thread_id, frame, **kwargs)
+            return
+        except (ConnectionError, OSError, TimeoutError) as error:
+            if loop.time() > give_up_at:
+                logger.error("dropping an event of thread %s: %s", thread_id, error)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except Exception as error:
+            if type(error).__module__.startswith("redis") and loop.time() < give_up_at:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            raise
+
+
+def _history(run: Run, *, persistent: bool) -> list[ChatMessage]:
+    """The prompt, preceded (for persistent agents) by as much history as fits
+    PARLEY_HISTORY_MAX_CHARS, newest kept first."""
+    prompt = run.prompt.text if run.prompt_id else ""
+    messages = [ChatMessage("user", prompt)]
+    if not persistent:
+        return messages
+    budget = settings.PARLEY_HISTORY_MAX_CHARS - len(prompt)
+    earlier = (
+        Message.objects.filter(thread_id=run.thread_id, created_at__lt=run.prompt.created_at)
+        .order_by("-created_at")
+        .values_list("role", "text")
+    )
+    for role, text in earlier.iterator(chunk_size=100):
+        if len(text) > budget:
+            break
+        budget -= len(text)
+        messages.append(ChatMessage(role, text))
+    messages.reverse()
+    # Providers expect alternating turns starting with the user.
+    while len(messages) > 1 and messages[0].role != "user":
+        messages.pop(0)
+    return messages
+
+
+def _request_for(run: Run) -> tuple[ProviderRequest, object]:
+    agent = run.agent
+    config = effective_config(agent, run.thread.config)
+    api_key = os.environ.get(agent.api_key_env) if agent.api_key_env else None
+    request = ProviderRequest(
+        model=config["model"],
+        messages=_history(run, persistent=agent.persistent),
+        system_prompt=config["system_prompt"],
+        temperature=config["temperature"],
+        max_tokens=config["max_tokens"],
+        stream=config["stream"],
+        extra_params=dict(agent.extra_params or {}),
+        api_key=api_key or None,
+        base_url=agent.base_url or None,
+        timeout=settings.PARLEY_PROVIDER_TIMEOUT_SECONDS,
+        max_retries=settings.PARLEY_PROVIDER_MAX_RETRIES,
+    )
+    return request, get_provider(agent.provider)
+
+
+class WorkerRuntime:
+    def __init__(self) -> None:
+        self.channel_name: str | None = None
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.cancel_reasons: dict[str, str] = {}
+        self.accepting = True
+        self._slots: asyncio.Semaphore | None = None
+        self._inputs: dict[str, dict[str, asyncio.Future]] = {}
+        self._input_ids = itertools.count(1)
+        self._background: list[asyncio.Task] = []
+        self._started = False
+
+    # --- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._slots = asyncio.Semaphore(settings.PARLEY_WORKER_CONCURRENCY)
+        layer = get_channel_layer()
+        self.channel_name = await layer.new_channel("agents.worker.")
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self._listen_control(layer)),
+            loop.create_task(self._keep_leases()),
+            loop.create_task(self._sweep_forever()),
+        ]
+        logger.info("agent worker %s started", self.channel_name)
+
+    async def wait_for_slot(self) -> None:
+        await self._slots.acquire()
+        self._slots.release()
+
+    async def submit(self, run_id: str) -> None:
+        if not self.accepting:
+            # Hand it back for another worker; the sweeper catches it otherwise.
+            await database_sync_to_async(services.send_to_channel)(
+                services.AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id}
+            )
+            return
+        if run_id in self.tasks:
+            return
+        await self._slots.acquire()
+        task = asyncio.get_running_loop().create_task(self.execute(run_id))
+        self.tasks[run_id] = task
+
+        def done(_task: asyncio.Task) -> None:
+            self.tasks.pop(run_id, None)
+            self.cancel_reasons.pop(run_id, None)
+            self._slots.release()
+
+        task.add_done_callback(done)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking runs, let running ones finish for `grace` seconds, then fail them."""
+        self.accepting = False
+        running = list(self.tasks.values())
+        if running:
+            logger.info("waiting up to %.0f s for %d runs", grace, len(running))
+            await asyncio.wait(running, timeout=grace)
+        for run_id in list(self.tasks):
+            self.cancel(run_id, reason="shutdown")
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=10)
+        for task in self._background:
+            task.cancel()
+
+    # --- one run -----------------------------------------------------------
+    async def execute(self, run_id: str) -> None:
+        run = await database_sync_to_async(services.run_claim)(
+            run_id=run_id, worker_channel=self.channel_name
+        )
+        if run is None:
+            return
+        thread_id = run.thread_id
+        agent = run.agent
+        usage: dict = {}
+        status, error_code, error = RunStatus.COMPLETED, "", ""
+
+        async def publish_chunk(index: int, text: str, text_before: str) -> None:
+            frame = ResponseFrame(content=text, thread_id=thread_id, run_id=run.id, stream_index=index)
+            chunk = Chunk(run_id=str(run.id), stream_index=index, text=text, text_before=text_before)
+            await publish_with_retry(thread_id, frame, chunk=chunk)
+
+        stream = ChunkStream(
+            publish_chunk,
+            chunk_size=agent.chunk_size,
+            window=settings.PARLEY_FLUSH_WINDOW_MS / 1000,
+            buffered=agent.buffer_chunks,
+        )
+        try:
+            request, provider = await database_sync_to_async(_request_for)(run)
+            request.ask_human = lambda question, timeout: self.ask_human(run, question, timeout)
+            if provider.needs_api_key and not request.api_key and not request.base_url:
+                raise ProviderError(
+                    AgentErrorCode.PROVIDER_KEY_MISSING,
+                    f"No API key: set the environment variable {agent.api_key_env or '(none named)'} "
+                    "for the worker.",
+                )
+            async for event in provider.stream(request):
+                if isinstance(event, TextDelta):
+                    stream.add(event.text)
+                elif isinstance(event, StateUpdate):
+                    await self._publish_state(run, event.kind, event.data, stream)
+                elif isinstance(event, Usage):
+                    usage = event.as_dict()
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()
+            if self.cancel_reasons.get(run_id) == "shutdown":
+                status, error_code = RunStatus.FAILED, AgentErrorCode.WORKER_SHUTDOWN.value
+                error = "The worker shut down before the reply finished."
+            else:
+                status = RunStatus.CANCELLED
+        except ProviderError as failure:
+            status, error_code, error = RunStatus.FAILED, failure.code.value, failure.message
+        except Exception:
+            logger.exception("run %s failed", run_id)
+            status, error_code = RunStatus.FAILED, AgentErrorCode.INTERNAL_ERROR.value
+            error = "The agent failed unexpectedly."
+        finally:
+            self._inputs.pop(run_id, None)
+        await stream.close()
+        await database_sync_to_async(services.run_finish)(
+            run_id=run_id,
+            status=status,
+            text=stream.text,
+            chunks=stream.chunks,
+            usage=usage,
+            error_code=error_code,
+            error=error,
+        )
+
+    async def _publish_state(self, run: Run, kind: str, data: dict, stream: ChunkStream) -> None:
+        # Keep order: text flushed before the state update must be published first.
+        await stream.drain()
+        await publish_with_retry(
+            run.thread_id,
+            StateFrame(content=StateContent(kind=kind, data=data), thread_id=run.thread_id, run_id=run.id),
+        )
+
+    async def ask_human(self, run: Run, question: str, timeout: float) -> str | None:
+        run_id = str(run.id)
+        input_id = f"{run_id}:{next(self._input_ids)}"
+        future = asyncio.get_running_loop().create_future()
+        self._inputs.setdefault(run_id, {})[input_id] = future
+        await publish_with_retry(
+            run.thread_id,
+            InputRequestFrame(
+                content=InputRequestContent(input_id=input_id, question=question, timeout=timeout),
+                thread_id=run.thread_id,
+                run_id=run.id,
+            ),
+        )
+        try:
+            answer = await asyncio.wait_for(future, timeout)
+            kind, data = "input_received", {"input_id": input_id, "by": answer[1]}
+            result = answer[0]
+        except TimeoutError:
+            kind, data, result = "input_timeout", {"input_id": input_id}, None
+        finally:
+            self._inputs.get(run_id, {}).pop(input_id, None)
+        await publish_with_retry(
+            run.thread_id,
+            StateFrame(content=StateContent(kind=kind, data=data), thread_id=run.thread_id, run_id=run.id),
+        )
+        return result
+
+    # --- control -----------------------------------------------------------
+    def cancel(self, run_id: str, reason: str = "cancel") -> None:
+        """Stop a run once: cancelling its task closes the provider's stream."""
+        task = self.tasks.get(run_id)
+        if task is not None and not task.done() and run_id not in self.cancel_reasons:
+            self.cancel_reasons[run_id] = reason
+            task.cancel()
+
+    def answer(self, run_id: str, input_id: str | None, text: str, username: str) -> bool:
+        pending = self._inputs.get(run_id) or {}
+        if input_id is None and pending:
+            input_id = next(iter(pending))
+        future = pending.get(input_id)
+        if future is None or future.done():
+            return False
+        future.set_result((text, username))
+        return True
+
+    async def _listen_control(self, layer) -> None:
+        delay = 0.1
+        while True:
+            try:
+                message = await layer.receive(self.channel_name)
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("control channel: %s", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if message.get("type") == "run.cancel":
+                self.cancel(message["run_id"])
+            elif message.get("type") == "run.input":
+                self.answer(message["run_id"], message.get("input_id"), message["text"], message.get("username", ""))
+
+    async def _keep_leases(self) -> None:
+        interval = max(settings.PARLEY_LEASE_SECONDS / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                to_cancel = await database_sync_to_async(services.run_renew_leases)(
+                    worker_channel=self.channel_name, run_ids=list(self.tasks)
+                )
+                for run_id in to_cancel:
+                    self.cancel(run_id)
+            except Exception:
+                logger.exception("renewing leases failed")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("sweeping stale runs failed")
+            await asyncio.sleep(settings.PARLEY_SWEEP_INTERVAL_SECONDS)
+
+    async def sweep(self) -> list[Run]:
+        partial: dict[str, tuple[str, int]] = {}
+        stale = await database_sync_to_async(_stale_runs)()
+        log = get_event_log()
+        for run_id, thread_id in stale:
+            try:
+                state = await log.thread_state(str(thread_id))
+                progress = state.runs.get(run_id)
+                partial[run_id] = (progress.text, progress.next_stream_index) if progress else ("", 0)
+            except Exception:
+                partial[run_id] = ("", 0)
+        return await database_sync_to_async(services.run_sweep)(
+            read_partial_text=lambda run: partial.get(str(run.id), ("", 0))
+        )
+
+
+def _stale_runs() -> list[tuple[str, str]]:
+    from django.utils import timezone
+
+    return [
+        (str(pk), str(thread_id))
+        for pk, thread_id in Run.objects.filter(
+            status=RunStatus.RUNNING, lease_expires_at__lt=timezone.now()
+        ).values_list("pk", "thread_id")
+    ]
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def get_runtime() -> WorkerRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = WorkerRuntime()
+    return _runtime
+
+
+def reset_runtime() -> None:
+    global _runtime
+    _runtime = None

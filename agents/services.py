@@ -1,0 +1,258 @@
+"""Run lifecycle: dispatch, claim with a lease, finish, cancel, input, sweep.
+
+All database writes about runs happen here; events about them are published
+after the commit. The worker (agents/runtime.py) calls these from async code
+through `database_sync_to_async`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.errors import AgentErrorCode
+from agents.models import FINAL_RUN_STATUSES, Run, RunStatus
+from chat.errors import ErrorCode, ServiceError
+from chat.events import publish_now, publish_on_commit, run_status_frame
+from chat.models import Message, MessageRole, Thread
+from chat.protocol import ErrorContent, RunCompleteContent, StateCompleteFrame, error_frame
+
+logger = logging.getLogger(__name__)
+
+AGENT_RUNS_CHANNEL = "agent-runs"
+
+
+def send_to_channel(channel: str, message: dict) -> bool:
+    """Send on the channel layer from sync code; False (logged) when the layer is down."""
+    try:
+        async_to_sync(get_channel_layer().send)(channel, message)
+        return True
+    except Exception as error:  # the sweeper re-dispatches what was not delivered
+        logger.warning("could not send %s to %s: %s", message.get("type"), channel, error)
+        return False
+
+
+def run_dispatch(*, run: Run) -> None:
+    """Hand the run to a worker once the transaction commits."""
+    run_id = str(run.id)
+    transaction.on_commit(
+        lambda: send_to_channel(AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id})
+    )
+
+
+def run_dispatch_next(*, thread_id) -> Run | None:
+    """Start the thread's oldest queued run, unless one is already running."""
+    with transaction.atomic():
+        Thread.objects.select_for_update().filter(pk=thread_id).first()
+        if Run.objects.filter(thread_id=thread_id, status=RunStatus.RUNNING).exists():
+            return None
+        run = (
+            Run.objects.filter(thread_id=thread_id, status=RunStatus.QUEUED)
+            .order_by("created_at")
+            .first()
+        )
+        if run is not None:
+            run_dispatch(run=run)
+        return run
+
+
+def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
+    """Mark a queued run running under this worker's lease; None if not claimable."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status != RunStatus.QUEUED:
+            return None
+        Thread.objects.select_for_update().filter(pk=run.thread_id).first()
+        if Run.objects.filter(thread_id=run.thread_id, status=RunStatus.RUNNING).exists():
+            return None  # dispatched again when the running one ends
+        head = (
+            Run.objects.filter(thread_id=run.thread_id, status=RunStatus.QUEUED)
+            .order_by("created_at")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if head != run.pk:
+            run_dispatch(run=Run(pk=head))
+            return None
+        run.status = RunStatus.RUNNING
+        run.started_at = now
+        run.worker_channel = worker_channel
+        run.lease_expires_at = now + timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
+        run.save(update_fields=["status", "started_at", "worker_channel", "lease_expires_at"])
+        publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
+    return Run.objects.select_related("agent", "thread", "prompt").get(pk=run.pk)
+
+
+def run_renew_leases(*, worker_channel: str, run_ids: list[str]) -> list[str]:
+    """Extend this worker's leases; return the runs whose cancel was requested."""
+    if not run_ids:
+        return []
+    expires = timezone.now() + timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
+    runs = Run.objects.filter(
+        pk__in=run_ids, worker_channel=worker_channel, status=RunStatus.RUNNING
+    )
+    runs.update(lease_expires_at=expires)
+    return [str(pk) for pk in runs.filter(cancel_requested=True).values_list("pk", flat=True)]
+
+
+def _complete_frame(run: Run, *, text: str, message: Message | None, chunks: int) -> StateCompleteFrame:
+    return StateCompleteFrame(
+        content=RunCompleteContent(
+            text=text,
+            status=run.status,
+            usage=run.usage or {},
+            error=ErrorContent(code=run.error_code, message=run.error) if run.error_code else None,
+            message_id=message.id if message else None,
+            chunks=chunks,
+        ),
+        thread_id=run.thread_id,
+        run_id=run.id,
+    )
+
+
+def run_finish(
+    *,
+    run_id: str,
+    status: RunStatus,
+    text: str,
+    chunks: int,
+    usage: dict | None = None,
+    error_code: str = "",
+    error: str = "",
+) -> Run | None:
+    """Store the reply (partial text too) and the outcome, then tell the thread.
+
+    Returns None when the run had already ended (e.g. the sweeper failed it).
+    """
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status in FINAL_RUN_STATUSES:
+            return None
+        message = None
+        if text or status == RunStatus.COMPLETED:
+            message = Message.objects.create(
+                thread_id=run.thread_id,
+                agent_id=run.agent_id,
+                role=MessageRole.ASSISTANT,
+                text=text,
+                run=run,
+            )
+        run.status = status
+        run.finished_at = timezone.now()
+        run.usage = usage or {}
+        run.error_code = error_code
+        run.error = error
+        run.lease_expires_at = None
+        run.save(
+            update_fields=["status", "finished_at", "usage", "error_code", "error", "lease_expires_at"]
+        )
+        Thread.objects.filter(pk=run.thread_id).update(updated_at=run.finished_at)
+        thread_id = run.thread_id
+        if error_code:
+            publish_on_commit(
+                thread_id, error_frame(error_code, error, thread_id=thread_id).model_copy(update={"run_id": run.id})
+            )
+        publish_on_commit(
+            thread_id,
+            _complete_frame(run, text=text, message=message, chunks=chunks),
+            run_ended=str(run.id),
+        )
+        transaction.on_commit(lambda: run_dispatch_next(thread_id=thread_id))
+    return run
+
+
+def run_cancel(*, run: Run) -> Run:
+    """Cancel a queued run at once, or ask the worker running it to stop."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status == RunStatus.QUEUED:
+            run.status = RunStatus.CANCELLED
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "finished_at"])
+            publish_on_commit(
+                run.thread_id,
+                _complete_frame(run, text="", message=None, chunks=0),
+                run_ended=str(run.id),
+            )
+        elif run.status == RunStatus.RUNNING:
+            if not run.cancel_requested:
+                run.cancel_requested = True
+                run.save(update_fields=["cancel_requested"])
+            publish_on_commit(run.thread_id, run_status_frame(run, state="cancelling"))
+            channel, run_id = run.worker_channel, str(run.id)
+            transaction.on_commit(
+                lambda: send_to_channel(channel, {"type": "run.cancel", "run_id": run_id})
+            )
+        else:
+            raise ServiceError(
+                AgentErrorCode.RUN_NOT_ACTIVE, f"The run has already ended ({run.status}).", status=409
+            )
+    return run
+
+
+def run_active_for_thread(*, thread_id) -> Run | None:
+    return (
+        Run.objects.filter(thread_id=thread_id, status=RunStatus.RUNNING).first()
+        or Run.objects.filter(thread_id=thread_id, status=RunStatus.QUEUED).order_by("created_at").first()
+    )
+
+
+def run_input_submit(*, run: Run, input_id: str | None, text: str, username: str) -> None:
+    if run.status != RunStatus.RUNNING:
+        raise ServiceError(AgentErrorCode.INPUT_NOT_PENDING, "The run is not waiting for input.", status=409)
+    if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
+        raise ServiceError(ErrorCode.MESSAGE_TOO_LONG, "The answer is too long.")
+    send_to_channel(
+        run.worker_channel,
+        {
+            "type": "run.input",
+            "run_id": str(run.id),
+            "input_id": input_id,
+            "text": text,
+            "username": username,
+        },
+    )
+
+
+def run_sweep(*, read_partial_text=None) -> list[Run]:
+    """Fail runs whose worker stopped renewing its lease; re-dispatch stuck queued runs.
+
+    `read_partial_text(run) -> (text, chunks)` recovers what the dead worker had
+    streamed (from the event log) so it is kept.
+    """
+    now = timezone.now()
+    failed = []
+    for run in Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now):
+        text, chunks = read_partial_text(run) if read_partial_text else ("", 0)
+        ended = run_finish(
+            run_id=str(run.id),
+            status=RunStatus.FAILED,
+            text=text,
+            chunks=chunks,
+            usage=run.usage,
+            error_code=AgentErrorCode.WORKER_LOST.value,
+            error="The worker running this reply stopped; the reply was cut short.",
+        )
+        if ended is not None:
+            logger.warning("run %s failed: its worker's lease lapsed", run.id)
+            failed.append(ended)
+    stuck_before = now - timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
+    stuck_threads = set(
+        Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=stuck_before).values_list(
+            "thread_id", flat=True
+        )
+    )
+    for thread_id in stuck_threads:
+        run_dispatch_next(thread_id=thread_id)
+    return failed
+
+
+def run_publish_status(run: Run, state: str, **extra) -> None:
+    publish_now(run.thread_id, run_status_frame(run, state=state, **extra))

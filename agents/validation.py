@@ -1,0 +1,79 @@
+"""Validation of agent configs and of per-thread overrides, shared by admin, API and socket."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from agents.models import OVERRIDABLE_FIELDS, PROVIDER_CHOICES, BusyPolicy
+
+PROVIDER_NAMES = {name for name, _ in PROVIDER_CHOICES}
+
+
+def agent_config_errors(agent) -> dict[str, str]:
+    """Field -> problem for an AgentConfig (unsaved or saved)."""
+    errors: dict[str, str] = {}
+    if agent.provider not in PROVIDER_NAMES:
+        errors["provider"] = f"Unknown provider; choose one of {', '.join(sorted(PROVIDER_NAMES))}."
+        return errors
+    if not 0.0 <= float(agent.temperature) <= 2.0:
+        errors["temperature"] = "Temperature must be between 0 and 2."
+    if not isinstance(agent.extra_params, dict):
+        errors["extra_params"] = "extra_params must be a JSON object."
+    if not isinstance(agent.allowed_overrides, list) or any(
+        field not in OVERRIDABLE_FIELDS for field in agent.allowed_overrides
+    ):
+        errors["allowed_overrides"] = (
+            f"A list drawn from: {', '.join(OVERRIDABLE_FIELDS)}."
+        )
+    if agent.busy_policy not in BusyPolicy.values:
+        errors["busy_policy"] = f"One of {', '.join(BusyPolicy.values)}."
+    if agent.api_key_env and not agent.api_key_env.replace("_", "").isalnum():
+        errors["api_key_env"] = "The name of an environment variable, e.g. OPENAI_API_KEY."
+    if agent.provider == "echo" and isinstance(agent.extra_params, dict):
+        rate = agent.extra_params.get("tokens_per_second", 20)
+        if not isinstance(rate, int | float) or rate < 0:
+            errors["extra_params"] = "tokens_per_second must be a number >= 0."
+    if not errors:
+        from agents.providers import get_provider
+
+        errors.update(get_provider(agent.provider).config_problems(agent))
+    return errors
+
+
+def agent_config_warnings(agent) -> list[str]:
+    """Problems that do not block saving but will fail runs (e.g. a key not set here)."""
+    if agent.api_key_env and not os.environ.get(agent.api_key_env):
+        return [f"The environment variable {agent.api_key_env} is not set in this process."]
+    return []
+
+
+def thread_config_errors(agent, overrides: Any) -> dict[str, str]:
+    if not isinstance(overrides, dict):
+        return {"config": "Overrides must be a JSON object."}
+    errors = {}
+    for key, value in overrides.items():
+        if key not in agent.allowed_overrides:
+            errors[key] = f"This agent does not allow overriding {key!r}."
+        elif key == "temperature" and (
+            not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 2
+        ):
+            errors[key] = "A number between 0 and 2."
+        elif key == "max_tokens" and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 200_000
+        ):
+            errors[key] = "An integer between 1 and 200000."
+        elif key == "stream" and not isinstance(value, bool):
+            errors[key] = "true or false."
+        elif key in ("model", "system_prompt") and not isinstance(value, str):
+            errors[key] = "A string."
+    return errors
+
+
+def effective_config(agent, overrides: dict) -> dict[str, Any]:
+    """The agent's settings with the thread's allowed overrides applied."""
+    config = {field: getattr(agent, field) for field in OVERRIDABLE_FIELDS}
+    for key, value in (overrides or {}).items():
+        if key in agent.allowed_overrides:
+            config[key] = value
+    return config

@@ -1,0 +1,88 @@
+"""The worker consumer on channel `agent-runs`, and the server loop that feeds it.
+
+`python manage.py runworker agent-runs` (agents/management/commands/runworker.py)
+runs `AgentWorkerServer`; in embedded mode the web process runs the same server
+as a background task (`start_embedded_worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.consumer import AsyncConsumer
+from channels.worker import Worker
+
+from agents.runtime import get_runtime
+
+logger = logging.getLogger(__name__)
+
+AGENT_RUNS_CHANNEL = "agent-runs"
+
+
+class AgentRunConsumer(AsyncConsumer):
+    """Handles `run.start`; each run executes in its own task, so many run at once."""
+
+    async def run_start(self, message: dict) -> None:
+        await get_runtime().submit(message["run_id"])
+
+
+class AgentWorkerServer(Worker):
+    """channels' Worker, made to survive a lost channel layer (Redis restarting)
+    and to take a run off the channel only when it has a free slot, so that
+    busy workers leave runs to idle ones."""
+
+    def __init__(self, application, channel_layer) -> None:
+        super().__init__(application, [AGENT_RUNS_CHANNEL], channel_layer)
+        self.stopping = asyncio.Event()
+
+    async def handle(self) -> None:
+        await get_runtime().start()
+        await super().handle()
+
+    async def listener(self, channel: str) -> None:
+        runtime = get_runtime()
+        delay = 0.1
+        while not self.stopping.is_set():
+            await runtime.wait_for_slot()
+            receive = asyncio.ensure_future(self.channel_layer.receive(channel))
+            stop = asyncio.ensure_future(self.stopping.wait())
+            done, _ = await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if receive not in done:
+                receive.cancel()
+                break
+            try:
+                message = receive.result()
+                delay = 0.1
+            except Exception as error:
+                logger.warning("agent-runs: channel layer unavailable (%s); retrying", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if message.get("type") != "run.start":
+                logger.warning("agent-runs: ignoring %r", message.get("type"))
+                continue
+            queue = self.get_or_create_application_instance(channel, {"type": "channel", "channel": channel})
+            await queue.put(message)
+
+
+def worker_application():
+    from channels.routing import ChannelNameRouter
+
+    return ChannelNameRouter({AGENT_RUNS_CHANNEL: AgentRunConsumer.as_asgi()})
+
+
+_embedded: asyncio.Task | None = None
+
+
+def start_embedded_worker() -> None:
+    """Run the agent worker inside this (web) process, once per event loop."""
+    global _embedded
+    if _embedded is not None and not _embedded.done():
+        return
+    from channels.layers import get_channel_layer
+
+    server = AgentWorkerServer(worker_application(), get_channel_layer())
+    _embedded = asyncio.get_running_loop().create_task(server.arun())
+    logger.info("embedded agent worker started")

@@ -1,0 +1,3 @@
+"""The baseline serves no HTTP pages."""
+
+urlpatterns: list = []

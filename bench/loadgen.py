@@ -1,0 +1,627 @@
+"""Load generator: drives one system over WebSockets and measures what arrives.
+
+Runs as its own process (``python -m bench.loadgen SPEC.json``) so its CPU is not
+the server's. Protocol with the harness on stdin/stdout, one line each:
+
+    loadgen -> READY {json}     every socket is open (connect figures inside)
+    harness -> GO               start the load
+    loadgen -> DONE             the load is over (the harness stops CPU clocks)
+    loadgen -> RESULT {json}    the measurements
+
+The data path uses websockets' sans-I/O protocol under a plain asyncio.Protocol:
+it parses frames without a coroutine, queue or future per frame, so one process
+can take tens of thousands of frames per second without becoming the bottleneck
+it is measuring. Every token is ``t<index>@<CLOCK_MONOTONIC ns>``: latency is the
+receive time (taken when the bytes reach this process) minus that stamp.
+
+Modes (``spec["mode"]``): ``stream`` (capacity, light load), ``idle``
+(connections), ``resume`` (catch-up after missed events), ``stall`` (a socket
+that stops reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import resource
+import socket
+import sys
+import time
+from array import array
+from urllib.parse import urlsplit
+
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+TOKEN = re.compile(r"t(\d+)[^@\s]*@(\d+)")
+
+
+def now_ns() -> int:
+    return time.monotonic_ns()
+
+
+def emit(tag: str, payload: object | None = None) -> None:
+    line = tag if payload is None else f"{tag} {json.dumps(payload)}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class Socket(asyncio.Protocol):
+    """One WebSocket client connection; calls ``on_frame(socket, dict, recv_ns)``."""
+
+    def __init__(self, url: str, headers: list, subprotocols: list, on_frame) -> None:
+        self.url = url
+        self.protocol = ClientProtocol(
+            parse_uri(url), subprotocols=subprotocols or None, max_size=None
+        )
+        self.request = self.protocol.connect()
+        for name, value in headers:
+            self.request.headers[name] = value
+        self.on_frame = on_frame
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future = loop.create_future()
+        self.closed: asyncio.Future = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.fragments: list[bytes] = []
+        self.close_code: int | None = None
+        self.frames = 0
+        self.bytes = 0
+        # per-socket bookkeeping filled in by the modes
+        self.role = ""
+        self.thread: dict | None = None
+        self.done = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.protocol.send_request(self.request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        received = now_ns()
+        self.bytes += len(data)
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Response):
+                if self.protocol.handshake_exc is not None:
+                    if not self.opened.done():
+                        self.opened.set_exception(
+                            ConnectionError(f"{self.url}: {self.protocol.handshake_exc}")
+                        )
+                elif not self.opened.done():
+                    self.opened.set_result(True)
+                continue
+            opcode = event.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.CONT:
+                if not event.fin:
+                    self.fragments.append(event.data)
+                    continue
+                payload = event.data
+                if self.fragments:
+                    payload = b"".join(self.fragments) + payload
+                    self.fragments = []
+                self.frames += 1
+                self.on_frame(self, json.loads(payload), received)
+            elif opcode is Opcode.CLOSE:
+                self.close_code = self.protocol.close_code
+        self._flush()
+
+    def eof_received(self):
+        self.protocol.receive_eof()
+        self._flush()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if self.close_code is None:
+            self.close_code = self.protocol.close_code
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"{self.url}: connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(self.close_code)
+
+    def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+        if self.protocol.close_expected() and not self.closed.done():
+            self.transport.close()
+
+    def send_json(self, value: dict) -> None:
+        self.protocol.send_text(json.dumps(value).encode())
+        self._flush()
+
+    def close(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        try:
+            self.protocol.send_close(1000)
+            self._flush()
+        except Exception:
+            pass
+        self.transport.close()
+
+
+async def open_socket(
+    url: str, headers=(), subprotocols=(), on_frame=None, rcvbuf: int | None = None
+) -> Socket:
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    raw = None
+    if rcvbuf:
+        # A small fixed receive buffer (it also turns off autotuning), so a
+        # socket that stops reading pushes back on the server within kilobytes.
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.setblocking(False)
+        await loop.sock_connect(raw, (parts.hostname, parts.port))
+    factory = lambda: Socket(url, list(headers), list(subprotocols), on_frame or ignore)  # noqa: E731
+    if raw is not None:
+        _, sock = await loop.create_connection(factory, sock=raw)
+    else:
+        _, sock = await loop.create_connection(factory, parts.hostname, parts.port)
+    await sock.opened
+    return sock
+
+
+def ignore(sock: Socket, frame: dict, received: int) -> None:
+    return None
+
+
+async def wait_go() -> None:
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if line.strip() != "GO":
+        raise SystemExit(f"expected GO, got {line!r}")
+
+
+def words(count: int, pad: int = 0, offset: int = 0) -> str:
+    filler = "x" * pad
+    return " ".join(f"t{i}{filler}" for i in range(offset, offset + count))
+
+
+def percentile(sorted_values, q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def latency_stats(samples_us: array) -> dict:
+    values = sorted(samples_us)
+    ms = lambda v: None if v is None else round(v / 1000, 2)  # noqa: E731
+    return {
+        "samples": len(values),
+        "p50_ms": ms(percentile(values, 50)),
+        "p90_ms": ms(percentile(values, 90)),
+        "p99_ms": ms(percentile(values, 99)),
+        "p999_ms": ms(percentile(values, 99.9)),
+        "max_ms": ms(values[-1] if values else None),
+    }
+
+
+async def connect_all(specs: list[dict], on_frame, concurrency: int) -> tuple[list, dict]:
+    """Open sockets for ``specs`` ({url, headers, subprotocols}); return them and
+    connect figures. A failed connect is recorded, not raised."""
+    gate = asyncio.Semaphore(concurrency)
+    failures: list[str] = []
+    started = now_ns()
+
+    async def one(spec: dict):
+        async with gate:
+            for attempt in range(3):
+                try:
+                    return await asyncio.wait_for(
+                        open_socket(
+                            spec["url"],
+                            spec.get("headers", ()),
+                            spec.get("subprotocols", ()),
+                            on_frame,
+                            spec.get("rcvbuf"),
+                        ),
+                        30,
+                    )
+                except Exception as exc:  # noqa: BLE001 - recorded and reported
+                    if attempt == 2:
+                        failures.append(repr(exc)[:300])
+                        return None
+                    await asyncio.sleep(0.2 * (attempt + 1))
+
+    sockets = await asyncio.gather(*(one(spec) for spec in specs))
+    elapsed = (now_ns() - started) / 1e9
+    opened = sum(1 for s in sockets if s is not None)
+    figures = {
+        "sockets": len(specs),
+        "opened": opened,
+        "connect_seconds": round(elapsed, 3),
+        "connects_per_second": round(opened / elapsed, 1) if elapsed else None,
+        "connect_failures": len(failures),
+        "first_failures": failures[:3],
+    }
+    return sockets, figures
+
+
+# --- stream: capacity and light load ---------------------------------------
+
+
+class StreamLoad:
+    """K threads, each with sockets; the participant starts one run per thread and
+    every socket must receive every token exactly once."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.tokens = spec["tokens"]
+        self.latencies = array("q")
+        self.counts: dict[int, bytearray] = {}
+        self.first_response: array = array("q")
+        self.errors: list = []
+        self.error_count = 0
+        self.response_frames = 0
+        self.pending = 0
+        self.all_done: asyncio.Future | None = None
+        self.measure = True
+
+    def on_frame(self, sock: Socket, frame: dict, received: int) -> None:
+        kind = frame.get("type")
+        if kind == "response":
+            if sock.done:
+                return
+            self.response_frames += 1
+            content = frame.get("content") or ""
+            counts = self.counts.get(id(sock))
+            if counts is None:
+                return
+            thread = sock.thread
+            if sock.role == "participant" and thread.get("sent_ns") and not thread.get("first_ns"):
+                thread["first_ns"] = received
+                self.first_response.append((received - thread["sent_ns"]) // 1000)
+            for index, stamp in TOKEN.findall(content):
+                index = int(index)
+                if 0 <= index < len(counts):
+                    if counts[index] < 255:
+                        counts[index] += 1
+                if self.measure:
+                    self.latencies.append((received - int(stamp)) // 1000)
+        elif kind == "state_complete":
+            if sock.thread is not None and sock.thread.get("sent_ns") and not sock.done:
+                sock.done = True
+                self.pending -= 1
+                if self.pending == 0 and self.all_done and not self.all_done.done():
+                    self.all_done.set_result(True)
+        elif kind == "error":
+            self.error_count += 1
+            if len(self.errors) < 5:
+                self.errors.append(frame.get("content"))
+
+    async def run(self) -> dict:
+        loop = asyncio.get_running_loop()
+        threads = self.spec["threads"]
+        specs, owners = [], []
+        for thread in threads:
+            for sock_spec in thread["sockets"]:
+                specs.append(sock_spec)
+                owners.append((thread, sock_spec.get("role", "observer")))
+        sockets, connect = await connect_all(specs, self.on_frame, self.spec.get("concurrency", 50))
+        live = []
+        for sock, (thread, role) in zip(sockets, owners):
+            if sock is None:
+                continue
+            sock.thread, sock.role = thread, role
+            self.counts[id(sock)] = bytearray(self.tokens)
+            thread.setdefault("live", []).append(sock)
+            live.append(sock)
+        emit("READY", connect)
+        await wait_go()
+        self.all_done = loop.create_future()
+        runnable = [t for t in threads if any(s.role == "participant" for s in t.get("live", []))]
+        self.pending = sum(len(t["live"]) for t in runnable)
+        message = words(self.tokens, self.spec.get("pad", 0))
+        stagger = self.spec.get("stagger_s", 1.0)
+        started = now_ns()
+        rng = random.Random(7)
+        order = list(runnable)
+        rng.shuffle(order)
+        for position, thread in enumerate(order):
+            due = started + int(stagger * 1e9 * position / max(1, len(order)))
+            delay = (due - now_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            participant = next(s for s in thread["live"] if s.role == "participant")
+            frame = {"type": "message", "content": message}
+            frame.update(self.spec.get("message_extra", {}))
+            thread["sent_ns"] = now_ns()
+            participant.send_json(frame)
+        timeout = self.spec.get("timeout_s", 60)
+        timed_out = False
+        if self.pending > 0:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.all_done), timeout)
+            except asyncio.TimeoutError:
+                timed_out = True
+        finished = now_ns()
+        emit("DONE")
+        window = (finished - started) / 1e9
+        lost = doubled = delivered = 0
+        incomplete_sockets = 0
+        for sock in live:
+            counts = self.counts[id(sock)]
+            if sock.thread.get("sent_ns") is None:
+                continue
+            zeros = counts.count(0)
+            lost += zeros
+            delivered += self.tokens - zeros
+            doubled += sum(c - 1 for c in counts if c > 1)
+            if not sock.done:
+                incomplete_sockets += 1
+        for sock in live:
+            sock.close()
+        first = sorted(self.first_response)
+        result = {
+            "connect": connect,
+            "threads": len(runnable),
+            "sockets": len(live),
+            "tokens_per_run": self.tokens,
+            "window_seconds": round(window, 3),
+            "timed_out": timed_out,
+            "incomplete_sockets": incomplete_sockets,
+            "expected_tokens": len(live) * self.tokens if runnable else 0,
+            "delivered_tokens": delivered,
+            "lost_tokens": lost + (connect["sockets"] - connect["opened"]) * self.tokens,
+            "doubled_tokens": doubled,
+            "response_frames": self.response_frames,
+            "delivered_tokens_per_second": round(delivered / window, 1) if window else None,
+            "latency": latency_stats(self.latencies),
+            "first_response": {
+                "samples": len(first),
+                "p50_ms": None if not first else round(percentile(first, 50) / 1000, 2),
+                "p99_ms": None if not first else round(percentile(first, 99) / 1000, 2),
+            },
+            "error_frames": self.error_count,
+            "first_errors": self.errors,
+        }
+        await asyncio.sleep(0.2)
+        return result
+
+
+# --- idle: connection capacity --------------------------------------------
+
+
+async def idle_mode(spec: dict) -> dict:
+    targets = spec["targets"]
+    count = spec["count"]
+    specs = [targets[i % len(targets)] for i in range(count)]
+    sockets, connect = await connect_all(specs, ignore, spec.get("concurrency", 100))
+    await asyncio.sleep(spec.get("settle_s", 2.0))
+    still_open = sum(1 for s in sockets if s is not None and not s.closed.done())
+    connect["still_open_after_settle"] = still_open
+    emit("READY", connect)
+    await wait_go()
+    emit("DONE")
+    still_open = sum(1 for s in sockets if s is not None and not s.closed.done())
+    for sock in sockets:
+        if sock is not None:
+            sock.close()
+    await asyncio.sleep(0.5)
+    connect["still_open_at_end"] = still_open
+    return connect
+
+
+# --- resume: catch-up after missed events -----------------------------------
+
+
+async def resume_mode(spec: dict) -> dict:
+    participant_spec, observer_spec = spec["participant"], spec["observer"]
+    target = spec.get("missed_events", 1000)
+    loop = asyncio.get_running_loop()
+    state: dict = {"waiter": None, "until": None, "events": [], "max_event": 0}
+
+    def on_frame(sock: Socket, frame: dict, received: int) -> None:
+        event_id = frame.get("event_id")
+        if sock.role == "observer" and event_id is not None:
+            state["events"].append(event_id)
+            state["max_event"] = max(state["max_event"], event_id)
+        if frame.get("type") == "state_complete" and sock.role == state.get("wait_role"):
+            state["last_complete_event"] = event_id
+            waiter = state["waiter"]
+            if waiter is not None and not waiter.done():
+                if state["until"] is None or (event_id is not None and event_id >= state["until"]):
+                    waiter.set_result(received)
+        elif (
+            sock.role == state.get("wait_role")
+            and state["until"] is not None
+            and event_id is not None
+            and event_id >= state["until"]
+        ):
+            waiter = state["waiter"]
+            if waiter is not None and not waiter.done():
+                waiter.set_result(received)
+
+    async def run_message(participant: Socket, text: str, wait_role: str) -> None:
+        state["wait_role"], state["until"] = wait_role, None
+        state["waiter"] = loop.create_future()
+        participant.send_json({"type": "message", "content": text})
+        await asyncio.wait_for(state["waiter"], 120)
+
+    participant = await open_socket(
+        participant_spec["url"], participant_spec.get("headers", ()),
+        participant_spec.get("subprotocols", ()), on_frame,
+    )
+    participant.role = "participant"
+    emit("READY", {})
+    await wait_go()
+    rounds = []
+    for _ in range(spec.get("repeats", 3)):
+        observer = await open_socket(
+            observer_spec["url"], observer_spec.get("headers", ()),
+            observer_spec.get("subprotocols", ()), on_frame,
+        )
+        observer.role = "observer"
+        state["events"], state["max_event"] = [], 0
+        # Calibrate: how many events does a one-word reply make, beside its word?
+        await run_message(participant, "t0", "observer")
+        await asyncio.sleep(0.2)
+        seen_before = state["max_event"]
+        overhead = max(0, len([e for e in state["events"]]) - 1)
+        observer.close()
+        await observer.closed
+        # While the observer is away, a reply of ~`target` events streams.
+        words_needed = max(1, target - overhead - target // 100)
+        await run_message(participant, words(words_needed), "participant")
+        final_event = state["last_complete_event"]
+        missed = (final_event or 0) - seen_before
+        # Reconnect with last_event_id and time the catch-up.
+        state["events"], state["max_event"] = [], 0
+        state["wait_role"], state["until"] = "observer", final_event
+        state["waiter"] = loop.create_future()
+        sep = "&" if "?" in observer_spec["url"] else "?"
+        started = now_ns()
+        observer = await open_socket(
+            f"{observer_spec['url']}{sep}last_event_id={seen_before}",
+            observer_spec.get("headers", ()), observer_spec.get("subprotocols", ()), on_frame,
+        )
+        observer.role = "observer"
+        opened = now_ns()
+        try:
+            caught_up = await asyncio.wait_for(state["waiter"], 30)
+        except asyncio.TimeoutError:
+            caught_up = None
+        replayed = [e for e in state["events"] if seen_before < e <= (final_event or 0)]
+        rounds.append(
+            {
+                "missed_events": missed,
+                "replayed_events": len(replayed),
+                "replayed_unique": len(set(replayed)),
+                "catch_up_ms": None if caught_up is None else round((caught_up - started) / 1e6, 2),
+                "catch_up_after_open_ms": None
+                if caught_up is None
+                else round((caught_up - opened) / 1e6, 2),
+            }
+        )
+        observer.close()
+        await asyncio.sleep(0.3)
+    emit("DONE")
+    participant.close()
+    return {"rounds": rounds}
+
+
+# --- stall: a socket that stops reading ---------------------------------------
+
+
+async def stall_mode(spec: dict) -> dict:
+    """Normal threads stream at the usual pace while a busy thread streams large
+    tokens fast; one observer of the busy thread stops reading (when ``stall``)."""
+    normal = StreamLoad({**spec["normal"], "tokens": spec["normal"]["tokens"]})
+    busy_thread = spec["busy"]
+    busy_lat = array("q")
+    busy_state = {"complete": None, "runs": 0}
+    loop = asyncio.get_running_loop()
+
+    def on_busy(sock: Socket, frame: dict, received: int) -> None:
+        kind = frame.get("type")
+        if kind == "response" and sock.role == "observer":
+            for _, stamp in TOKEN.findall(frame.get("content") or ""):
+                busy_lat.append((received - int(stamp)) // 1000)
+        elif kind == "state_complete" and sock.role == "participant":
+            waiter = busy_state["complete"]
+            if waiter is not None and not waiter.done():
+                waiter.set_result(True)
+
+    busy_sockets = {}
+    for sock_spec in busy_thread["sockets"]:
+        role = sock_spec["role"]
+        sock = await open_socket(
+            sock_spec["url"], sock_spec.get("headers", ()), sock_spec.get("subprotocols", ()),
+            on_busy, sock_spec.get("rcvbuf"),
+        )
+        sock.role = role if role in ("participant", "stalled") else "observer"
+        busy_sockets[role] = sock
+    stalled = busy_sockets.get("stalled")
+
+    async def busy_loop(deadline: float) -> None:
+        participant = busy_sockets["participant"]
+        text = words(busy_thread["tokens"], busy_thread.get("pad", 0))
+        while loop.time() < deadline:
+            busy_state["complete"] = loop.create_future()
+            frame = {"type": "message", "content": text}
+            frame.update(busy_thread.get("message_extra", {}))
+            participant.send_json(frame)
+            try:
+                await asyncio.wait_for(busy_state["complete"], max(1, deadline - loop.time() + 30))
+            except asyncio.TimeoutError:
+                break
+            busy_state["runs"] += 1
+
+    # StreamLoad does the normal threads' READY/GO/DONE; start the busy thread
+    # and the stall when GO arrives (the on-GO hook below).
+    original_wait = globals()["wait_go"]
+
+    async def wait_go_and_start() -> None:
+        await original_wait()
+        if spec.get("stall") and stalled is not None and stalled.transport is not None:
+            stalled.transport.pause_reading()
+        busy_state["task"] = asyncio.create_task(busy_loop(loop.time() + spec["duration_s"]))
+
+    globals()["wait_go"] = wait_go_and_start
+    try:
+        result = await normal.run()
+    finally:
+        globals()["wait_go"] = original_wait
+    task = busy_state.get("task")
+    if task is not None:
+        await task
+    stalled_outcome = None
+    if stalled is not None:
+        closed_by_server = stalled.closed.done()
+        buffered = stalled.transport.get_write_buffer_size() if stalled.transport else 0
+        if stalled.transport is not None and not stalled.transport.is_closing():
+            stalled.transport.resume_reading()
+        try:
+            await asyncio.wait_for(asyncio.shield(stalled.closed), 3)
+        except asyncio.TimeoutError:
+            pass
+        stalled_outcome = {
+            "closed_by_server_during_stall": closed_by_server,
+            "close_code": stalled.close_code,
+            "bytes_received": stalled.bytes,
+            "client_write_buffer": buffered,
+        }
+    for sock in busy_sockets.values():
+        sock.close()
+    result["busy"] = {
+        "runs_completed": busy_state["runs"],
+        "observer_latency": latency_stats(busy_lat),
+        "stalled_socket": stalled_outcome,
+    }
+    return result
+
+
+async def main(spec: dict) -> dict:
+    mode = spec["mode"]
+    if mode == "stream":
+        return await StreamLoad(spec).run()
+    if mode == "idle":
+        return await idle_mode(spec)
+    if mode == "resume":
+        return await resume_mode(spec)
+    if mode == "stall":
+        return await stall_mode(spec)
+    raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as handle:
+        spec = json.load(handle)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    result = asyncio.run(main(spec))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["loadgen_cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
+    result["loadgen_pid"] = os.getpid()
+    emit("RESULT", result)

@@ -1,0 +1,89 @@
+"""WebSocket authentication: session cookie or API token, and the origin check.
+
+A token arrives as `Authorization: Token <key>` or, for clients that cannot set
+headers, as the subprotocol `token.<key>` beside `parley`; never in the URL.
+Each socket remembers which credential opened it (`scope["credential_group"]`)
+so that revoking the token or logging out closes exactly those sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlparse
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.http.request import validate_host
+from rest_framework.authtoken.models import Token
+
+SUBPROTOCOL = "parley"
+TOKEN_SUBPROTOCOL_PREFIX = "token."
+
+
+def credential_group(kind: str, secret: str) -> str:
+    """Channel-layer group of the sockets opened with one credential."""
+    digest = hashlib.sha256(f"{kind}:{secret}".encode()).hexdigest()[:40]
+    return f"auth.{digest}"
+
+
+def token_from_scope(scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            kind, _, key = value.decode("latin1").partition(" ")
+            if kind.lower() == "token" and key.strip():
+                return key.strip()
+    for protocol in scope.get("subprotocols", []):
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    return None
+
+
+@database_sync_to_async
+def _user_for_token(key: str):
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        return AnonymousUser()
+    return token.user
+
+
+class TokenAuthMiddleware:
+    """Runs inside channels' AuthMiddlewareStack: a token, when given, decides the user."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            key = token_from_scope(scope)
+            if key is not None:
+                scope = dict(
+                    scope,
+                    user=await _user_for_token(key),
+                    credential_group=credential_group("token", key),
+                )
+            else:
+                session = scope.get("session")
+                session_key = getattr(session, "session_key", None) if session is not None else None
+                scope = dict(
+                    scope,
+                    credential_group=credential_group("session", session_key) if session_key else None,
+                )
+        return await self.inner(scope, receive, send)
+
+
+def origin_allowed(scope) -> bool:
+    """Browsers send Origin; it must name this site. Clients without one
+    (programs holding a token) are not subject to cross-site attacks."""
+    origin = next((v for k, v in scope.get("headers", []) if k == b"origin"), None)
+    if origin is None:
+        return True
+    parsed = urlparse(origin.decode("latin1"))
+    if not parsed.scheme or not parsed.hostname:
+        return False
+    if f"{parsed.scheme}://{parsed.netloc}" in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    host = next((v for k, v in scope.get("headers", []) if k == b"host"), b"").decode("latin1")
+    if host and parsed.netloc == host:
+        return True
+    return validate_host(parsed.hostname, settings.ALLOWED_HOSTS) and parsed.netloc == host

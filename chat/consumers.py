@@ -1,0 +1,371 @@
+"""The thread socket: `/ws/threads/{id}/`.
+
+Inbound frames are parsed by chat/protocol.py and dispatched by type to one
+handler each, which calls one service. Outbound thread events arrive from the
+event log (chat/eventlog.py) through `deliver`, already serialized, and are
+forwarded in event_id order; a socket that falls behind (its send buffer
+passes PARLEY_SEND_BUFFER_LIMIT_BYTES) stops receiving events and, once it
+drains, is resynchronised with one snapshot instead of the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from agents import services as run_services
+from agents.errors import AgentErrorCode
+from agents.models import Run
+from chat import errors as close_codes
+from chat import services
+from chat.auth import SUBPROTOCOL, origin_allowed
+from chat.errors import ErrorCode, ServiceError
+from chat.eventlog import get_event_log
+from chat.permissions import can_write
+from chat.protocol import (
+    OBSERVER_FRAME_TYPES,
+    CancelIn,
+    ConfigIn,
+    InputIn,
+    MessageIn,
+    PingIn,
+    PongFrame,
+    ProtocolError,
+    ResumeIn,
+    StatusFrame,
+    error_frame,
+    frame_json,
+    parse_client_frame,
+    request_id_of,
+)
+from chat.selectors import thread_get_for_user, thread_snapshot
+
+logger = logging.getLogger(__name__)
+
+# Live events buffered while a socket replays or loads a snapshot; past this the
+# socket resyncs again rather than hold more.
+MAX_PENDING_EVENTS = 5_000
+
+
+def _innermost_send(send):
+    """daphne's own send (a partial over its protocol), under middleware wrappers."""
+    for _ in range(6):
+        if isinstance(send, functools.partial):
+            return send
+        owner = getattr(send, "__self__", None)
+        send = getattr(owner, "real_send", None)
+        if send is None:
+            return None
+    return None
+
+
+class ThreadConsumer(AsyncWebsocketConsumer):
+    thread_id: str | None = None
+
+    # --- connect / disconnect ------------------------------------------------
+    async def connect(self) -> None:
+        self.thread_id = None
+        self.subscribed = False
+        self.last_sent_event_id = 0
+        self.syncing = False
+        self.pending: list[tuple[int, str]] = []
+        self.stalled = False
+        self.resync_task: asyncio.Task | None = None
+        if not origin_allowed(self.scope):
+            await self.close()  # before accept: the handshake is refused (403)
+            return
+        offered = self.scope.get("subprotocols", [])
+        self.subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
+            return
+        thread_id = self.scope["url_route"]["kwargs"]["thread_id"]
+        try:
+            self.thread, self.role = await database_sync_to_async(thread_get_for_user)(
+                thread_id=thread_id, user=user
+            )
+        except ServiceError:
+            exists = await database_sync_to_async(_thread_exists)(thread_id)
+            await self._refuse(
+                close_codes.CLOSE_FORBIDDEN if exists else close_codes.CLOSE_NOT_FOUND
+            )
+            return
+        self.thread_id = str(self.thread.id)
+        self.user = user
+        log = get_event_log()
+        if log.subscriber_count(self.thread_id) >= settings.PARLEY_MAX_CLIENTS_PER_THREAD:
+            await self.accept(self.subprotocol)
+            await self.send_frame(
+                error_frame(
+                    ErrorCode.TOO_MANY_CLIENTS,
+                    "This thread has as many viewers as it allows; try again later.",
+                    thread_id=self.thread_id,
+                )
+            )
+            await self.close(close_codes.CLOSE_TOO_MANY_CLIENTS)
+            return
+        await self.accept(self.subprotocol)
+        raw_send = _innermost_send(self.base_send)
+        self._raw_send = raw_send or self.base_send
+        self._transport = getattr(raw_send.args[0], "transport", None) if raw_send else None
+        group = self.scope.get("credential_group")
+        if group:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.send_frame(
+            StatusFrame(
+                content={"state": "connected", "role": self.role.value, "user": user.username},
+                thread_id=self.thread_id,
+            )
+        )
+        await log.subscribe(self.thread_id, self)
+        self.subscribed = True
+        await self.sync(self._query_last_event_id())
+
+    async def _refuse(self, code: int) -> None:
+        await self.accept(self.subprotocol)
+        await self.close(code)
+
+    def _query_last_event_id(self) -> int | None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        try:
+            value = int(query.get("last_event_id", [""])[0])
+        except ValueError:
+            return None
+        return value if value >= 0 else None
+
+    async def disconnect(self, code) -> None:
+        if self.resync_task is not None:
+            self.resync_task.cancel()
+        if self.subscribed:
+            self.subscribed = False
+            await get_event_log().unsubscribe(self.thread_id, self)
+        group = self.scope.get("credential_group")
+        if group and self.thread_id:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                pass
+
+    # --- outbound --------------------------------------------------------------
+    async def send_frame(self, frame) -> None:
+        await self.send(text_data=frame_json(frame))
+
+    def backlog_bytes(self) -> int:
+        transport = self._transport
+        if transport is None:
+            return 0
+        try:
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        except AttributeError:
+            return 0
+
+    async def deliver(self, event_id: int, payload: str) -> None:
+        """A live thread event (called by the event log, in event_id order)."""
+        if self.syncing:
+            self.pending.append((event_id, payload))
+            if len(self.pending) > MAX_PENDING_EVENTS:
+                self.pending.clear()
+                self.lost_continuity()
+            return
+        if self.stalled or event_id <= self.last_sent_event_id:
+            return
+        if event_id != self.last_sent_event_id + 1:
+            self.lost_continuity()
+            return
+        if self.backlog_bytes() > settings.PARLEY_SEND_BUFFER_LIMIT_BYTES:
+            self.stalled = True
+            self.lost_continuity()
+            return
+        await self._raw_send({"type": "websocket.send", "text": payload})
+        self.last_sent_event_id = event_id
+
+    def lost_continuity(self) -> None:
+        """Resync this socket from a snapshot (once its send buffer has drained)."""
+        if self.resync_task is None or self.resync_task.done():
+            self.syncing = True
+            self.resync_task = asyncio.get_running_loop().create_task(self._resync())
+
+    async def _resync(self) -> None:
+        try:
+            limit = settings.PARLEY_SEND_BUFFER_LIMIT_BYTES // 4
+            while self.backlog_bytes() > limit:
+                await asyncio.sleep(0.1)
+            self.stalled = False
+            await self.sync(None, state="resynced")
+        except Exception:
+            logger.exception("resync of thread %s failed", self.thread_id)
+
+    async def sync(self, last_event_id: int | None, *, state: str = "snapshot") -> None:
+        """Bring this socket up to date, then hand over to live delivery.
+
+        Live events are buffered meanwhile; the subscription is active before the
+        log is read, so nothing falls between the replay and the live stream.
+        """
+        self.syncing = True
+        self.pending = []
+        log = get_event_log()
+        try:
+            events = None
+            if last_event_id is not None:
+                events = await log.read_after(self.thread_id, last_event_id)
+                if events is None:
+                    state = "resynced"
+            if events is None:
+                log_state = await log.thread_state(self.thread_id)
+                snapshot = await database_sync_to_async(thread_snapshot)(
+                    thread=self.thread, log_state=log_state
+                )
+                await self.send_frame(
+                    StatusFrame(content={"state": state, **snapshot}, thread_id=self.thread_id)
+                )
+                self.last_sent_event_id = snapshot["last_event_id"]
+            else:
+                self.last_sent_event_id = last_event_id
+                for event_id, payload in events:
+                    await self._raw_send({"type": "websocket.send", "text": payload})
+                    self.last_sent_event_id = event_id
+            while self.pending:
+                pending, self.pending = self.pending, []
+                for event_id, payload in pending:
+                    if event_id <= self.last_sent_event_id:
+                        continue
+                    if event_id != self.last_sent_event_id + 1:
+                        # Missed between log read and live stream: start over.
+                        return await self.sync(None, state="resynced")
+                    await self._raw_send({"type": "websocket.send", "text": payload})
+                    self.last_sent_event_id = event_id
+        finally:
+            self.syncing = False
+
+    async def auth_revoked(self, message: dict) -> None:
+        await self.send_frame(
+            error_frame(
+                ErrorCode.NOT_AUTHENTICATED,
+                "Your session ended or your token was revoked.",
+                thread_id=self.thread_id,
+            )
+        )
+        await self.close(close_codes.CLOSE_NOT_AUTHENTICATED)
+
+    # --- inbound ---------------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.thread_id is None:
+            return
+        if bytes_data is not None:
+            await self.send_frame(
+                error_frame(ErrorCode.INVALID_FRAME, "Frames are JSON text, not binary.", thread_id=self.thread_id)
+            )
+            return
+        if len(text_data) > settings.PARLEY_MAX_FRAME_BYTES or (
+            len(text_data.encode()) > settings.PARLEY_MAX_FRAME_BYTES
+        ):
+            await self.send_frame(
+                error_frame(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"Frames are limited to {settings.PARLEY_MAX_FRAME_BYTES} bytes.",
+                    thread_id=self.thread_id,
+                )
+            )
+            await self.close(close_codes.CLOSE_FRAME_TOO_LARGE)
+            return
+        try:
+            frame = parse_client_frame(text_data)
+        except ProtocolError as error:
+            await self.send_frame(
+                error_frame(error.code, error.message, thread_id=self.thread_id, request_id=request_id_of(text_data))
+            )
+            return
+        if frame.type not in OBSERVER_FRAME_TYPES and not can_write(self.role):
+            await self._error(
+                frame, ErrorCode.READ_ONLY, "You are observing this thread; you cannot write to it."
+            )
+            return
+        handler = self.handlers[frame.type]
+        try:
+            await handler(self, frame)
+        except ServiceError as error:
+            await self._error(frame, error.code, error.message)
+        except Exception:
+            logger.exception("handling a %s frame failed", frame.type)
+            await self._error(frame, ErrorCode.SERVER_ERROR, "Something went wrong; nothing was changed.")
+
+    async def _error(self, frame, code, message: str) -> None:
+        await self.send_frame(
+            error_frame(code, message, thread_id=self.thread_id, request_id=frame.request_id)
+        )
+
+    async def on_message(self, frame: MessageIn) -> None:
+        await database_sync_to_async(services.message_post)(
+            thread=self.thread, user=self.user, text=frame.content, request_id=frame.request_id
+        )
+
+    async def on_config(self, frame: ConfigIn) -> None:
+        await database_sync_to_async(services.thread_update)(thread=self.thread, config=frame.content)
+
+    async def on_cancel(self, frame: CancelIn) -> None:
+        run_id = frame.content.run_id if frame.content else None
+        await database_sync_to_async(_cancel)(thread_id=self.thread_id, run_id=run_id)
+
+    async def on_input(self, frame: InputIn) -> None:
+        await database_sync_to_async(_submit_input)(
+            thread_id=self.thread_id,
+            run_id=frame.content.run_id,
+            input_id=frame.content.input_id,
+            text=frame.content.text,
+            username=self.user.username,
+        )
+
+    async def on_ping(self, frame: PingIn) -> None:
+        await self.send_frame(PongFrame(thread_id=self.thread_id, request_id=frame.request_id))
+
+    async def on_resume(self, frame: ResumeIn) -> None:
+        await self.sync(frame.content.last_event_id)
+
+    handlers = {
+        "message": on_message,
+        "config": on_config,
+        "cancel": on_cancel,
+        "input": on_input,
+        "ping": on_ping,
+        "resume": on_resume,
+    }
+
+
+def _thread_exists(thread_id: str) -> bool:
+    from chat.models import Thread
+
+    try:
+        return Thread.objects.filter(pk=thread_id).exists()
+    except (ValueError, TypeError, Exception):
+        return False
+
+
+def _run_in_thread(*, thread_id: str, run_id) -> Run:
+    run = None
+    if run_id is not None:
+        run = Run.objects.filter(pk=run_id, thread_id=thread_id).first()
+    else:
+        run = run_services.run_active_for_thread(thread_id=thread_id)
+    if run is None:
+        raise ServiceError(AgentErrorCode.RUN_NOT_FOUND, "No such run in this thread.", status=404)
+    return run
+
+
+def _cancel(*, thread_id: str, run_id) -> None:
+    run_services.run_cancel(run=_run_in_thread(thread_id=thread_id, run_id=run_id))
+
+
+def _submit_input(*, thread_id: str, run_id, input_id, text: str, username: str) -> None:
+    run_services.run_input_submit(
+        run=_run_in_thread(thread_id=thread_id, run_id=run_id),
+        input_id=input_id,
+        text=text,
+        username=username,
+    )

@@ -1,0 +1,48 @@
+"""Error codes of the chat app, used in `error` frames and API errors alike."""
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    INVALID_JSON = "invalid_json"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_FRAME = "invalid_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    MESSAGE_TOO_LONG = "message_too_long"
+    READ_ONLY = "read_only"
+    NOT_AUTHENTICATED = "not_authenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    THREAD_NOT_FOUND = "thread_not_found"
+    THREAD_BUSY = "thread_busy"
+    TOO_MANY_CLIENTS = "too_many_clients"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_RUNS = "too_many_runs"
+    INVALID_CONFIG = "invalid_config"
+    USER_NOT_FOUND = "user_not_found"
+    VALIDATION_ERROR = "validation_error"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVER_ERROR = "server_error"
+
+
+class ServiceError(Exception):
+    """A refused request, raised by services and shown to clients as an error.
+
+    `code` is an ErrorCode or agents' AgentErrorCode; `status` is the HTTP status
+    an API view answers with.
+    """
+
+    def __init__(self, code: Enum, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+# WebSocket close codes (shared CONTRACT.md)
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY_CLIENTS = 4429
+CLOSE_FRAME_TOO_LARGE = 1009

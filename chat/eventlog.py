@@ -1,0 +1,600 @@
+"""The per-thread event log: ids, retention, live fan-out, resume.
+
+Every event a thread broadcasts goes through `EventLog.publish`, which, in one
+atomic step, assigns the thread's next `event_id`, appends the frame to a
+bounded log, updates the text-so-far of the run a `response` chunk belongs to,
+and fans the frame out to every live subscriber (one per socket).
+
+* `MemoryEventLog` (embedded mode): all of it inside the process.
+* `RedisEventLog` (production): one Lua script per event (INCR, XADD to a
+  capped stream with a TTL, APPEND, PUBLISH), pipelined per process; each web
+  process holds ONE subscriber connection and fans frames out to its own
+  sockets, so a frame crosses Redis once per process, not once per socket. The
+  subscriber fills gaps from the log, and when its connection drops (Redis
+  restarted) it tells every local socket that continuity is lost, so each
+  resynchronises from a snapshot instead of silently missing events.
+
+Frames are serialized once, by the producer, without `event_id`; the log
+appends `,"event_id":N}` when it assigns N, and sockets forward the text as is.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+logger = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    async def deliver(self, event_id: int, payload: str) -> None:
+        """Forward one event; must not block for long (sockets apply back-pressure)."""
+
+    def lost_continuity(self) -> None:
+        """Events may have been lost (log gone, subscription dropped): resync."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A `response` event's place in its run, so the log keeps the run's text so far."""
+
+    run_id: str
+    stream_index: int
+    text: str
+    text_before: str = ""  # the run's text before this chunk, to re-seed a lost log
+
+
+@dataclass
+class RunProgress:
+    run_id: str
+    next_stream_index: int
+    text: str
+
+
+@dataclass
+class ThreadLogState:
+    last_event_id: int
+    runs: dict[str, RunProgress] = field(default_factory=dict)
+
+
+def with_event_id(payload: str, event_id: int) -> str:
+    return f'{payload[:-1]},"event_id":{event_id}}}'
+
+
+def event_id_of(payload: str) -> int:
+    return int(payload[payload.rfind(":") + 1 : -1])
+
+
+class EventLog(abc.ABC):
+    def __init__(self, *, max_events: int, ttl_seconds: int, max_replay: int = 10_000):
+        self.max_events = max_events
+        self.ttl_seconds = ttl_seconds
+        self.max_replay = max_replay
+
+    @abc.abstractmethod
+    async def publish(
+        self,
+        thread_id: str,
+        payload: str,
+        *,
+        chunk: Chunk | None = None,
+        run_ended: str | None = None,
+    ) -> int:
+        """Append one event (a frame's JSON without event_id); return its event_id."""
+
+    @abc.abstractmethod
+    async def read_after(self, thread_id: str, event_id: int) -> list[tuple[int, str]] | None:
+        """Events after `event_id` in order, or None when they are not all in the window."""
+
+    @abc.abstractmethod
+    async def thread_state(self, thread_id: str) -> ThreadLogState:
+        """The last event id and the text so far of runs in flight, read atomically."""
+
+    @abc.abstractmethod
+    async def subscribe(self, thread_id: str, subscriber: Subscriber) -> None:
+        """Deliver the thread's live events to `subscriber`; returns once active."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, thread_id: str, subscriber: Subscriber) -> None: ...
+
+    def subscriber_count(self, thread_id: str) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+# --- Embedded ---------------------------------------------------------------
+
+
+@dataclass
+class _MemoryThread:
+    sequence: int = 0
+    events: deque = field(default_factory=deque)
+    runs: dict[str, RunProgress] = field(default_factory=dict)
+    run_parts: dict[str, list[str]] = field(default_factory=dict)
+    subscribers: set = field(default_factory=set)
+    expires_at: float = 0.0
+
+
+class MemoryEventLog(EventLog):
+    """The event log of one process (embedded mode, tests)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._threads: dict[str, _MemoryThread] = {}
+
+    def _thread(self, thread_id: str) -> _MemoryThread:
+        thread = self._threads.get(thread_id)
+        if thread is None:
+            thread = self._threads[thread_id] = _MemoryThread(
+                events=deque(maxlen=self.max_events)
+            )
+        return thread
+
+    async def publish(self, thread_id, payload, *, chunk=None, run_ended=None) -> int:
+        thread = self._thread(thread_id)
+        now = time.monotonic()
+        if thread.expires_at and thread.expires_at < now:
+            thread.events.clear()
+            thread.runs.clear()
+            thread.run_parts.clear()
+        thread.expires_at = now + self.ttl_seconds
+        if chunk is not None:
+            progress = thread.runs.get(chunk.run_id)
+            if progress is None:
+                progress = thread.runs[chunk.run_id] = RunProgress(chunk.run_id, 0, "")
+                thread.run_parts[chunk.run_id] = []
+            if chunk.stream_index < progress.next_stream_index:
+                return 0  # already published (a retried publish)
+            thread.run_parts[chunk.run_id].append(chunk.text)
+            progress.next_stream_index = chunk.stream_index + 1
+        if run_ended is not None:
+            thread.runs.pop(run_ended, None)
+            thread.run_parts.pop(run_ended, None)
+        thread.sequence += 1
+        event_id = thread.sequence
+        text = with_event_id(payload, event_id)
+        thread.events.append((event_id, text))
+        # Deliver in the publisher's task: sends to sockets complete without
+        # suspending, so events reach every subscriber in event_id order.
+        for subscriber in list(thread.subscribers):
+            try:
+                await subscriber.deliver(event_id, text)
+            except Exception:
+                logger.exception("delivering event %s of thread %s failed", event_id, thread_id)
+        return event_id
+
+    async def read_after(self, thread_id, event_id):
+        thread = self._threads.get(thread_id)
+        sequence = thread.sequence if thread else 0
+        if event_id > sequence:
+            return None
+        if event_id == sequence:
+            return []
+        if sequence - event_id > self.max_replay or not thread.events:
+            return None
+        if thread.events[0][0] > event_id + 1:
+            return None
+        return [(eid, text) for eid, text in thread.events if eid > event_id]
+
+    async def thread_state(self, thread_id):
+        thread = self._threads.get(thread_id)
+        if thread is None:
+            return ThreadLogState(last_event_id=0)
+        runs = {
+            run_id: RunProgress(run_id, progress.next_stream_index, "".join(thread.run_parts[run_id]))
+            for run_id, progress in thread.runs.items()
+        }
+        return ThreadLogState(last_event_id=thread.sequence, runs=runs)
+
+    async def subscribe(self, thread_id, subscriber):
+        self._thread(thread_id).subscribers.add(subscriber)
+
+    async def unsubscribe(self, thread_id, subscriber):
+        thread = self._threads.get(thread_id)
+        if thread is not None:
+            thread.subscribers.discard(subscriber)
+
+    def subscriber_count(self, thread_id):
+        thread = self._threads.get(thread_id)
+        return len(thread.subscribers) if thread else 0
+
+
+# --- Redis ------------------------------------------------------------------
+
+# KEYS: 1 sequence, 2 log stream, 3 runs hash (run_id -> next stream_index),
+#       4 the run's text (chunk/end only; else any key of the thread)
+# ARGV: 1 payload, 2 pub/sub channel, 3 max events, 4 ttl, 5 mode (""|chunk|end),
+#       6 run_id, 7 stream_index, 8 chunk text, 9 "1" when 10 is a seed, 10 seed text
+PUBLISH_SCRIPT = """
+local mode = ARGV[5]
+if mode == 'chunk' then
+  local index = tonumber(ARGV[7])
+  local expected = redis.call('HGET', KEYS[3], ARGV[6])
+  if expected then
+    expected = tonumber(expected)
+  elseif index > 0 then
+    if ARGV[9] ~= '1' then return -1 end
+    redis.call('SET', KEYS[4], ARGV[10])
+    expected = index
+  else
+    expected = 0
+  end
+  if index < expected then return 0 end
+  redis.call('APPEND', KEYS[4], ARGV[8])
+  redis.call('HSET', KEYS[3], ARGV[6], index + 1)
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+elseif mode == 'end' then
+  redis.call('HDEL', KEYS[3], ARGV[6])
+  redis.call('DEL', KEYS[4])
+end
+local id = redis.call('INCR', KEYS[1])
+if id == 1 then redis.call('DEL', KEYS[2]) end
+local payload = string.sub(ARGV[1], 1, -2) .. ',"event_id":' .. id .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'p', payload)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[2], payload)
+return id
+"""
+
+# KEYS: 1 sequence, 2 log stream. ARGV: 1 after, 2 max events to replay.
+# Returns {sequence, complete (1|0), payload...}
+READ_AFTER_SCRIPT = """
+local sequence = tonumber(redis.call('GET', KEYS[1]) or '0')
+local after = tonumber(ARGV[1])
+if after > sequence then return {sequence, 0} end
+if after == sequence then return {sequence, 1} end
+if sequence - after > tonumber(ARGV[2]) then return {sequence, 0} end
+local entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')
+if #entries == 0 then return {sequence, 0} end
+local first = tonumber(string.match(entries[1][1], '^(%d+)'))
+if first ~= after + 1 then return {sequence, 0} end
+local out = {sequence, 1}
+for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
+return out
+"""
+
+# KEYS: 1 sequence, 2 runs hash. ARGV: 1 prefix of run text keys.
+# Returns {sequence, run_id, next_index, text, run_id, ...}
+STATE_SCRIPT = """
+local out = {tonumber(redis.call('GET', KEYS[1]) or '0')}
+local runs = redis.call('HGETALL', KEYS[2])
+for i = 1, #runs, 2 do
+  out[#out + 1] = runs[i]
+  out[#out + 1] = runs[i + 1]
+  out[#out + 1] = redis.call('GET', ARGV[1] .. runs[i]) or ''
+end
+return out
+"""
+
+
+def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
+    base = f"parley:{{{thread_id}}}"
+    return f"{base}:seq", f"{base}:log", f"{base}:runs", f"{base}:text:", f"{base}:events"
+
+
+class RedisEventLog(EventLog):
+    def __init__(self, *, url: str, socket_timeout: float = 30.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        import redis.asyncio as redis
+
+        self.url = url
+        self._redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
+        self._publish_script = self._redis.register_script(PUBLISH_SCRIPT)
+        self._read_script = self._redis.register_script(READ_AFTER_SCRIPT)
+        self._state_script = self._redis.register_script(STATE_SCRIPT)
+        self._pending: list[tuple[tuple, list, asyncio.Future]] = []
+        self._flushing = False
+        self._listener = _RedisFanOut(self, url)
+
+    # Producer side: every publish of this process in one pipeline per loop turn.
+    async def publish(self, thread_id, payload, *, chunk=None, run_ended=None) -> int:
+        seq_key, log_key, runs_key, text_prefix, channel = _keys(thread_id)
+        run_id = chunk.run_id if chunk else (run_ended or "")
+        mode = "chunk" if chunk else ("end" if run_ended else "")
+        keys = (seq_key, log_key, runs_key, text_prefix + run_id)
+        args = [
+            payload,
+            channel,
+            self.max_events,
+            self.ttl_seconds,
+            mode,
+            run_id,
+            chunk.stream_index if chunk else 0,
+            chunk.text if chunk else "",
+            "0",
+            "",
+        ]
+        event_id = await self._enqueue(keys, args)
+        if event_id == -1:  # the log lost the run's text (Redis restarted): re-seed
+            args[8:10] = ["1", chunk.text_before]
+            event_id = await self._enqueue(keys, args)
+        return int(event_id)
+
+    def _enqueue(self, keys, args) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((keys, args, future))
+        if not self._flushing:
+            self._flushing = True
+            loop.create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for keys, args, _ in batch:
+                            self._publish_script(keys=keys, args=args, client=pipe)
+                        results = await pipe.execute(raise_on_error=False)
+                except Exception as error:  # connection lost: every caller retries
+                    results = [error] * len(batch)
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flushing = False
+
+    async def read_after(self, thread_id, event_id):
+        seq_key, log_key, *_ = _keys(thread_id)
+        result = await self._read_script(keys=[seq_key, log_key], args=[event_id, self.max_replay])
+        if int(result[1]) != 1:
+            return None
+        return [(event_id_of(payload), payload) for payload in result[2:]]
+
+    async def thread_state(self, thread_id):
+        seq_key, _, runs_key, text_prefix, _ = _keys(thread_id)
+        result = await self._state_script(keys=[seq_key, runs_key], args=[text_prefix])
+        state = ThreadLogState(last_event_id=int(result[0]))
+        for index in range(1, len(result), 3):
+            run_id = result[index]
+            state.runs[run_id] = RunProgress(run_id, int(result[index + 1]), result[index + 2])
+        return state
+
+    async def subscribe(self, thread_id, subscriber):
+        await self._listener.add(thread_id, subscriber)
+
+    async def unsubscribe(self, thread_id, subscriber):
+        await self._listener.remove(thread_id, subscriber)
+
+    def subscriber_count(self, thread_id):
+        return len(self._listener.subscribers.get(thread_id, ()))
+
+    async def close(self) -> None:
+        await self._listener.close()
+        await self._redis.aclose()
+
+
+class _RedisFanOut:
+    """One pub/sub connection per process, fanning events out to local sockets.
+
+    A small RESP reader of its own (rather than redis-py's PubSub, which
+    reconnects and resubscribes silently) so that a dropped connection is
+    always noticed and turned into resyncs.
+    """
+
+    def __init__(self, log: RedisEventLog, url: str) -> None:
+        self.log = log
+        parsed = urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 6379
+        self.password = unquote(parsed.password) if parsed.password else None
+        self.username = unquote(parsed.username) if parsed.username else None
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.last_seen: dict[str, int] = {}
+        self._confirmations: dict[str, asyncio.Future] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._connected = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def add(self, thread_id: str, subscriber: Subscriber) -> None:
+        self._ensure_running()
+        subscribers = self.subscribers.setdefault(thread_id, set())
+        subscribers.add(subscriber)
+        await self._subscribe([thread_id])
+
+    async def remove(self, thread_id: str, subscriber: Subscriber) -> None:
+        subscribers = self.subscribers.get(thread_id)
+        if not subscribers:
+            return
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del self.subscribers[thread_id]
+            self.last_seen.pop(thread_id, None)
+            self._confirmations.pop(thread_id, None)
+            if self._writer is not None:
+                try:
+                    self._send("UNSUBSCRIBE", _keys(thread_id)[4])
+                except (ConnectionError, RuntimeError):
+                    pass
+
+    async def _subscribe(self, thread_ids: Iterable[str]) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout=10)
+        loop = asyncio.get_running_loop()
+        waits = []
+        for thread_id in thread_ids:
+            future = self._confirmations.get(thread_id)
+            if future is None:
+                future = self._confirmations[thread_id] = loop.create_future()
+                self._send("SUBSCRIBE", _keys(thread_id)[4])
+            waits.append(future)
+        await asyncio.wait_for(asyncio.gather(*waits), timeout=10)
+
+    def _send(self, *parts: str) -> None:
+        if self._writer is None:
+            raise ConnectionError("not connected to Redis")
+        encoded = [part.encode() for part in parts]
+        out = [f"*{len(encoded)}\r\n".encode()]
+        for part in encoded:
+            out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+        self._writer.write(b"".join(out))
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            try:
+                reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                if self.password:
+                    auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+                    self._send(*auth)
+                    reply = await reader.readline()
+                    if not reply.startswith(b"+OK"):
+                        raise ConnectionError(f"Redis AUTH failed: {reply!r}")
+                backoff = 0.1
+                self._confirmations.clear()
+                self._connected.set()
+                if self.subscribers:
+                    resubscribe = asyncio.get_running_loop().create_task(
+                        self._resubscribe(resync=not first)
+                    )
+                    resubscribe.add_done_callback(_log_failure)
+                first = False
+                await self._read(reader)
+                raise ConnectionError("Redis closed the subscriber connection")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("event subscriber lost Redis (%s); reconnecting", error)
+                self._connected.clear()
+                if self._writer is not None:
+                    self._writer.close()
+                self._writer = None
+                for future in self._confirmations.values():
+                    if not future.done():
+                        future.cancel()
+                self._confirmations.clear()
+                self.last_seen.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _resubscribe(self, *, resync: bool) -> None:
+        thread_ids = list(self.subscribers)
+        await self._subscribe(thread_ids)
+        if resync:
+            # Events published while we were away may be gone from the log too.
+            for thread_id in thread_ids:
+                for subscriber in list(self.subscribers.get(thread_id, ())):
+                    subscriber.lost_continuity()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        prefix_length = len("parley:{")
+        while True:
+            header = await reader.readline()
+            if not header:
+                return
+            if header[:1] != b"*":
+                continue  # +OK etc.
+            count = int(header[1:-2])
+            parts: list[bytes | int] = []
+            for _ in range(count):
+                line = await reader.readline()
+                if line[:1] == b"$":
+                    size = int(line[1:-2])
+                    data = await reader.readexactly(size + 2)
+                    parts.append(data[:-2])
+                else:
+                    parts.append(int(line[1:-2]))
+            kind = parts[0]
+            if kind == b"message":
+                channel = parts[1].decode()
+                thread_id = channel[prefix_length : channel.index("}")]
+                await self._dispatch(thread_id, parts[2].decode())
+            elif kind == b"subscribe":
+                channel = parts[1].decode()
+                thread_id = channel[prefix_length : channel.index("}")]
+                future = self._confirmations.get(thread_id)
+                if future is not None and not future.done():
+                    future.set_result(True)
+
+    async def _dispatch(self, thread_id: str, payload: str) -> None:
+        subscribers = self.subscribers.get(thread_id)
+        if not subscribers:
+            return
+        event_id = event_id_of(payload)
+        last = self.last_seen.get(thread_id)
+        events = [(event_id, payload)]
+        if last is not None:
+            if event_id <= last:
+                return  # duplicate
+            if event_id > last + 1:  # a gap: fill it from the log
+                missed = await self.log.read_after(thread_id, last)
+                if missed is None:
+                    for subscriber in list(subscribers):
+                        subscriber.lost_continuity()
+                    self.last_seen[thread_id] = event_id
+                    return
+                events = [item for item in missed if item[0] <= event_id]
+        self.last_seen[thread_id] = event_id
+        for eid, text in events:
+            for subscriber in list(subscribers):
+                try:
+                    await subscriber.deliver(eid, text)
+                except Exception:
+                    logger.exception("delivering event %s of thread %s failed", eid, thread_id)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("resubscribing failed: %s", task.exception())
+
+
+# --- The process's event log --------------------------------------------------
+
+_event_log: EventLog | None = None
+
+
+def get_event_log() -> EventLog:
+    global _event_log
+    if _event_log is None:
+        from django.conf import settings
+
+        options = {
+            "max_events": settings.PARLEY_EVENT_LOG_MAXLEN,
+            "ttl_seconds": settings.PARLEY_EVENT_LOG_TTL_SECONDS,
+        }
+        if settings.REDIS_URL:
+            _event_log = RedisEventLog(
+                url=settings.REDIS_URL, socket_timeout=settings.REDIS_SOCKET_TIMEOUT, **options
+            )
+        else:
+            _event_log = MemoryEventLog(**options)
+    return _event_log
+
+
+def reset_event_log() -> None:
+    """Forget the process's event log (tests switch event loops between cases)."""
+    global _event_log
+    _event_log = None

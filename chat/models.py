@@ -1,0 +1,78 @@
+"""Threads, their members and their messages."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Role(models.TextChoices):
+    OWNER = "owner"
+    PARTICIPANT = "participant"
+    OBSERVER = "observer"
+    STAFF = "staff"
+
+
+class Thread(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_threads"
+    )
+    agent = models.ForeignKey("agents.AgentConfig", on_delete=models.PROTECT, related_name="threads")
+    title = models.CharField(max_length=200, blank=True)
+    config = models.JSONField(default=dict, blank=True, help_text="Per-thread agent overrides.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class ThreadMember(models.Model):
+    MEMBER_ROLES = [(Role.PARTICIPANT, "participant"), (Role.OBSERVER, "observer")]
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="thread_memberships"
+    )
+    role = models.CharField(max_length=12, choices=MEMBER_ROLES, default=Role.PARTICIPANT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["thread", "user"], name="unique_thread_member")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.thread} as {self.role}"
+
+
+class MessageRole(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Message(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    agent = models.ForeignKey(
+        "agents.AgentConfig", null=True, blank=True, on_delete=models.SET_NULL
+    )
+    role = models.CharField(max_length=10, choices=MessageRole.choices)
+    text = models.TextField(blank=True)
+    run = models.ForeignKey(
+        "agents.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:40]}"

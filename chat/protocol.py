@@ -1,0 +1,288 @@
+"""The WebSocket protocol: every frame type as a typed model.
+
+Inbound frames are parsed through one discriminated union (`parse_client_frame`);
+outbound frames are built with the `*Frame` models and serialized once
+(`frame_json`). docs/protocol.md describes the same frames for client authors.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from chat.errors import ErrorCode
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- Client -> server -------------------------------------------------------
+
+
+class ClientFrame(BaseModel):
+    """Envelope fields a client may send; anything undeclared is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str | None = Field(default=None, max_length=128)
+    # Accepted so that clients may send the full envelope; the server uses the
+    # thread of the socket and its own clock.
+    thread_id: UUID | None = None
+    run_id: UUID | None = None
+    stream_index: int | None = None
+    event_id: int | None = None
+    timestamp: str | None = None
+
+
+class MessageIn(ClientFrame):
+    type: Literal["message"]
+    content: str = Field(min_length=1)
+
+
+class ConfigIn(ClientFrame):
+    type: Literal["config"]
+    content: dict[str, Any]
+
+
+class CancelContent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    run_id: UUID | None = None
+
+
+class CancelIn(ClientFrame):
+    type: Literal["cancel"]
+    content: CancelContent | None = None
+
+
+class InputContent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    run_id: UUID
+    text: str
+    input_id: str | None = None
+
+
+class InputIn(ClientFrame):
+    type: Literal["input"]
+    content: InputContent
+
+
+class PingIn(ClientFrame):
+    type: Literal["ping"]
+    content: None = None
+
+
+class ResumeContent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    last_event_id: int | None = Field(default=None, ge=0)
+
+
+class ResumeIn(ClientFrame):
+    type: Literal["resume"]
+    content: ResumeContent
+
+
+InboundFrame = Annotated[
+    MessageIn | ConfigIn | CancelIn | InputIn | PingIn | ResumeIn,
+    Field(discriminator="type"),
+]
+_inbound_adapter: TypeAdapter[InboundFrame] = TypeAdapter(InboundFrame)
+CLIENT_FRAME_TYPES = frozenset({"message", "config", "cancel", "input", "ping", "resume"})
+# Frames an observer may send: reading, never writing.
+OBSERVER_FRAME_TYPES = frozenset({"ping", "resume"})
+
+
+def parse_client_frame(text: str) -> InboundFrame:
+    """Parse one inbound text frame or raise ProtocolError with the error code."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.INVALID_JSON, "The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.INVALID_FRAME, "A frame must be a JSON object.")
+    frame_type = data.get("type")
+    if frame_type not in CLIENT_FRAME_TYPES:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"Unknown frame type {frame_type!r}; expected one of "
+            f"{', '.join(sorted(CLIENT_FRAME_TYPES))}.",
+        )
+    try:
+        return _inbound_adapter.validate_python(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"][1:]) or "frame"
+        raise ProtocolError(
+            ErrorCode.INVALID_FRAME, f"Invalid {frame_type} frame: {where}: {first['msg']}."
+        ) from None
+
+
+def request_id_of(text: str) -> str | None:
+    """Best-effort request_id of a frame that failed to parse, to echo back."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    value = data.get("request_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and len(value) <= 128 else None
+
+
+# --- Server -> client -------------------------------------------------------
+
+
+class ServerFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    content: Any = None
+    thread_id: UUID | None = None
+    run_id: UUID | None = None
+    stream_index: int | None = None
+    event_id: int | None = None
+    request_id: str | None = None
+    timestamp: str = Field(default_factory=utc_timestamp)
+
+
+class Author(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str
+
+
+class MessageContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: UUID
+    role: Literal["user", "assistant"]
+    text: str
+    author: Author | None = None
+    agent: str | None = None
+    run_id: UUID | None = None
+    status: str | None = None  # for assistant messages: the run's final status
+    created_at: str
+
+
+class MessageFrame(ServerFrame):
+    type: Literal["message"] = "message"
+    content: MessageContent
+
+
+class ResponseFrame(ServerFrame):
+    type: Literal["response"] = "response"
+    content: str
+    run_id: UUID
+    stream_index: int
+
+
+class StateContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class StateFrame(ServerFrame):
+    type: Literal["state"] = "state"
+    content: StateContent
+    run_id: UUID
+
+
+class ErrorContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    message: str
+
+
+class RunCompleteContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    status: Literal["completed", "cancelled", "failed"]
+    usage: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorContent | None = None
+    message_id: UUID | None = None
+    chunks: int
+
+
+class StateCompleteFrame(ServerFrame):
+    type: Literal["state_complete"] = "state_complete"
+    content: RunCompleteContent
+    run_id: UUID
+
+
+class StatusFrame(ServerFrame):
+    """Connection and run status; `content.state` says which (see docs/protocol.md)."""
+
+    type: Literal["status"] = "status"
+    content: dict[str, Any]
+
+
+class InputRequestContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input_id: str
+    question: str
+    timeout: float
+
+
+class InputRequestFrame(ServerFrame):
+    type: Literal["input_request"] = "input_request"
+    content: InputRequestContent
+    run_id: UUID
+
+
+class ErrorFrame(ServerFrame):
+    type: Literal["error"] = "error"
+    content: ErrorContent
+
+
+class PongFrame(ServerFrame):
+    type: Literal["pong"] = "pong"
+    content: None = None
+
+
+OutboundFrame = Annotated[
+    MessageFrame
+    | ResponseFrame
+    | StateFrame
+    | StateCompleteFrame
+    | StatusFrame
+    | InputRequestFrame
+    | ErrorFrame
+    | PongFrame,
+    Field(discriminator="type"),
+]
+_outbound_adapter: TypeAdapter[OutboundFrame] = TypeAdapter(OutboundFrame)
+
+
+def parse_server_frame(text: str) -> OutboundFrame:
+    """Parse a frame the server sent (tests and Python clients use this)."""
+    return _outbound_adapter.validate_json(text)
+
+
+def frame_json(frame: ServerFrame) -> str:
+    """Serialize a frame sent to one socket (no event_id: not a thread event)."""
+    return frame.model_dump_json()
+
+
+def event_json(frame: ServerFrame) -> str:
+    """Serialize a thread event without `event_id`; the event log appends it
+    (`...,"event_id":N}`) when it assigns the id, so the frame is encoded once."""
+    return frame.model_dump_json(exclude={"event_id"})
+
+
+def error_frame(
+    code: Any, message: str, *, thread_id: UUID | str | None = None, request_id: str | None = None
+) -> ErrorFrame:
+    code_value = code.value if hasattr(code, "value") else str(code)
+    return ErrorFrame(
+        content=ErrorContent(code=code_value, message=message),
+        thread_id=thread_id,
+        request_id=request_id,
+    )

@@ -1,0 +1,195 @@
+"""Writes to threads, members and messages; the socket and the API both call these."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from agents.errors import AgentErrorCode
+from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, BusyPolicy, Run, RunStatus
+from agents.services import run_cancel, run_dispatch
+from agents.validation import thread_config_errors
+from chat.errors import ErrorCode, ServiceError
+from chat.events import publish_on_commit, run_status_frame
+from chat.models import Message, MessageRole, Role, Thread, ThreadMember
+from chat.protocol import MessageContent, MessageFrame, StatusFrame
+from chat.selectors import message_content
+
+
+def agent_get_enabled(*, name: str) -> AgentConfig:
+    agent = AgentConfig.objects.filter(name=name).first()
+    if agent is None:
+        raise ServiceError(AgentErrorCode.AGENT_NOT_FOUND, f"No agent named {name!r}.", status=400)
+    if not agent.enabled:
+        raise ServiceError(AgentErrorCode.AGENT_DISABLED, f"The agent {name!r} is disabled.", status=400)
+    return agent
+
+
+def thread_create(*, owner, agent_name: str, title: str = "", config: dict | None = None) -> Thread:
+    agent = agent_get_enabled(name=agent_name)
+    overrides = config or {}
+    errors = thread_config_errors(agent, overrides)
+    if errors:
+        raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
+    return Thread.objects.create(owner=owner, agent=agent, title=title[:200], config=overrides)
+
+
+def thread_update(*, thread: Thread, title: str | None = None, config: dict | None = None) -> Thread:
+    fields = ["updated_at"]
+    if title is not None:
+        thread.title = title[:200]
+        fields.append("title")
+    if config is not None:
+        errors = thread_config_errors(thread.agent, config)
+        if errors:
+            raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
+        thread.config = {**thread.config, **config}
+        fields.append("config")
+    with transaction.atomic():
+        thread.save(update_fields=fields)
+        publish_on_commit(
+            thread.id,
+            StatusFrame(
+                content={"state": "thread_updated", "title": thread.title, "config": thread.config},
+                thread_id=thread.id,
+            ),
+        )
+    return thread
+
+
+def thread_reset(*, thread: Thread) -> None:
+    """Cancel the thread's runs and delete its messages; event ids keep counting."""
+    with transaction.atomic():
+        for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES):
+            run_cancel(run=run)
+        Message.objects.filter(thread=thread).delete()
+        Run.objects.filter(thread=thread).exclude(status__in=ACTIVE_RUN_STATUSES).delete()
+        thread.save(update_fields=["updated_at"])
+        publish_on_commit(
+            thread.id, StatusFrame(content={"state": "reset"}, thread_id=thread.id)
+        )
+
+
+def thread_delete(*, thread: Thread) -> None:
+    with transaction.atomic():
+        for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES):
+            run_cancel(run=run)
+        publish_on_commit(
+            thread.id, StatusFrame(content={"state": "deleted"}, thread_id=thread.id)
+        )
+        thread.delete()
+
+
+def member_add(*, thread: Thread, username: str, role: str) -> ThreadMember:
+    if role not in (Role.PARTICIPANT, Role.OBSERVER):
+        raise ServiceError(ErrorCode.VALIDATION_ERROR, "role must be participant or observer.")
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise ServiceError(ErrorCode.USER_NOT_FOUND, f"No user named {username!r}.", status=400)
+    if user.pk == thread.owner_id:
+        raise ServiceError(ErrorCode.VALIDATION_ERROR, "The owner is already in the thread.")
+    member, _ = ThreadMember.objects.update_or_create(
+        thread=thread, user=user, defaults={"role": role}
+    )
+    return member
+
+
+def member_remove(*, thread: Thread, username: str) -> None:
+    ThreadMember.objects.filter(thread=thread, user__username=username).delete()
+
+
+def _check_message_rate(user) -> None:
+    """Messages per minute per user, counted in the shared cache (all web processes)."""
+    limit = settings.PARLEY_MESSAGES_PER_MINUTE
+    if limit <= 0:
+        return
+    key = f"rate:messages:{user.pk}:{int(time.time() // 60)}"
+    cache.add(key, 0, timeout=70)
+    try:
+        count = cache.incr(key)
+    except ValueError:
+        cache.set(key, 1, timeout=70)
+        count = 1
+    if count > limit:
+        raise ServiceError(
+            ErrorCode.RATE_LIMITED,
+            f"Too many messages: at most {limit} a minute. Try again shortly.",
+            status=429,
+        )
+
+
+def message_post(*, thread: Thread, user, text: str, request_id: str | None = None) -> Run:
+    """A user message enters the thread and an agent run is queued for it.
+
+    What happens when the thread is busy follows the agent's busy policy.
+    """
+    if not text.strip():
+        raise ServiceError(ErrorCode.VALIDATION_ERROR, "The message is empty.")
+    if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
+        raise ServiceError(
+            ErrorCode.MESSAGE_TOO_LONG,
+            f"The message is {len(text)} characters; the limit is "
+            f"{settings.PARLEY_MAX_MESSAGE_CHARS}.",
+            status=413,
+        )
+    _check_message_rate(user)
+    with transaction.atomic():
+        thread = Thread.objects.select_for_update().select_related("agent").get(pk=thread.pk)
+        agent = thread.agent
+        if not agent.enabled:
+            raise ServiceError(AgentErrorCode.AGENT_DISABLED, f"The agent {agent.name!r} is disabled.")
+        active = list(Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES))
+        if active and agent.busy_policy == BusyPolicy.REJECT:
+            raise ServiceError(
+                ErrorCode.THREAD_BUSY,
+                "The agent is still answering; wait for it or stop it first.",
+                status=409,
+            )
+        user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
+        if (
+            user_limit > 0
+            and Run.objects.filter(requested_by=user, status__in=ACTIVE_RUN_STATUSES).count()
+            >= user_limit
+        ):
+            raise ServiceError(
+                ErrorCode.TOO_MANY_RUNS,
+                f"You already have {user_limit} replies running or queued.",
+                status=429,
+            )
+        message = Message.objects.create(
+            thread=thread, author=user, role=MessageRole.USER, text=text
+        )
+        run = Run.objects.create(
+            thread=thread, agent=agent, requested_by=user, prompt=message, status=RunStatus.QUEUED
+        )
+        message.run = run
+        message.save(update_fields=["run"])
+        Thread.objects.filter(pk=thread.pk).update(updated_at=timezone.now())
+        message.author = user
+        publish_on_commit(
+            thread.id,
+            MessageFrame(
+                content=MessageContent(**message_content(message)),
+                thread_id=thread.id,
+                run_id=run.id,
+                request_id=request_id,
+            ),
+        )
+        publish_on_commit(
+            thread.id, run_status_frame(run, state="queued", position=len(active))
+        )
+        if not active:
+            run_dispatch(run=run)
+        elif agent.busy_policy == BusyPolicy.INTERRUPT:
+            for other in active:
+                run_cancel(run=other)
+    return run
+
+
+def _describe(errors: dict[str, str]) -> str:
+    return "; ".join(f"{field}: {problem}" for field, problem in errors.items())

@@ -1,0 +1,253 @@
+"""Parley settings, read from the environment in this one place.
+
+Two modes, chosen by ``REDIS_URL``:
+
+* embedded (``REDIS_URL`` unset): SQLite, the in-memory channel layer and event
+  log, and an agent worker inside the web process. ``make run`` uses it.
+* production (``REDIS_URL`` set): Redis carries the channel layer, the event log
+  and the shared cache; ``DATABASE_URL`` points at PostgreSQL; any number of
+  ``daphne`` and ``runworker agent-runs`` processes share them.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+REDIS_URL = env_str("REDIS_URL")
+PARLEY_EMBEDDED = not REDIS_URL
+
+DEBUG = env_bool("DEBUG", default=False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not PARLEY_EMBEDDED and not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set in production mode.")
+    SECRET_KEY = "parley-embedded-insecure-key-set-SECRET_KEY-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    # agents comes before channels so that its runworker (which adds leases,
+    # sweeping and graceful shutdown for agent-runs) overrides the stock one.
+    "agents",
+    "chat",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATA_DIR = Path(env_str("PARLEY_DATA_DIR", str(BASE_DIR / "var")))
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'parley.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several threads write (web requests, the in-process worker): wait for the
+    # lock instead of failing, and let readers run beside the writer.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- Channel layer, cache ---------------------------------------------------
+# redis-py 8 gives sockets a 5 s read timeout by default, shorter than the
+# layer's blocking receive; an idle socket would then fail with "Timeout
+# reading". 30 s is comfortably above channels-redis's 5 s BZPOPMIN.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 30.0)
+
+if PARLEY_EMBEDDED:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 10_000, "expiry": 60},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                        "socket_keepalive": True,
+                        "retry_on_timeout": True,
+                    }
+                ],
+                "capacity": 10_000,
+                "expiry": 60,
+                "prefix": "parley:layer",
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "parley",
+        }
+    }
+
+# --- REST API ---------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "chat.api_errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_USER_RATE", "6000/min"),
+        "anon": env_str("API_ANON_RATE", "600/min"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Parley API",
+    "DESCRIPTION": "Manage agents, threads, members and runs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Security (production) --------------------------------------------------
+if not DEBUG and not PARLEY_EMBEDDED:
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+# --- Parley -----------------------------------------------------------------
+# Serve /static/ from the ASGI app itself (plain `daphne` in embedded mode).
+PARLEY_SERVE_STATIC = env_bool("PARLEY_SERVE_STATIC", True)
+# Run the agent worker inside the web process (embedded mode only).
+PARLEY_EMBEDDED_WORKER = env_bool("PARLEY_EMBEDDED_WORKER", PARLEY_EMBEDDED)
+PARLEY_MAX_FRAME_BYTES = env_int("PARLEY_MAX_FRAME_BYTES", 64 * 1024)
+PARLEY_MAX_MESSAGE_CHARS = env_int("PARLEY_MAX_MESSAGE_CHARS", 16_000)
+PARLEY_MESSAGES_PER_MINUTE = env_int("PARLEY_MESSAGES_PER_MINUTE", 30)
+PARLEY_MAX_CLIENTS_PER_THREAD = env_int("PARLEY_MAX_CLIENTS_PER_THREAD", 50)
+PARLEY_MAX_ACTIVE_RUNS_PER_USER = env_int("PARLEY_MAX_ACTIVE_RUNS_PER_USER", 5)
+PARLEY_WORKER_CONCURRENCY = env_int("PARLEY_WORKER_CONCURRENCY", 1000)
+PARLEY_FLUSH_WINDOW_MS = env_int("PARLEY_FLUSH_WINDOW_MS", 25)
+PARLEY_LEASE_SECONDS = env_int("PARLEY_LEASE_SECONDS", 15)
+PARLEY_SWEEP_INTERVAL_SECONDS = env_float("PARLEY_SWEEP_INTERVAL_SECONDS", 5.0)
+PARLEY_SHUTDOWN_GRACE_SECONDS = env_float("PARLEY_SHUTDOWN_GRACE_SECONDS", 20.0)
+PARLEY_EVENT_LOG_MAXLEN = env_int("PARLEY_EVENT_LOG_MAXLEN", 20_000)
+PARLEY_EVENT_LOG_TTL_SECONDS = env_int("PARLEY_EVENT_LOG_TTL_SECONDS", 3600)
+PARLEY_SEND_BUFFER_LIMIT_BYTES = env_int("PARLEY_SEND_BUFFER_LIMIT_BYTES", 1 << 20)
+PARLEY_HEARTBEAT_SECONDS = env_float("PARLEY_HEARTBEAT_SECONDS", 20.0)
+PARLEY_SSE_HEARTBEAT_SECONDS = env_float("PARLEY_SSE_HEARTBEAT_SECONDS", 15.0)
+PARLEY_HISTORY_MAX_CHARS = env_int("PARLEY_HISTORY_MAX_CHARS", 24_000)
+PARLEY_INPUT_TIMEOUT_SECONDS = env_float("PARLEY_INPUT_TIMEOUT_SECONDS", 120.0)
+PARLEY_PROVIDER_TIMEOUT_SECONDS = env_float("PARLEY_PROVIDER_TIMEOUT_SECONDS", 60.0)
+PARLEY_PROVIDER_MAX_RETRIES = env_int("PARLEY_PROVIDER_MAX_RETRIES", 2)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,18 @@
+"""URL map: admin, the REST API under /api/, login, the web UI."""
+
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import include, path
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("config.api_urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("healthz", healthz),
+    path("", include("chat.web_urls")),
+]
