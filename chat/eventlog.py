@@ -295,7 +295,7 @@ class RedisEventLog(EventLog):
             socket_keepalive=True,
             health_check_interval=30,
         )
-        self._publish_script = self._redis.register_script(PUBLISH_SCRIPT)
+        self._publish_sha: str | None = None
         self._read_script = self._redis.register_script(READ_AFTER_SCRIPT)
         self._state_script = self._redis.register_script(STATE_SCRIPT)
         self._pending: list[tuple[tuple, list, asyncio.Future]] = []
@@ -336,14 +336,17 @@ class RedisEventLog(EventLog):
         return future
 
     async def _flush(self) -> None:
+        from redis.exceptions import NoScriptError
+
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for keys, args, _ in batch:
-                            self._publish_script(keys=keys, args=args, client=pipe)
-                        results = await pipe.execute(raise_on_error=False)
+                    results = await self._run_batch(batch)
+                    if any(isinstance(result, NoScriptError) for result in results):
+                        # Redis restarted and forgot the script: load it, run again.
+                        self._publish_sha = None
+                        results = await self._run_batch(batch)
                 except Exception as error:  # connection lost: every caller retries
                     results = [error] * len(batch)
                 for (_, _, future), result in zip(batch, results, strict=True):
@@ -355,6 +358,14 @@ class RedisEventLog(EventLog):
                         future.set_result(result)
         finally:
             self._flushing = False
+
+    async def _run_batch(self, batch) -> list:
+        if self._publish_sha is None:
+            self._publish_sha = await self._redis.script_load(PUBLISH_SCRIPT)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._publish_sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
 
     async def read_after(self, thread_id, event_id):
         seq_key, log_key, *_ = _keys(thread_id)

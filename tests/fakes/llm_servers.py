@@ -328,7 +328,7 @@ class FakeLLMServer:
                 )
             )
             self._port = self._server.sockets[0].getsockname()[1]
-        except BaseException as error:  # reported to start()
+        except OSError as error:  # the port is taken: start() reports it
             self._startup_error = error
             self._ready.set()
             loop.close()

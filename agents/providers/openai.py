@@ -1,0 +1,438 @@
+"""The `openai` provider: any OpenAI-compatible Chat Completions endpoint.
+
+One module serves OpenAI, Azure OpenAI (its `/openai/v1/` endpoint), Ollama, vLLM,
+llama.cpp server and LM Studio through the official `openai` SDK. The agent's
+`base_url` picks the server; blank means https://api.openai.com/v1. The SDK's own
+environment fallbacks (OPENAI_BASE_URL ...) are bypassed on purpose: an agent
+config alone decides where its calls go.
+
+API key: `request.api_key` is read by the runtime from the variable the agent's
+`api_key_env` names. The OpenAI endpoint needs one, so without it the call fails
+with `provider_key_missing` before any network traffic. A custom `base_url` may
+be a local server that wants no key: the SDK is then given the placeholder
+"not-needed", and a 401/403 from such a server says to set `api_key_env`.
+
+Request: the system prompt (if any), then `request.messages` oldest first, with
+`model`, `temperature` and `max_tokens`. Keys of `extra_params` that
+`chat.completions.create` knows (top_p, seed, stop, tools, response_format,
+max_completion_tokens ...) become keyword arguments; any other key (Ollama's
+`num_ctx`, vLLM's `top_k` ...) is added to the JSON body via `extra_body`. A key
+set to null leaves that parameter out: reasoning models that reject
+`temperature` take `{"temperature": null}`; `max_completion_tokens` replaces
+`max_tokens`, which those models also reject.
+
+Events: a `TextDelta` per content delta; `StateUpdate("tool_call", {"index",
+"id", "name", "arguments", "arguments_delta"})` per tool-call delta, with
+`arguments` accumulated so far; `Usage` last, when the server reports it
+(`stream_options.include_usage`). With `stream` off, the whole text is one
+`TextDelta`.
+
+Time limits and retries: `request.timeout` bounds every network wait (connect,
+each read), not the whole reply, so a long answer may stream as long as tokens
+keep coming while a silent server fails with `provider_timeout`. Before the
+reply starts, the SDK retries connection errors, 408, 409, 429 and 5xx up to
+`request.max_retries` times, honouring Retry-After; nothing is retried once
+text has streamed, and text already yielded stays with the caller.
+
+Failures raise `ProviderError` with a message safe to show users; it never
+holds the key or a response body that may echo it:
+401/403 `provider_auth_failed`, 429 `provider_rate_limited`, 408 and silence
+`provider_timeout`, 5xx, refused connections and in-stream server errors
+`provider_unavailable`, invalid JSON or non-chunk events
+`provider_bad_response`, a stream cut before its end `provider_connection_lost`,
+anything else `provider_error` (with the server's own explanation of a 4xx when
+that does not mention the key).
+
+Cancelling the task that iterates `stream()` closes the HTTP response and the
+client at once (both are `async with` blocks).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2  # the SDK's HTTP client; it lets some transport errors through
+import openai
+from openai.resources.chat.completions import AsyncCompletions
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from agents.errors import AgentErrorCode
+from agents.providers.base import (
+    Provider,
+    ProviderError,
+    ProviderEvent,
+    ProviderRequest,
+    StateUpdate,
+    TextDelta,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_HOST = "api.openai.com"
+# The SDK refuses to start without some key; keyless local servers ignore it.
+PLACEHOLDER_KEY = "not-needed"
+
+# Parameters the provider sets itself; extra_params cannot replace them.
+FIXED_PARAMS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "timeout",
+    }
+)
+# Parameters extra_params may only switch off, with null.
+DROPPABLE_PARAMS = frozenset({"temperature", "max_tokens"})
+CREATE_PARAMS = (
+    frozenset(inspect.signature(AsyncCompletions.create).parameters)
+    - {"self"}
+    - FIXED_PARAMS
+    - DROPPABLE_PARAMS
+)
+ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    needs_api_key = True
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        api_key = _resolve_api_key(request)
+        arguments = _create_arguments(request)
+        responded = False
+        try:
+            async with openai.AsyncOpenAI(
+                api_key=api_key,
+                base_url=request.base_url or DEFAULT_BASE_URL,
+                timeout=request.timeout,
+                max_retries=request.max_retries,
+            ) as client:
+                if not request.stream:
+                    completion = await client.chat.completions.create(
+                        **arguments, stream=False
+                    )
+                    responded = True
+                    for event in _completion_events(completion):
+                        yield event
+                    return
+                chunks = await client.chat.completions.create(
+                    **arguments, stream=True, stream_options={"include_usage": True}
+                )
+                responded = True
+                async with chunks:
+                    async for event in _chunk_events(chunks):
+                        yield event
+        except ProviderError:
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure becomes a ProviderError
+            failure = _failure(error, responded=responded, api_key=api_key)
+            # SDK errors may carry response bodies that echo the key: keep them
+            # out of tracebacks and logs.
+            raise failure from (None if isinstance(error, openai.APIError) else error)
+
+    def config_problems(self, agent: Any) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if not str(getattr(agent, "model", "") or "").strip():
+            problems["model"] = (
+                "Set the model name, e.g. gpt-4o-mini, or llama3.1 for Ollama."
+            )
+        base_url = str(getattr(agent, "base_url", "") or "").strip()
+        if base_url and not _is_http_url(base_url):
+            problems["base_url"] = (
+                "Use an http:// or https:// URL, e.g. http://localhost:11434/v1."
+            )
+        env_name = str(getattr(agent, "api_key_env", "") or "").strip()
+        if env_name and not ENV_VAR_NAME.match(env_name):
+            problems["api_key_env"] = (
+                "Give the name of the environment variable that holds the key "
+                "(letters, digits, underscores), never the key itself."
+            )
+        elif not env_name and _is_default_endpoint(base_url):
+            problems["api_key_env"] = (
+                "The OpenAI endpoint needs an API key: name the environment "
+                "variable that holds it, e.g. OPENAI_API_KEY."
+            )
+        extra = getattr(agent, "extra_params", None)
+        if extra is not None and not isinstance(extra, dict):
+            problems["extra_params"] = "Use a JSON object."
+        elif extra:
+            refused = sorted(
+                key
+                for key, value in extra.items()
+                if key in FIXED_PARAMS or (key in DROPPABLE_PARAMS and value is not None)
+            )
+            if refused:
+                problems["extra_params"] = (
+                    f"Remove {', '.join(refused)}: the agent's own fields set "
+                    "them (temperature and max_tokens may only be null, to leave "
+                    "them out)."
+                )
+        return problems
+
+
+def _resolve_api_key(request: ProviderRequest) -> str:
+    """The key to send: the agent's, or the placeholder for a keyless server."""
+    api_key = (request.api_key or "").strip()
+    if api_key:
+        return api_key
+    if _is_default_endpoint(request.base_url):
+        raise ProviderError(
+            AgentErrorCode.PROVIDER_KEY_MISSING,
+            "The agent has no API key: set the environment variable its "
+            "api_key_env names.",
+        )
+    return PLACEHOLDER_KEY
+
+
+def _is_default_endpoint(base_url: str | None) -> bool:
+    return not base_url or urlsplit(base_url).hostname == DEFAULT_HOST
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _create_arguments(request: ProviderRequest) -> dict[str, Any]:
+    messages: list[dict[str, str]] = []
+    if request.system_prompt:
+        messages.append({"role": "system", "content": request.system_prompt})
+    messages += [
+        {"role": message.role, "content": message.content}
+        for message in request.messages
+    ]
+    arguments: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+    }
+    extra_body: dict[str, Any] = {}
+    for key, value in request.extra_params.items():
+        if key in FIXED_PARAMS:
+            continue  # config_problems refuses these; never let them through
+        if value is None:
+            arguments.pop(key, None)
+        elif key in DROPPABLE_PARAMS:
+            continue
+        elif key in CREATE_PARAMS:
+            arguments[key] = value
+        else:
+            extra_body[key] = value
+    if "max_completion_tokens" in arguments:
+        arguments.pop("max_tokens", None)
+    if extra_body:
+        arguments["extra_body"] = extra_body
+    return arguments
+
+
+async def _chunk_events(
+    chunks: openai.AsyncStream[ChatCompletionChunk],
+) -> AsyncIterator[ProviderEvent]:
+    tool_calls: dict[int, dict[str, Any]] = {}
+    usage: Any = None
+    finished = False
+    async for chunk in chunks:
+        # The SDK builds chunks without validating them; check the shape here.
+        choices = getattr(chunk, "choices", None)
+        if not isinstance(chunk, ChatCompletionChunk) or not isinstance(
+            choices, list | None
+        ):
+            raise ProviderError(
+                AgentErrorCode.PROVIDER_BAD_RESPONSE,
+                "The provider sent a stream event that is not a chat completion chunk.",
+            )
+        if getattr(chunk, "usage", None) is not None:
+            usage = chunk.usage
+        for choice in choices or []:
+            if getattr(choice, "index", 0) != 0:
+                continue  # only the first choice is the reply
+            delta = getattr(choice, "delta", None)
+            if delta is not None:
+                text = getattr(delta, "content", None) or getattr(delta, "refusal", None)
+                if isinstance(text, str) and text:
+                    yield TextDelta(text)
+                for call in getattr(delta, "tool_calls", None) or []:
+                    yield _tool_call_update(tool_calls, call)
+            if getattr(choice, "finish_reason", None):
+                finished = True
+    if not finished:
+        raise ProviderError(
+            AgentErrorCode.PROVIDER_CONNECTION_LOST,
+            "The provider's stream ended before the reply was complete.",
+        )
+    if usage is not None:
+        yield _usage(usage)
+
+
+def _tool_call_update(calls: dict[int, dict[str, Any]], call: Any) -> StateUpdate:
+    index = getattr(call, "index", None) or 0
+    entry = calls.setdefault(
+        index, {"index": index, "id": None, "name": None, "arguments": ""}
+    )
+    if getattr(call, "id", None):
+        entry["id"] = call.id
+    function = getattr(call, "function", None)
+    if getattr(function, "name", None):
+        entry["name"] = function.name
+    fragment = getattr(function, "arguments", None) or ""
+    entry["arguments"] += fragment
+    return StateUpdate(kind="tool_call", data={**entry, "arguments_delta": fragment})
+
+
+def _completion_events(completion: Any) -> list[ProviderEvent]:
+    choices = getattr(completion, "choices", None)
+    if not isinstance(completion, ChatCompletion) or not isinstance(choices, list):
+        raise ProviderError(
+            AgentErrorCode.PROVIDER_BAD_RESPONSE,
+            "The provider's reply is not a chat completion.",
+        )
+    events: list[ProviderEvent] = []
+    message = getattr(choices[0], "message", None) if choices else None
+    text = getattr(message, "content", None) or getattr(message, "refusal", None)
+    if isinstance(text, str) and text:
+        events.append(TextDelta(text))
+    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
+        function = getattr(call, "function", None)
+        arguments = getattr(function, "arguments", None) or ""
+        data = {
+            "index": index,
+            "id": getattr(call, "id", None),
+            "name": getattr(function, "name", None),
+            "arguments": arguments,
+            "arguments_delta": arguments,
+        }
+        events.append(StateUpdate(kind="tool_call", data=data))
+    if getattr(completion, "usage", None) is not None:
+        events.append(_usage(completion.usage))
+    return events
+
+
+def _usage(usage: Any) -> Usage:
+    return Usage(
+        input_tokens=getattr(usage, "prompt_tokens", None),
+        output_tokens=getattr(usage, "completion_tokens", None),
+    )
+
+
+def _failure(error: Exception, *, responded: bool, api_key: str) -> ProviderError:
+    """The user-facing ProviderError for an exception from the SDK or transport."""
+    code = AgentErrorCode
+    if isinstance(error, openai.APIStatusError):
+        return _status_failure(error, api_key=api_key)
+    if isinstance(error, openai.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError(
+            code.PROVIDER_TIMEOUT,
+            "The provider did not answer in time; try again later.",
+        )
+    if isinstance(error, openai.APIConnectionError | httpx2.TransportError):
+        if responded:
+            return ProviderError(
+                code.PROVIDER_CONNECTION_LOST,
+                "The connection to the provider was lost before the reply was "
+                "complete.",
+            )
+        return ProviderError(
+            code.PROVIDER_UNAVAILABLE,
+            "Could not connect to the provider; check the agent's base URL or "
+            "try again later.",
+        )
+    if isinstance(error, openai.APIResponseValidationError | ValueError):
+        return ProviderError(
+            code.PROVIDER_BAD_RESPONSE,
+            "The provider sent a reply that could not be read.",
+        )
+    if isinstance(error, openai.APIError):
+        return _stream_error_failure(error, api_key=api_key)
+    logger.warning("Unexpected error from the OpenAI SDK", exc_info=error)
+    return ProviderError(code.PROVIDER_ERROR, "The provider call failed unexpectedly.")
+
+
+def _status_failure(error: openai.APIStatusError, *, api_key: str) -> ProviderError:
+    code = AgentErrorCode
+    status = error.status_code
+    if status in (401, 403):
+        if api_key == PLACEHOLDER_KEY:
+            return ProviderError(
+                code.PROVIDER_AUTH_FAILED,
+                f"The server at the agent's base URL wants an API key (HTTP "
+                f"{status}): set api_key_env to the variable that holds it.",
+            )
+        return ProviderError(
+            code.PROVIDER_AUTH_FAILED,
+            f"The provider rejected the API key (HTTP {status}); check the key in "
+            "the environment variable the agent names.",
+        )
+    if status == 429:
+        return ProviderError(
+            code.PROVIDER_RATE_LIMITED,
+            "The provider is rate limiting requests (HTTP 429); try again later.",
+        )
+    if status == 408:
+        return ProviderError(
+            code.PROVIDER_TIMEOUT, "The provider timed out (HTTP 408); try again later."
+        )
+    if status >= 500:
+        return ProviderError(
+            code.PROVIDER_UNAVAILABLE,
+            f"The provider is unavailable (HTTP {status}); try again later.",
+        )
+    detail = _error_message(error.body, api_key)
+    return ProviderError(
+        code.PROVIDER_ERROR,
+        f"The provider refused the request (HTTP {status}): {detail}"
+        if detail
+        else f"The provider refused the request (HTTP {status}); check the agent's "
+        "model and base URL.",
+    )
+
+
+def _stream_error_failure(error: openai.APIError, *, api_key: str) -> ProviderError:
+    """An error the server reported inside a 200 stream (`{"error": ...}`)."""
+    body = error.body if isinstance(error.body, dict) else {}
+    kind = f"{body.get('type') or ''} {body.get('code') or ''}".lower()
+    if "rate_limit" in kind:
+        return ProviderError(
+            AgentErrorCode.PROVIDER_RATE_LIMITED,
+            "The provider stopped the reply: rate limited; try again later.",
+        )
+    if "server_error" in kind or "overloaded" in kind:
+        return ProviderError(
+            AgentErrorCode.PROVIDER_UNAVAILABLE,
+            "The provider failed while replying; try again later.",
+        )
+    detail = _error_message(body, api_key)
+    return ProviderError(
+        AgentErrorCode.PROVIDER_ERROR,
+        f"The provider stopped the reply: {detail}"
+        if detail
+        else "The provider stopped the reply with an error.",
+    )
+
+
+def _error_message(body: object, api_key: str) -> str:
+    """The server's own one-line explanation from an error body, or "" when there
+    is none or it quotes the key (or a recognisable part of it)."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str):
+        return ""
+    message = " ".join(message.split())[:200]
+    secrets = [api_key] if api_key != PLACEHOLDER_KEY else []
+    if len(api_key) >= 16:
+        secrets += [api_key[:8], api_key[-8:]]
+    return "" if any(secret in message for secret in secrets) else message
+
+
+provider = OpenAIProvider()

@@ -1,0 +1,146 @@
+"""Shared fixtures: users in every role, an echo agent, a thread, a fresh event log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+
+from agents.models import AgentConfig
+from chat.models import Role, Thread, ThreadMember
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_state(settings):
+    """Each test gets its own event log, runtime and cache (new event loop per test)."""
+    from django.core.cache import cache
+
+    import agents.worker
+    from agents.runtime import reset_runtime
+    from chat.eventlog import reset_event_log
+
+    reset_event_log()
+    reset_runtime()
+    agents.worker._embedded = None
+    cache.clear()
+    yield
+    reset_event_log()
+    reset_runtime()
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str, **extra):
+        return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+
+    return make
+
+
+@pytest.fixture
+def users(make_user):
+    return {
+        Role.OWNER: make_user("owner"),
+        Role.PARTICIPANT: make_user("participant"),
+        Role.OBSERVER: make_user("observer"),
+        "stranger": make_user("stranger"),
+        Role.STAFF: make_user("staff", is_staff=True),
+    }
+
+
+@pytest.fixture
+def echo_agent(db):
+    return AgentConfig.objects.create(
+        name="echo", provider="echo", extra_params={"tokens_per_second": 200}
+    )
+
+
+@pytest.fixture
+def thread(users, echo_agent):
+    thread = Thread.objects.create(owner=users[Role.OWNER], agent=echo_agent, title="t")
+    ThreadMember.objects.create(thread=thread, user=users[Role.PARTICIPANT], role=Role.PARTICIPANT)
+    ThreadMember.objects.create(thread=thread, user=users[Role.OBSERVER], role=Role.OBSERVER)
+    return thread
+
+
+@pytest.fixture
+async def worker():
+    """The agent worker, running in the test's event loop (as in embedded mode)."""
+    from agents.runtime import get_runtime
+    from agents.worker import start_embedded_worker
+
+    start_embedded_worker()
+    runtime = get_runtime()
+    for _ in range(100):
+        if runtime.channel_name:
+            break
+        await asyncio.sleep(0.01)
+    yield runtime
+    import agents.worker
+
+    task = agents.worker._embedded
+    for run_task in list(runtime.tasks.values()):
+        run_task.cancel()
+    for background in runtime._background:
+        background.cancel()
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class Client:
+    """A WebsocketCommunicator that speaks the protocol (JSON frames)."""
+
+    def __init__(self, thread_id, user=None, *, query: str = "", headers=None, subprotocols=None):
+        from config.asgi import application
+
+        path = f"/ws/threads/{thread_id}/" + (f"?{query}" if query else "")
+        self.communicator = WebsocketCommunicator(
+            application, path, headers=headers or [], subprotocols=subprotocols
+        )
+        if user is not None:
+            self.communicator.scope["user"] = user
+        self.frames: list[dict] = []
+
+    async def connect(self):
+        return await self.communicator.connect(timeout=5)
+
+    async def send(self, frame: dict | str) -> None:
+        await self.communicator.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def receive(self, timeout: float = 5.0) -> dict:
+        frame = json.loads(await self.communicator.receive_from(timeout=timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def receive_until(self, predicate, timeout: float = 10.0) -> list[dict]:
+        seen = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            frame = await self.receive(timeout=max(deadline - loop.time(), 0.01))
+            seen.append(frame)
+            if predicate(frame):
+                return seen
+
+    async def receive_type(self, frame_type: str, timeout: float = 10.0) -> dict:
+        return (await self.receive_until(lambda f: f["type"] == frame_type, timeout))[-1]
+
+    async def close(self):
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+def client_for():
+    clients: list[Client] = []
+
+    def make(thread_id, user=None, **kwargs) -> Client:
+        client = Client(thread_id, user, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
