@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from agents.models import ACTIVE_RUN_STATUSES, Run
@@ -24,7 +25,7 @@ def thread_get_for_user(*, thread_id, user) -> tuple[Thread, Role]:
     """The thread and the caller's role; a stranger gets 404, never 403."""
     try:
         thread = Thread.objects.select_related("agent", "owner").get(pk=thread_id)
-    except (Thread.DoesNotExist, ValueError, TypeError):
+    except (Thread.DoesNotExist, ValidationError, ValueError, TypeError):
         raise ServiceError(ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404) from None
     role = thread_role(thread=thread, user=user)
     if not can_read(role):

@@ -135,7 +135,8 @@ class Client:
 
 
 @pytest.fixture
-def client_for():
+async def client_for():
+    """Makes protocol clients; every one is disconnected when the test ends."""
     clients: list[Client] = []
 
     def make(thread_id, user=None, **kwargs) -> Client:
@@ -144,3 +145,8 @@ def client_for():
         return client
 
     yield make
+    for client in clients:
+        try:
+            await client.close()
+        except Exception:
+            pass

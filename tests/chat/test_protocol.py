@@ -1,0 +1,126 @@
+"""Every frame type round-trips through the protocol models; bad input is named."""
+
+import json
+import uuid
+
+import pytest
+
+from chat.errors import ErrorCode
+from chat.eventlog import with_event_id
+from chat.protocol import (
+    Author,
+    ErrorContent,
+    ErrorFrame,
+    InputRequestContent,
+    InputRequestFrame,
+    MessageContent,
+    MessageFrame,
+    PongFrame,
+    ProtocolError,
+    ResponseFrame,
+    RunCompleteContent,
+    StateCompleteFrame,
+    StateContent,
+    StateFrame,
+    StatusFrame,
+    event_json,
+    frame_json,
+    parse_client_frame,
+    parse_server_frame,
+)
+
+THREAD = uuid.uuid4()
+RUN = uuid.uuid4()
+
+CLIENT_FRAMES = [
+    {"type": "message", "content": "hello", "request_id": "r1"},
+    {"type": "config", "content": {"temperature": 0.2}},
+    {"type": "cancel", "content": None},
+    {"type": "cancel", "content": {"run_id": str(RUN)}},
+    {"type": "input", "content": {"run_id": str(RUN), "text": "yes", "input_id": "a:1"}},
+    {"type": "ping", "content": None},
+    {"type": "resume", "content": {"last_event_id": 12}},
+    # The full envelope is accepted too.
+    {
+        "type": "ping",
+        "content": None,
+        "thread_id": str(THREAD),
+        "run_id": None,
+        "stream_index": None,
+        "event_id": None,
+        "request_id": "x",
+        "timestamp": "2026-01-01T00:00:00Z",
+    },
+]
+
+
+@pytest.mark.parametrize("frame", CLIENT_FRAMES, ids=lambda f: f["type"])
+def test_client_frames_round_trip(frame):
+    parsed = parse_client_frame(json.dumps(frame))
+    assert parsed.type == frame["type"]
+    again = parse_client_frame(parsed.model_dump_json())
+    assert again == parsed
+
+
+SERVER_FRAMES = [
+    MessageFrame(
+        content=MessageContent(
+            id=uuid.uuid4(),
+            role="user",
+            text="hi",
+            author=Author(username="ann"),
+            created_at="2026-01-01T00:00:00Z",
+        ),
+        thread_id=THREAD,
+    ),
+    ResponseFrame(content="chunk", thread_id=THREAD, run_id=RUN, stream_index=0),
+    StateFrame(content=StateContent(kind="usage", data={"output_tokens": 3}), thread_id=THREAD, run_id=RUN),
+    StateCompleteFrame(
+        content=RunCompleteContent(text="all", status="completed", chunks=1),
+        thread_id=THREAD,
+        run_id=RUN,
+    ),
+    StatusFrame(content={"state": "connected", "role": "owner"}, thread_id=THREAD),
+    InputRequestFrame(
+        content=InputRequestContent(input_id="r:1", question="?", timeout=5), thread_id=THREAD, run_id=RUN
+    ),
+    ErrorFrame(content=ErrorContent(code="read_only", message="no"), thread_id=THREAD),
+    PongFrame(thread_id=THREAD, request_id="p"),
+]
+
+
+@pytest.mark.parametrize("frame", SERVER_FRAMES, ids=lambda f: f.type)
+def test_server_frames_round_trip_directly_and_as_events(frame):
+    direct = json.loads(frame_json(frame))
+    assert set(direct) == {
+        "type", "content", "thread_id", "run_id", "stream_index", "event_id", "request_id", "timestamp"
+    }
+    assert parse_server_frame(frame_json(frame)) == frame
+    as_event = with_event_id(event_json(frame), 41)
+    parsed = parse_server_frame(as_event)
+    assert parsed.event_id == 41
+    assert parsed.model_copy(update={"event_id": None}) == frame
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{not json", ErrorCode.INVALID_JSON),
+        ("[1, 2]", ErrorCode.INVALID_FRAME),
+        ('{"content": "no type"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type": "shout", "content": "x"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type": "message"}', ErrorCode.INVALID_FRAME),
+        ('{"type": "message", "content": ""}', ErrorCode.INVALID_FRAME),
+        ('{"type": "message", "content": 5}', ErrorCode.INVALID_FRAME),
+        ('{"type": "message", "content": "x", "surprise": 1}', ErrorCode.INVALID_FRAME),
+        ('{"type": "input", "content": {"text": "no run"}}', ErrorCode.INVALID_FRAME),
+        ('{"type": "cancel", "content": {"run_id": "not-a-uuid"}}', ErrorCode.INVALID_FRAME),
+        ('{"type": "config", "content": "temperature"}', ErrorCode.INVALID_FRAME),
+        ('{"type": "resume", "content": {"last_event_id": -1}}', ErrorCode.INVALID_FRAME),
+    ],
+)
+def test_bad_frames_are_named(text, code):
+    with pytest.raises(ProtocolError) as raised:
+        parse_client_frame(text)
+    assert raised.value.code == code
+    assert raised.value.message
