@@ -135,7 +135,7 @@ class OpenAIProvider(Provider):
                         yield event
         except ProviderError:
             raise
-        except Exception as error:  # noqa: BLE001 - every failure becomes a ProviderError
+        except Exception as error:  # every failure becomes a ProviderError
             failure = _failure(error, responded=responded, api_key=api_key)
             # SDK errors may carry response bodies that echo the key: keep them
             # out of tracebacks and logs.
@@ -170,7 +170,8 @@ class OpenAIProvider(Provider):
             refused = sorted(
                 key
                 for key, value in extra.items()
-                if key in FIXED_PARAMS or (key in DROPPABLE_PARAMS and value is not None)
+                if key in FIXED_PARAMS
+                or (key in DROPPABLE_PARAMS and value is not None)
             )
             if refused:
                 problems["extra_params"] = (
@@ -260,7 +261,9 @@ async def _chunk_events(
                 continue  # only the first choice is the reply
             delta = getattr(choice, "delta", None)
             if delta is not None:
-                text = getattr(delta, "content", None) or getattr(delta, "refusal", None)
+                text = getattr(delta, "content", None) or getattr(
+                    delta, "refusal", None
+                )
                 if isinstance(text, str) and text:
                     yield TextDelta(text)
                 for call in getattr(delta, "tool_calls", None) or []:

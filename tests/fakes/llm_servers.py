@@ -301,7 +301,9 @@ class FakeLLMServer:
                 raise AssertionError("the fake server received no request")
             return self._requests[-1]
 
-    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
+    def wait_for_requests(
+        self, count: int, timeout: float = 5.0
+    ) -> list[RecordedRequest]:
         """Block until at least `count` requests arrived (AssertionError if not)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -362,7 +364,11 @@ class FakeLLMServer:
                     self._requests.append(record)
                 if not await self._respond(record, reader, writer):
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ):
             pass
         except asyncio.CancelledError:
             pass  # only `_shutdown` cancels these tasks; end quietly
@@ -370,7 +376,9 @@ class FakeLLMServer:
             self._connections.discard(task)
             writer.close()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> RecordedRequest | None:
+    async def _read_request(
+        self, reader: asyncio.StreamReader
+    ) -> RecordedRequest | None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
@@ -423,7 +431,10 @@ class FakeLLMServer:
         hung_up.set()
 
     async def _play(
-        self, record: RecordedRequest, writer: asyncio.StreamWriter, hung_up: asyncio.Event
+        self,
+        record: RecordedRequest,
+        writer: asyncio.StreamWriter,
+        hung_up: asyncio.Event,
     ) -> bool:
         scenario = record.scenario
         if scenario.hang:
@@ -434,7 +445,9 @@ class FakeLLMServer:
             await self._send_json(writer, 404, self._error_body(404, record, None))
             return True
         if scenario.status >= 400:
-            extra = {"retry-after": scenario.retry_after} if scenario.retry_after else {}
+            extra = (
+                {"retry-after": scenario.retry_after} if scenario.retry_after else {}
+            )
             error_body = self._error_body(scenario.status, record, scenario.message)
             await self._send_json(writer, scenario.status, error_body, extra)
             return True
@@ -563,7 +576,9 @@ class FakeLLMServer:
         document: Any,
         headers: dict[str, str] | None = None,
     ) -> None:
-        await self._send_json_bytes(writer, status, json.dumps(document).encode(), headers)
+        await self._send_json_bytes(
+            writer, status, json.dumps(document).encode(), headers
+        )
 
     async def _send_json_bytes(
         self,
@@ -687,7 +702,9 @@ class FakeOpenAIServer(FakeLLMServer):
         return events
 
     def _malformed_event(self) -> bytes:
-        return b'data: {"id": "chatcmpl-fake", "choices": [{"delta": {"content": "oo\n\n'
+        return (
+            b'data: {"id": "chatcmpl-fake", "choices": [{"delta": {"content": "oo\n\n'
+        )
 
     def _unexpected_event(self, reply: _Reply) -> bytes:
         return _data(["this", "is", "not", "a", "chunk"])
@@ -715,7 +732,10 @@ class FakeOpenAIServer(FakeLLMServer):
                 {
                     "id": call.id,
                     "type": "function",
-                    "function": {"name": call.name, "arguments": "".join(call.arguments)},
+                    "function": {
+                        "name": call.name,
+                        "arguments": "".join(call.arguments),
+                    },
                 }
                 for call in reply.tool_calls
             ]
@@ -739,7 +759,9 @@ class FakeOpenAIServer(FakeLLMServer):
     def _error_body(
         self, status: int, record: RecordedRequest, message: str | None
     ) -> dict[str, Any]:
-        model = (record.body or {}).get("model") if isinstance(record.body, dict) else None
+        model = (
+            (record.body or {}).get("model") if isinstance(record.body, dict) else None
+        )
         kind, code, default = {
             400: ("invalid_request_error", None, "Invalid request."),
             401: (
@@ -747,16 +769,28 @@ class FakeOpenAIServer(FakeLLMServer):
                 "invalid_api_key",
                 f"Incorrect API key provided: {record.api_key}.",
             ),
-            403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
+            403: (
+                "invalid_request_error",
+                "unsupported_country_region_territory",
+                "Forbidden.",
+            ),
             404: (
                 "invalid_request_error",
                 "model_not_found",
                 f"The model `{model}` does not exist or you do not have access to it.",
             ),
-            429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+            429: (
+                "requests",
+                "rate_limit_exceeded",
+                "Rate limit reached for requests.",
+            ),
         }.get(
             status,
-            ("server_error", None, "The server had an error while processing your request."),
+            (
+                "server_error",
+                None,
+                "The server had an error while processing your request.",
+            ),
         )
         return {
             "error": {
@@ -825,13 +859,19 @@ class FakeAnthropicServer(FakeLLMServer):
         )
 
     def _epilogue(self, reply: _Reply) -> list[bytes]:
-        events = [_event("content_block_stop", {"type": "content_block_stop", "index": 0})]
+        events = [
+            _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        ]
         for index, call in enumerate(reply.tool_calls, start=1):
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
             events.append(
                 _event(
                     "content_block_start",
-                    {"type": "content_block_start", "index": index, "content_block": block},
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": block,
+                    },
                 )
             )
             for fragment in call.arguments:
@@ -843,7 +883,9 @@ class FakeAnthropicServer(FakeLLMServer):
                     )
                 )
             events.append(
-                _event("content_block_stop", {"type": "content_block_stop", "index": index})
+                _event(
+                    "content_block_stop", {"type": "content_block_stop", "index": index}
+                )
             )
         stop_reason = "tool_use" if reply.tool_calls else "end_turn"
         events.append(
@@ -875,7 +917,10 @@ class FakeAnthropicServer(FakeLLMServer):
     def _error_event(self) -> bytes:
         return _event(
             "error",
-            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            {
+                "type": "error",
+                "error": {"type": "overloaded_error", "message": "Overloaded"},
+            },
         )
 
     def _whole_body(self, reply: _Reply) -> dict[str, Any]:
@@ -912,12 +957,18 @@ class FakeAnthropicServer(FakeLLMServer):
             403: ("permission_error", "Your API key does not have permission."),
             404: ("not_found_error", "Not found."),
             413: ("request_too_large", "Request exceeds the maximum size."),
-            429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+            429: (
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit.",
+            ),
             529: ("overloaded_error", "Overloaded"),
         }.get(status, ("api_error", "Internal server error"))
         return {
             "type": "error",
-            "error": {"type": kind, "message": message if message is not None else default},
+            "error": {
+                "type": kind,
+                "message": message if message is not None else default,
+            },
             "request_id": f"req_fake_{next(self._ids):04d}",
         }
 
