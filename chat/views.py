@@ -1,9 +1,279 @@
-"""Server-rendered pages of the web UI."""
+"""Server-rendered pages of the web UI, and the two small JSON views its scripts use.
 
+Pages: the thread list, a new chat, the chat view (live through the thread
+socket, static/chat/chat.js), thread settings. Every write goes through
+chat/services.py; every read of a thread through chat/selectors.py, so the
+pages enforce the same permissions as the API and the socket.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.db.models import OuterRef, Subquery
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from agents.models import AgentConfig
+from chat import services
+from chat.errors import ErrorCode, ServiceError
+from chat.models import Message, Role, Thread
+from chat.permissions import can_manage, can_write
+from chat.rendering import markdown_to_safe_html
+from chat.selectors import message_history, thread_get_for_user, thread_list_for_user
+
+THREAD_LIST_LIMIT = 200
+PREVIEW_CHARS = 120
+THREAD_LIST_POLL_MS = 5000
+# One render request may carry a whole snapshot's replies.
+RENDER_MAX_TEXTS = 200
+RENDER_MAX_TOTAL_CHARS = 2_000_000
+
+
+# --- helpers ---------------------------------------------------------------
+
+
+def _thread_or_404(request, thread_id) -> tuple[Thread, Role]:
+    try:
+        return thread_get_for_user(thread_id=thread_id, user=request.user)
+    except ServiceError:
+        raise Http404("No such thread.") from None
+
+
+def _thread_summaries(user) -> list[dict]:
+    """The caller's threads, newest activity first, with the last message."""
+    last = Message.objects.filter(thread=OuterRef("pk")).order_by("-created_at")
+    threads = (
+        thread_list_for_user(user=user)
+        .annotate(
+            last_text=Subquery(last.values("text")[:1]),
+            last_role=Subquery(last.values("role")[:1]),
+            last_author=Subquery(last.values("author__username")[:1]),
+        )
+        .order_by("-updated_at")[:THREAD_LIST_LIMIT]
+    )
+    summaries = []
+    for thread in threads:
+        text = " ".join((thread.last_text or "").split())
+        if len(text) > PREVIEW_CHARS:
+            text = text[: PREVIEW_CHARS - 1] + "…"
+        if thread.last_role == "assistant":
+            who = thread.agent.name
+        else:
+            who = thread.last_author or ""
+        summaries.append(
+            {
+                "id": str(thread.id),
+                "title": thread.title or "Untitled chat",
+                "agent": thread.agent.name,
+                "owner": thread.owner.username,
+                "updated_at": thread.updated_at.isoformat().replace("+00:00", "Z"),
+                "preview": text,
+                "preview_author": who if text else "",
+                "url": reverse("thread-detail", args=[thread.id]),
+            }
+        )
+    return summaries
+
+
+def _conversation(history: list[Message]) -> list[Message]:
+    """Messages in reading order: each reply right after the message that asked
+    for it (replies are stored when they end, after later questions)."""
+    replies = {
+        message.run_id: message
+        for message in history
+        if message.role == "assistant" and message.run_id
+    }
+    prompts = {
+        message.run_id
+        for message in history
+        if message.role == "user" and message.run_id
+    }
+    ordered = []
+    for message in history:
+        if message.role == "assistant" and message.run_id in prompts:
+            continue  # placed after its prompt below
+        ordered.append(message)
+        if message.role == "user" and message.run_id in replies:
+            ordered.append(replies[message.run_id])
+    return ordered
+
+
+# --- pages -----------------------------------------------------------------
 
 
 @login_required
+@require_GET
 def thread_list(request):
-    return render(request, "chat/thread_list.html", {})
+    return render(
+        request,
+        "chat/thread_list.html",
+        {"threads": _thread_summaries(request.user), "poll_ms": THREAD_LIST_POLL_MS},
+    )
+
+
+@login_required
+@require_GET
+def thread_list_json(request):
+    return JsonResponse({"threads": _thread_summaries(request.user)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def thread_new(request):
+    agents = list(AgentConfig.objects.filter(enabled=True).order_by("name"))
+    form = {"agent": request.GET.get("agent", ""), "title": ""}
+    error = None
+    if request.method == "POST":
+        form = {
+            "agent": request.POST.get("agent", ""),
+            "title": request.POST.get("title", "").strip(),
+        }
+        if not form["agent"]:
+            error = "Choose an agent to chat with."
+        else:
+            try:
+                thread = services.thread_create(
+                    owner=request.user, agent_name=form["agent"], title=form["title"]
+                )
+            except ServiceError as failure:
+                error = failure.message
+            else:
+                return redirect("thread-detail", thread_id=thread.id)
+    if not form["agent"] and len(agents) == 1:
+        form["agent"] = agents[0].name
+    return render(
+        request,
+        "chat/thread_new.html",
+        {"agents": agents, "form": form, "error": error},
+        status=400 if error else 200,
+    )
+
+
+@login_required
+@require_GET
+def thread_detail(request, thread_id):
+    thread, role = _thread_or_404(request, thread_id)
+    history = _conversation(message_history(thread=thread))
+    for message in history:
+        if message.role == "assistant":
+            message.html = markdown_to_safe_html(message.text)
+    return render(
+        request,
+        "chat/thread_detail.html",
+        {
+            "thread": thread,
+            "role": role.value,
+            "can_write": can_write(role),
+            "can_manage": can_manage(role),
+            "history": history,
+        },
+    )
+
+
+SETTINGS_ACTIONS = ("rename", "share", "unshare", "reset", "delete")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def thread_settings(request, thread_id):
+    thread, role = _thread_or_404(request, thread_id)
+    if not can_manage(role):
+        return render(
+            request,
+            "chat/forbidden.html",
+            {
+                "thread": thread,
+                "reason": "Only the thread's owner can change its settings.",
+            },
+            status=403,
+        )
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        if action not in SETTINGS_ACTIONS:
+            messages.error(request, "Unknown action.")
+            return redirect("thread-settings", thread_id=thread.id)
+        try:
+            if action == "rename":
+                title = request.POST.get("title", "").strip()
+                services.thread_update(thread=thread, title=title)
+                messages.success(request, "The chat was renamed.")
+            elif action == "share":
+                username = request.POST.get("username", "").strip()
+                share_role = request.POST.get("role", "")
+                if not username:
+                    raise ServiceError(
+                        ErrorCode.VALIDATION_ERROR, "Enter the username to share with."
+                    )
+                services.member_add(thread=thread, username=username, role=share_role)
+                messages.success(request, f"Shared with {username} as {share_role}.")
+            elif action == "unshare":
+                username = request.POST.get("username", "")
+                services.member_remove(thread=thread, username=username)
+                messages.success(request, f"{username} no longer has access.")
+            elif action == "reset":
+                services.thread_reset(thread=thread)
+                messages.success(request, "The chat was reset: its messages are gone.")
+                return redirect("thread-detail", thread_id=thread.id)
+            elif action == "delete":
+                title = str(thread)
+                services.thread_delete(thread=thread)
+                messages.success(request, f"The chat “{title}” was deleted.")
+                return redirect("thread-list")
+        except ServiceError as failure:
+            messages.error(request, failure.message)
+        return redirect("thread-settings", thread_id=thread.id)
+    members = thread.members.select_related("user").order_by("user__username")
+    return render(
+        request,
+        "chat/thread_settings.html",
+        {"thread": thread, "role": role.value, "members": members},
+    )
+
+
+# --- JSON for the chat page ------------------------------------------------
+
+
+@login_required
+@require_POST
+def render_markdown(request):
+    """`{"text": "..."}` -> `{"html": "..."}`; `{"texts": [...]}` -> `{"html": [...]}`.
+
+    The chat page shows a reply as plain text while it streams and swaps in
+    this sanitized HTML once the reply is complete.
+    """
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _json_error("validation_error", "The body is not valid JSON.")
+    if not isinstance(body, dict):
+        return _json_error("validation_error", "The body must be a JSON object.")
+    if "texts" in body:
+        texts = body["texts"]
+        if not isinstance(texts, list) or not all(
+            isinstance(text, str) for text in texts
+        ):
+            return _json_error("validation_error", "texts must be a list of strings.")
+        if len(texts) > RENDER_MAX_TEXTS:
+            return _json_error(
+                "validation_error", f"At most {RENDER_MAX_TEXTS} texts per request."
+            )
+        if sum(len(text) for text in texts) > RENDER_MAX_TOTAL_CHARS:
+            return _json_error(
+                "validation_error", "The texts are too long.", status=413
+            )
+        return JsonResponse({"html": [markdown_to_safe_html(text) for text in texts]})
+    text = body.get("text")
+    if not isinstance(text, str):
+        return _json_error("validation_error", "text must be a string.")
+    if len(text) > RENDER_MAX_TOTAL_CHARS:
+        return _json_error("validation_error", "The text is too long.", status=413)
+    return JsonResponse({"html": markdown_to_safe_html(text)})
+
+
+def _json_error(code: str, message: str, *, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)

@@ -1,4 +1,4 @@
-"""Web UI routes."""
+"""Web UI routes: pages, and the JSON the pages' scripts fetch."""
 
 from django.urls import path
 
@@ -6,4 +6,13 @@ from chat import views
 
 urlpatterns = [
     path("", views.thread_list, name="thread-list"),
+    path("threads.json", views.thread_list_json, name="thread-list-json"),
+    path("threads/new/", views.thread_new, name="thread-new"),
+    path("threads/<uuid:thread_id>/", views.thread_detail, name="thread-detail"),
+    path(
+        "threads/<uuid:thread_id>/settings/",
+        views.thread_settings,
+        name="thread-settings",
+    ),
+    path("render/markdown/", views.render_markdown, name="render-markdown"),
 ]

@@ -1,0 +1,853 @@
+/*
+ * The chat view: one thread, live over its WebSocket (docs/protocol.md).
+ *
+ * The socket sends `status` connected, then a snapshot (history plus the text
+ * so far of runs in flight), then live events in event_id order. The client
+ * keeps the last event id it applied; after a network blip it reconnects with
+ * ?last_event_id=N and receives exactly the events it missed, so streamed
+ * text is neither duplicated nor lost. A page load starts from a snapshot.
+ *
+ * Replies stream in as plain text (textContent, never parsed as HTML); once a
+ * reply is complete the server renders its Markdown to sanitized HTML
+ * (POST /render/markdown/) and only that HTML is inserted as markup.
+ */
+(function () {
+  "use strict";
+
+  var root = document.getElementById("chat");
+  if (!root) return;
+
+  var threadId = root.dataset.threadId;
+  var agentName = root.dataset.agent;
+  var renderUrl = root.dataset.renderUrl;
+  var loginUrl = root.dataset.loginUrl;
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  var csrfToken = csrfMeta ? csrfMeta.content : "";
+
+  var el = {
+    list: document.getElementById("messages"),
+    empty: document.getElementById("messages-empty"),
+    connection: document.getElementById("connection"),
+    connectionLabel: document.getElementById("connection-label"),
+    alerts: document.getElementById("alerts"),
+    form: document.getElementById("composer"),
+    input: document.getElementById("composer-input"),
+    send: document.getElementById("send-button"),
+    stop: document.getElementById("stop-button"),
+    observerNote: document.getElementById("observer-note"),
+    roleLabel: document.getElementById("role-label"),
+    presence: document.getElementById("presence"),
+    presenceList: document.getElementById("presence-list"),
+    title: document.getElementById("thread-title"),
+  };
+
+  var BACKOFF_MIN_MS = 500;
+  var BACKOFF_MAX_MS = 8000;
+  var PING_EVERY_MS = 20000;
+  var PONG_TIMEOUT_MS = 10000;
+  var RESUME_TIMEOUT_MS = 5000;
+  var ACTIVE = { queued: true, running: true, cancelling: true };
+  var FINAL = { completed: true, cancelled: true, failed: true };
+  var CLOSE_MESSAGES = {
+    4401: "You are signed out. Log in again to keep chatting.",
+    4403: "You no longer have access to this chat.",
+    4404: "This chat no longer exists.",
+  };
+
+  var state = {
+    socket: null,
+    open: false, // the server said `connected`
+    role: root.dataset.role,
+    user: root.dataset.username,
+    lastEventId: null,
+    awaitingResume: false,
+    resumeTimer: null,
+    attempt: 0,
+    reconnectTimer: null,
+    stopped: false, // no more reconnects (chat deleted, access lost)
+    pingTimer: null,
+    pongTimer: null,
+    messages: new Map(), // message id -> <li>
+    runs: new Map(), // run id -> run record
+    htmlCache: new Map(), // assistant message id -> sanitized HTML
+    pendingSends: new Map(), // request_id -> text, to restore on a refused send
+    renderQueue: new Set(),
+    renderScheduled: false,
+    requestCounter: 0,
+  };
+
+  // --- small helpers -----------------------------------------------------
+
+  function make(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  function canWrite() {
+    return state.role === "owner" || state.role === "participant";
+  }
+
+  function nearBottom() {
+    var scroller = el.list;
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+  }
+
+  function keepAtBottom(wasNearBottom) {
+    if (wasNearBottom) el.list.scrollTop = el.list.scrollHeight;
+  }
+
+  function updateEmpty() {
+    el.empty.hidden = el.list.children.length > 0;
+  }
+
+  function markSeen(timestamp) {
+    // The thread list shows "new activity" for threads updated after this.
+    try {
+      var key = "parley:seen:" + threadId;
+      var previous = localStorage.getItem(key);
+      if (!previous || Date.parse(timestamp) > Date.parse(previous)) {
+        localStorage.setItem(key, timestamp);
+      }
+    } catch (error) {
+      /* storage may be unavailable (private mode); unread markers then stay off */
+    }
+  }
+
+  var alertTimer = null;
+  function showAlert(text, kind) {
+    var item = make("p", "alert alert-" + (kind || "error"), text);
+    el.alerts.textContent = "";
+    el.alerts.appendChild(item);
+    clearTimeout(alertTimer);
+    if (kind !== "sticky") {
+      alertTimer = setTimeout(function () {
+        if (item.parentNode) item.parentNode.removeChild(item);
+      }, 8000);
+    }
+  }
+
+  // --- connection state --------------------------------------------------
+
+  function setConnection(name, label) {
+    var labels = {
+      connecting: "Connecting…",
+      connected: "Connected",
+      reconnecting: "Reconnecting…",
+      offline: "Offline",
+    };
+    el.connection.dataset.state = name;
+    el.connectionLabel.textContent = label || labels[name];
+    updateComposer();
+  }
+
+  function updateComposer() {
+    var writable = canWrite();
+    el.input.disabled = !writable;
+    el.send.disabled = !writable || !state.open;
+    el.observerNote.hidden = writable;
+    if (!writable) el.input.placeholder = "Read only";
+    else el.input.placeholder = "Message " + agentName + "…";
+    var running = null;
+    var active = false;
+    var cancelling = false;
+    state.runs.forEach(function (run) {
+      if (ACTIVE[run.status]) active = true;
+      if (run.status === "running" || run.status === "cancelling") running = run;
+    });
+    if (running && running.status === "cancelling") cancelling = true;
+    el.stop.hidden = !(writable && active);
+    el.stop.disabled = !state.open || cancelling;
+    el.stop.textContent = cancelling ? "Stopping…" : "Stop";
+  }
+
+  function setRole(role) {
+    state.role = role;
+    var labels = { owner: "you are the owner", participant: "you are a participant",
+      observer: "you are observing", staff: "you are staff (read only)" };
+    if (el.roleLabel) el.roleLabel.textContent = labels[role] || "you are " + role;
+    updateComposer();
+  }
+
+  // --- socket --------------------------------------------------------------
+
+  function socketUrl() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var url = scheme + location.host + "/ws/threads/" + threadId + "/";
+    if (state.lastEventId != null) url += "?last_event_id=" + state.lastEventId;
+    return url;
+  }
+
+  function connect() {
+    clearTimeout(state.reconnectTimer);
+    if (state.stopped) return;
+    setConnection(state.attempt ? "reconnecting" : "connecting");
+    var socket;
+    try {
+      socket = new WebSocket(socketUrl(), ["parley"]);
+    } catch (error) {
+      scheduleReconnect();
+      return;
+    }
+    state.socket = socket;
+    socket.onmessage = function (event) {
+      if (socket !== state.socket) return;
+      var frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (error) {
+        return;
+      }
+      handleFrame(frame);
+    };
+    socket.onclose = function (event) {
+      if (socket !== state.socket) return;
+      onSocketGone(event.code);
+    };
+    socket.onerror = function () {
+      /* a close event follows and decides what to do */
+    };
+  }
+
+  function detachSocket() {
+    var socket = state.socket;
+    state.socket = null;
+    state.open = false;
+    stopHeartbeat();
+    clearTimeout(state.resumeTimer);
+    state.awaitingResume = false;
+    if (socket) {
+      socket.onmessage = socket.onclose = socket.onerror = null;
+      try {
+        socket.close();
+      } catch (error) {
+        /* already closed */
+      }
+    }
+  }
+
+  function onSocketGone(code) {
+    detachSocket();
+    if (CLOSE_MESSAGES[code]) {
+      state.stopped = true;
+      setConnection("offline", CLOSE_MESSAGES[code]);
+      showAlert(CLOSE_MESSAGES[code], "sticky");
+      if (code === 4401) {
+        var link = make("a", null, "Log in");
+        link.href = loginUrl;
+        el.alerts.firstChild.appendChild(document.createTextNode(" "));
+        el.alerts.firstChild.appendChild(link);
+      }
+      return;
+    }
+    if (code === 1009) showAlert("That message was too large to send.");
+    if (code === 4429) state.attempt = Math.max(state.attempt, 3);
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    clearTimeout(state.reconnectTimer);
+    if (state.stopped) return;
+    if (navigator.onLine === false) {
+      setConnection("offline", "Offline — waiting for the network");
+      return; // the `online` event reconnects
+    }
+    var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, state.attempt));
+    delay = Math.round(delay * (0.8 + Math.random() * 0.4));
+    state.attempt += 1;
+    setConnection("reconnecting", "Reconnecting in " + Math.max(1, Math.round(delay / 1000)) + " s…");
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function reconnectNow() {
+    detachSocket();
+    state.attempt = Math.max(state.attempt, 1);
+    connect();
+  }
+
+  function sendFrame(frame) {
+    if (!state.socket || !state.open || state.socket.readyState !== WebSocket.OPEN) return false;
+    state.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function startHeartbeat() {
+    stopHeartbeat();
+    state.pingTimer = setInterval(function () {
+      if (!sendFrame({ type: "ping", content: null })) return;
+      clearTimeout(state.pongTimer);
+      state.pongTimer = setTimeout(function () {
+        // No answer: the connection is dead even if the browser has not noticed.
+        reconnectNow();
+      }, PONG_TIMEOUT_MS);
+    }, PING_EVERY_MS);
+  }
+
+  function stopHeartbeat() {
+    clearInterval(state.pingTimer);
+    clearTimeout(state.pongTimer);
+  }
+
+  function requestResume() {
+    if (state.awaitingResume) return;
+    state.awaitingResume = true;
+    sendFrame({ type: "resume", content: { last_event_id: state.lastEventId } });
+    clearTimeout(state.resumeTimer);
+    state.resumeTimer = setTimeout(function () {
+      if (state.awaitingResume) reconnectNow();
+    }, RESUME_TIMEOUT_MS);
+  }
+
+  // --- frames --------------------------------------------------------------
+
+  function handleFrame(frame) {
+    var eventId = frame.event_id;
+    if (eventId != null) {
+      if (state.lastEventId != null) {
+        if (eventId <= state.lastEventId) return; // already applied
+        if (eventId > state.lastEventId + 1) {
+          requestResume(); // a gap: ask for what is missing, apply nothing out of order
+          return;
+        }
+      }
+      state.lastEventId = eventId;
+      if (state.awaitingResume) {
+        state.awaitingResume = false;
+        clearTimeout(state.resumeTimer);
+      }
+    }
+    // Server time, so the thread list compares like with like (see threads.js).
+    if (frame.timestamp && state.open) markSeen(frame.timestamp);
+    var handler = handlers[frame.type];
+    if (handler) handler(frame);
+  }
+
+  var handlers = {
+    status: onStatus,
+    message: onMessage,
+    response: onResponse,
+    state: onState,
+    state_complete: onStateComplete,
+    input_request: onInputRequest,
+    error: onError,
+    pong: function () {
+      clearTimeout(state.pongTimer);
+    },
+  };
+
+  function onStatus(frame) {
+    var content = frame.content || {};
+    switch (content.state) {
+      case "connected":
+        state.open = true;
+        state.attempt = 0;
+        if (content.role) setRole(content.role);
+        setConnection("connected");
+        startHeartbeat();
+        break;
+      case "snapshot":
+      case "resynced":
+        applySnapshot(content);
+        break;
+      case "queued":
+      case "running":
+      case "cancelling":
+        if (frame.run_id || content.run_id) {
+          var run = ensureRun(frame.run_id || content.run_id);
+          if (!FINAL[run.status]) setRunStatus(run, content.state, content);
+        }
+        break;
+      case "thread_updated":
+        if (typeof content.title === "string") {
+          var title = content.title || "Untitled chat";
+          el.title.textContent = title;
+          document.title = title + " · Parley";
+        }
+        break;
+      case "reset":
+        clearConversation();
+        showAlert("This chat was reset: its messages were deleted.", "info");
+        break;
+      case "deleted":
+        state.stopped = true;
+        detachSocket();
+        setConnection("offline", "This chat was deleted");
+        showAlert("This chat was deleted.", "sticky");
+        el.input.disabled = true;
+        el.send.disabled = true;
+        el.stop.hidden = true;
+        break;
+      case "presence":
+        showPresence(content.users || []);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onMessage(frame) {
+    var content = frame.content;
+    if (!content || !content.id) return;
+    if (frame.request_id) state.pendingSends.delete(frame.request_id);
+    if (content.role === "assistant") {
+      var run = ensureRun(content.run_id || "message:" + content.id);
+      finishRun(run, { text: content.text, status: content.status || "completed", messageId: content.id });
+      return;
+    }
+    if (state.messages.has(content.id)) return;
+    var wasNearBottom = nearBottom() || content.author && content.author.username === state.user;
+    appendUserMessage(content);
+    keepAtBottom(wasNearBottom);
+  }
+
+  function onResponse(frame) {
+    if (!frame.run_id) return;
+    var run = ensureRun(frame.run_id);
+    if (FINAL[run.status]) return; // the complete text is already shown
+    if (frame.stream_index < run.nextIndex) return; // a duplicate
+    if (frame.stream_index > run.nextIndex) {
+      // A chunk is missing although no event was: start over from a snapshot.
+      state.awaitingResume = true;
+      sendFrame({ type: "resume", content: { last_event_id: null } });
+      return;
+    }
+    var wasNearBottom = nearBottom();
+    if (run.status === "queued" || !run.status) setRunStatus(run, "running");
+    run.text += frame.content;
+    run.nextIndex += 1;
+    appendStreamText(run, frame.content);
+    keepAtBottom(wasNearBottom);
+  }
+
+  function onState(frame) {
+    var content = frame.content || {};
+    var data = content.data || {};
+    if (!frame.run_id) return;
+    var run = ensureRun(frame.run_id);
+    if (content.kind === "input_received" || content.kind === "input_timeout") {
+      var prompt = run.prompts.get(data.input_id);
+      if (prompt) {
+        var note = content.kind === "input_received"
+          ? "Answered" + (data.by ? " by " + data.by : "") + "."
+          : "No answer in time.";
+        closePrompt(prompt, note);
+      }
+    }
+  }
+
+  function onStateComplete(frame) {
+    if (!frame.run_id) return;
+    var content = frame.content || {};
+    var run = ensureRun(frame.run_id);
+    var wasNearBottom = nearBottom();
+    finishRun(run, {
+      text: content.text || "",
+      status: content.status,
+      error: content.error,
+      messageId: content.message_id,
+      chunks: content.chunks,
+    });
+    keepAtBottom(wasNearBottom);
+  }
+
+  function onInputRequest(frame) {
+    if (!frame.run_id || !frame.content) return;
+    var run = ensureRun(frame.run_id);
+    var wasNearBottom = nearBottom();
+    addPrompt(run, frame.content);
+    keepAtBottom(wasNearBottom);
+  }
+
+  function onError(frame) {
+    var content = frame.content || {};
+    var message = content.message || "Something went wrong.";
+    if (frame.run_id) {
+      var run = ensureRun(frame.run_id);
+      setRunError(run, message);
+    }
+    if (frame.request_id && state.pendingSends.has(frame.request_id)) {
+      var text = state.pendingSends.get(frame.request_id);
+      state.pendingSends.delete(frame.request_id);
+      if (!el.input.value) el.input.value = text; // nothing the user typed is lost
+      message += " Your message was not sent.";
+    }
+    showAlert(message);
+    if (content.code === "read_only") setRole("observer");
+  }
+
+  // --- rendering the conversation -----------------------------------------
+
+  function clearConversation() {
+    el.list.textContent = "";
+    state.messages.clear();
+    state.runs.clear();
+    updateEmpty();
+    updateComposer();
+  }
+
+  function applySnapshot(content) {
+    var wasNearBottom = nearBottom() || el.list.children.length === 0;
+    // Keep the HTML already rendered for complete replies, keyed by message id.
+    el.list.querySelectorAll("li.msg-agent[data-message-id]").forEach(function (item) {
+      var body = item.querySelector(".msg-body.markdown");
+      if (body) state.htmlCache.set(item.dataset.messageId, body.innerHTML);
+    });
+    clearConversation();
+    (content.messages || []).forEach(function (message) {
+      if (message.role === "assistant") {
+        var run = ensureRun(message.run_id || "message:" + message.id);
+        finishRun(run, { text: message.text, status: message.status || "completed", messageId: message.id, quiet: true });
+      } else {
+        appendUserMessage(message);
+      }
+    });
+    (content.runs || []).forEach(function (progress) {
+      var run = ensureRun(progress.run_id);
+      run.text = progress.text || "";
+      run.nextIndex = progress.next_stream_index || 0;
+      run.body.textContent = run.text;
+      setRunStatus(run, progress.status);
+    });
+    if (content.last_event_id != null) state.lastEventId = content.last_event_id;
+    state.awaitingResume = false;
+    clearTimeout(state.resumeTimer);
+    updateEmpty();
+    updateComposer();
+    keepAtBottom(wasNearBottom);
+  }
+
+  function appendUserMessage(message) {
+    var item = make("li", "msg msg-user");
+    var author = message.author ? message.author.username : "someone";
+    if (author === state.user) item.classList.add("msg-mine");
+    item.dataset.messageId = message.id;
+    if (message.run_id) item.dataset.runId = message.run_id;
+    var meta = make("div", "msg-meta");
+    meta.appendChild(make("span", "msg-author", author));
+    item.appendChild(meta);
+    item.appendChild(make("div", "msg-body plain", message.text));
+    el.list.appendChild(item);
+    state.messages.set(message.id, item);
+    updateEmpty();
+    return item;
+  }
+
+  function ensureRun(runId) {
+    var run = state.runs.get(runId);
+    if (run) return run;
+    var item = make("li", "msg msg-agent");
+    item.dataset.runId = runId;
+    var meta = make("div", "msg-meta");
+    meta.appendChild(make("span", "msg-author", agentName));
+    var badge = make("span", "badge");
+    badge.hidden = true;
+    meta.appendChild(document.createTextNode(" "));
+    meta.appendChild(badge);
+    var body = make("div", "msg-body plain streaming");
+    var error = make("p", "msg-error");
+    error.hidden = true;
+    var prompts = make("div", "msg-prompts");
+    item.appendChild(meta);
+    item.appendChild(body);
+    item.appendChild(error);
+    item.appendChild(prompts);
+    run = {
+      id: runId,
+      item: item,
+      badge: badge,
+      body: body,
+      error: error,
+      promptBox: prompts,
+      prompts: new Map(),
+      status: null,
+      text: "",
+      nextIndex: 0,
+      messageId: null,
+    };
+    // A reply sits right after the message that asked for it.
+    var prompt = null;
+    el.list.querySelectorAll("li.msg-user").forEach(function (candidate) {
+      if (candidate.dataset.runId === runId) prompt = candidate;
+    });
+    if (prompt && prompt.nextSibling) el.list.insertBefore(item, prompt.nextSibling);
+    else el.list.appendChild(item);
+    state.runs.set(runId, run);
+    updateEmpty();
+    return run;
+  }
+
+  function setBadge(run, text, kind) {
+    run.badge.textContent = text || "";
+    run.badge.className = "badge" + (kind ? " badge-" + kind : "");
+    run.badge.hidden = !text;
+  }
+
+  function setRunStatus(run, status, content) {
+    run.status = status;
+    run.item.dataset.status = status;
+    run.item.setAttribute("aria-busy", ACTIVE[status] ? "true" : "false");
+    if (status === "queued") {
+      var ahead = content && content.position ? " (" + content.position + " ahead)" : "";
+      setBadge(run, "queued" + ahead, "queued");
+      if (!run.text) run.body.textContent = "";
+    } else if (status === "running") {
+      setBadge(run, run.text ? "writing…" : "thinking…", "running");
+    } else if (status === "cancelling") {
+      setBadge(run, "stopping…", "cancelling");
+    }
+    updateComposer();
+  }
+
+  function appendStreamText(run, text) {
+    var body = run.body;
+    if (body.classList.contains("markdown")) {
+      body.classList.remove("markdown");
+      body.classList.add("plain", "streaming");
+      body.textContent = run.text;
+      return;
+    }
+    var last = body.lastChild;
+    if (last && last.nodeType === Node.TEXT_NODE) last.appendData(text);
+    else body.appendChild(document.createTextNode(text));
+    if (run.badge.textContent === "thinking…") setBadge(run, "writing…", "running");
+  }
+
+  function finishRun(run, result) {
+    run.status = result.status || "completed";
+    run.text = result.text || "";
+    if (result.messageId) {
+      run.messageId = result.messageId;
+      run.item.dataset.messageId = result.messageId;
+    }
+    if (typeof result.chunks === "number") run.nextIndex = result.chunks;
+    run.item.dataset.status = run.status;
+    run.item.setAttribute("aria-busy", "false");
+    run.body.classList.remove("streaming");
+    if (run.status === "cancelled") setBadge(run, "stopped", "cancelled");
+    else if (run.status === "failed") setBadge(run, "failed", "failed");
+    else setBadge(run, "");
+    if (result.error && result.error.message) setRunError(run, result.error.message);
+    run.prompts.forEach(function (prompt) {
+      closePrompt(prompt, "The reply ended.");
+    });
+    var cached = run.messageId ? state.htmlCache.get(run.messageId) : null;
+    if (cached != null) {
+      showHtml(run, cached);
+    } else {
+      run.body.classList.remove("markdown");
+      run.body.classList.add("plain");
+      run.body.textContent = run.text;
+      if (!run.text && run.status === "cancelled") {
+        run.body.appendChild(make("em", "msg-placeholder", "Stopped before any reply."));
+      } else if (!run.text && run.status === "failed") {
+        run.body.appendChild(make("em", "msg-placeholder", "No reply."));
+      }
+      if (run.text) queueRender(run);
+    }
+    updateComposer();
+  }
+
+  function setRunError(run, message) {
+    run.error.textContent = message;
+    run.error.hidden = false;
+  }
+
+  function showHtml(run, html) {
+    run.body.classList.remove("plain", "streaming");
+    run.body.classList.add("markdown");
+    run.body.innerHTML = html; // sanitized by the server (chat/rendering.py)
+  }
+
+  function queueRender(run) {
+    state.renderQueue.add(run);
+    if (state.renderScheduled) return;
+    state.renderScheduled = true;
+    setTimeout(flushRenders, 0);
+  }
+
+  function flushRenders() {
+    state.renderScheduled = false;
+    var runs = Array.from(state.renderQueue);
+    state.renderQueue.clear();
+    if (!runs.length) return;
+    var texts = runs.map(function (run) { return run.text; });
+    fetch(renderUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
+      body: JSON.stringify({ texts: texts }),
+    })
+      .then(function (response) {
+        if (!response.ok) throw new Error("render failed: " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        runs.forEach(function (run, index) {
+          var html = data.html[index];
+          if (run.messageId) state.htmlCache.set(run.messageId, html);
+          // Only if the run still shows this text (a reset or snapshot may have replaced it).
+          if (state.runs.get(run.id) === run && FINAL[run.status] && run.text === texts[index]) {
+            var wasNearBottom = nearBottom();
+            showHtml(run, html);
+            keepAtBottom(wasNearBottom);
+          }
+        });
+      })
+      .catch(function () {
+        /* the plain text stays: readable and safe */
+      });
+  }
+
+  // --- input requests --------------------------------------------------------
+
+  function addPrompt(run, request) {
+    if (run.prompts.has(request.input_id)) return;
+    var form = make("form", "input-request");
+    var questionId = "question-" + Math.random().toString(36).slice(2);
+    var question = make("p", "input-question", request.question);
+    question.id = questionId;
+    var label = make("label", "visually-hidden", "Your answer");
+    var field = make("input", "input-answer");
+    field.type = "text";
+    field.name = "answer";
+    field.id = questionId + "-answer";
+    field.setAttribute("aria-describedby", questionId);
+    field.autocomplete = "off";
+    label.htmlFor = field.id;
+    var button = make("button", "button", "Answer");
+    button.type = "submit";
+    var note = make("p", "input-note");
+    var row = make("div", "input-row");
+    row.appendChild(label);
+    row.appendChild(field);
+    row.appendChild(button);
+    form.appendChild(make("strong", "input-heading", agentName + " asks:"));
+    form.appendChild(question);
+    form.appendChild(row);
+    form.appendChild(note);
+    if (!canWrite()) {
+      field.disabled = true;
+      button.disabled = true;
+      note.textContent = "Participants can answer.";
+    }
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var text = field.value;
+      if (!text.trim()) {
+        note.textContent = "Type an answer first.";
+        field.focus();
+        return;
+      }
+      var sent = sendFrame({
+        type: "input",
+        content: { run_id: run.id, input_id: request.input_id, text: text },
+      });
+      if (sent) {
+        note.textContent = "Sent.";
+        field.disabled = true;
+        button.disabled = true;
+      } else {
+        note.textContent = "Not connected; try again in a moment.";
+      }
+    });
+    run.prompts.set(request.input_id, form);
+    run.promptBox.appendChild(form);
+  }
+
+  function closePrompt(form, text) {
+    var done = make("p", "input-closed");
+    var question = form.querySelector(".input-question");
+    done.appendChild(make("strong", null, agentName + " asked: "));
+    done.appendChild(document.createTextNode((question ? question.textContent : "") + " — " + text));
+    form.replaceWith(done);
+    state.runs.forEach(function (run) {
+      run.prompts.forEach(function (value, key) {
+        if (value === form) run.prompts.delete(key);
+      });
+    });
+  }
+
+  // --- presence (shown only when the server sends it) -------------------------
+
+  function showPresence(users) {
+    el.presenceList.textContent = "";
+    users.forEach(function (user) {
+      var name = typeof user === "string" ? user : user.username;
+      var role = typeof user === "string" ? "" : user.role;
+      var item = make("li", "presence-user", name);
+      if (role) item.appendChild(make("span", "presence-role", " (" + role + ")"));
+      el.presenceList.appendChild(item);
+    });
+    el.presence.hidden = users.length === 0;
+  }
+
+  // --- composer ------------------------------------------------------------------
+
+  el.form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!canWrite()) return;
+    var text = el.input.value;
+    if (!text.trim()) {
+      el.input.focus();
+      return;
+    }
+    state.requestCounter += 1;
+    var requestId = "web-" + Date.now().toString(36) + "-" + state.requestCounter;
+    var sent = sendFrame({ type: "message", content: text, request_id: requestId });
+    if (!sent) {
+      showAlert("Not connected, so the message was not sent. It is still in the box; send it again once connected.");
+      return;
+    }
+    state.pendingSends.set(requestId, text);
+    el.input.value = "";
+    el.input.focus();
+  });
+
+  el.input.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.altKey || event.ctrlKey || event.metaKey) {
+      return;
+    }
+    event.preventDefault();
+    if (typeof el.form.requestSubmit === "function") el.form.requestSubmit();
+    else el.form.dispatchEvent(new Event("submit", { cancelable: true }));
+  });
+
+  el.stop.addEventListener("click", function () {
+    var running = null;
+    state.runs.forEach(function (run) {
+      if (run.status === "running") running = run;
+    });
+    if (!sendFrame({ type: "cancel", content: running ? { run_id: running.id } : null })) {
+      showAlert("Not connected, so the reply could not be stopped. Try again in a moment.");
+    }
+  });
+
+  // --- lifecycle -------------------------------------------------------------------
+
+  window.addEventListener("online", function () {
+    if (!state.socket && !state.stopped) {
+      state.attempt = 0;
+      connect();
+    }
+  });
+  window.addEventListener("offline", function () {
+    if (state.stopped) return;
+    detachSocket();
+    clearTimeout(state.reconnectTimer);
+    setConnection("offline", "Offline — waiting for the network");
+  });
+
+  // Start at the newest message.
+  el.list.scrollTop = el.list.scrollHeight;
+  updateComposer();
+  connect();
+
+  // For tests and debugging: the current state, and a way to simulate a blip.
+  window.parleyChat = {
+    state: state,
+    dropConnection: function () {
+      if (state.socket) state.socket.close();
+    },
+  };
+})();
