@@ -1,0 +1,188 @@
+"""The worker's token coalescer, `agents.runtime.ChunkStream`, on its own (no DB).
+
+What a reader of the thread notices: chunks arrive in order, numbered 0, 1, 2 ...
+with no gap, their text joined is exactly what the provider produced, small
+tokens are grouped (by size, or by age when they trickle), and nothing is left
+behind when the stream closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from agents.runtime import ChunkStream
+
+LONG = 60.0  # a flush window no test waits for
+
+
+class Published:
+    """Records what the stream publishes: (stream_index, text, text_before)."""
+
+    def __init__(self, *, delay: float = 0.0, jitter: bool = False) -> None:
+        self.chunks: list[tuple[int, str, str]] = []
+        self.timeline: list[str] = []  # chunks and outside events, in publish order
+        self.delay = delay
+        self.jitter = jitter
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, index: int, text: str, text_before: str) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay * (random.random() if self.jitter else 1))
+        self.chunks.append((index, text, text_before))
+        self.timeline.append(f"chunk:{text}")
+        self.arrived.set()
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for _index, text, _before in self.chunks]
+
+    async def wait_for(self, count: int, timeout: float = 2.0) -> None:
+        async def enough() -> None:
+            while len(self.chunks) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+
+
+def stream_for(published: Published, **options) -> ChunkStream:
+    options = {"chunk_size": 1000, "window": LONG, "buffered": True, **options}
+    return ChunkStream(published, **options)
+
+
+async def settle() -> None:
+    """Let the stream's publishing task run what is already queued."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_tokens_are_held_until_chunk_size_characters_wait():
+    published = Published()
+    stream = stream_for(published, chunk_size=10)
+
+    stream.add("Hello")
+    stream.add(", ")
+    await settle()
+    assert published.chunks == []
+
+    stream.add("world")  # 12 characters wait now: one chunk, tokens never split
+    await published.wait_for(1)
+    assert published.chunks == [(0, "Hello, world", "")]
+
+    stream.add("!")
+    await settle()
+    assert len(published.chunks) == 1
+    await stream.close()
+    assert published.texts == ["Hello, world", "!"]
+
+
+async def test_trickling_tokens_are_flushed_once_the_oldest_is_a_window_old():
+    published = Published()
+    window = 0.1
+    stream = stream_for(published, window=window)
+    loop = asyncio.get_running_loop()
+
+    first_added = loop.time()
+    stream.add("slow ")
+    await asyncio.sleep(window / 3)
+    stream.add("tokens ")
+    await settle()
+    assert published.chunks == []  # younger than the window: still waiting
+
+    await published.wait_for(1)
+    # The window runs from the oldest waiting token, not the newest.
+    assert loop.time() - first_added < window * 3
+    assert loop.time() - first_added >= window * 0.9
+    assert published.chunks == [(0, "slow tokens ", "")]
+
+    stream.add("more")
+    await published.wait_for(2)
+    await stream.close()
+    assert published.texts == ["slow tokens ", "more"]
+
+
+async def test_unbuffered_stream_sends_every_token_as_its_own_chunk():
+    published = Published()
+    stream = stream_for(published, buffered=False, chunk_size=1000)
+    tokens = ["a", "b", "cd", " ", "efg"]
+
+    for token in tokens:
+        stream.add(token)
+    await published.wait_for(len(tokens))
+    await stream.close()
+
+    assert published.texts == tokens
+    assert [index for index, _text, _before in published.chunks] == [0, 1, 2, 3, 4]
+    assert stream.chunks == len(tokens)
+
+
+async def test_empty_tokens_publish_nothing():
+    published = Published()
+    stream = stream_for(published, buffered=False)
+    stream.add("")
+    await stream.close()
+    assert published.chunks == [] and stream.chunks == 0 and stream.text == ""
+
+
+async def test_many_tokens_keep_their_order_and_gap_free_indices_with_a_slow_publisher():
+    random.seed(3)
+    published = Published(delay=0.002, jitter=True)
+    stream = stream_for(published, chunk_size=7, window=0.005)
+    tokens = [f"t{number} " for number in range(300)]
+
+    for number, token in enumerate(tokens):
+        stream.add(token)
+        if number % 17 == 0:
+            await asyncio.sleep(0.006)  # let the window flush some chunks
+    await stream.close()
+
+    indices = [index for index, _text, _before in published.chunks]
+    assert indices == list(range(len(published.chunks)))
+    assert "".join(published.texts) == "".join(tokens) == stream.text
+    assert stream.chunks == len(published.chunks)
+    for index, text, text_before in published.chunks:
+        assert text_before == "".join(published.texts[:index])
+
+
+async def test_drain_is_an_ordering_barrier_for_events_published_outside_the_stream():
+    published = Published(delay=0.01)
+    stream = stream_for(published, chunk_size=1000)
+
+    stream.add("before ")
+    stream.add("the tool call ")
+    await stream.drain()
+    # Everything added before drain() is published by the time it returns...
+    assert "".join(published.texts) == "before the tool call "
+    published.timeline.append("state:tool_call")
+    stream.add("after")
+    await stream.close()
+
+    # ...so an event published right after it sits between the two texts.
+    assert published.timeline == [
+        "chunk:before the tool call ",
+        "state:tool_call",
+        "chunk:after",
+    ]
+    assert [index for index, _text, _before in published.chunks] == [0, 1]
+
+
+async def test_drain_with_nothing_waiting_returns_at_once():
+    published = Published()
+    stream = stream_for(published)
+    await asyncio.wait_for(stream.drain(), 1)
+    await stream.close()
+    assert published.chunks == []
+
+
+async def test_close_publishes_the_waiting_tail_and_waits_for_it():
+    published = Published(delay=0.02)
+    stream = stream_for(published, chunk_size=5)
+
+    stream.add("12345")  # flushed by size
+    stream.add("tail")  # waits for a window that never comes
+    await stream.close()
+
+    assert published.texts == ["12345", "tail"]
+    assert stream.text == "12345tail"
+    assert stream.chunks == 2
