@@ -141,7 +141,7 @@ async def test_many_tokens_keep_their_order_and_gap_free_indices_with_a_slow_pub
     assert indices == list(range(len(published.chunks)))
     assert "".join(published.texts) == "".join(tokens) == stream.text
     assert stream.chunks == len(published.chunks)
-    for index, text, text_before in published.chunks:
+    for index, _text, text_before in published.chunks:
         assert text_before == "".join(published.texts[:index])
 
 
