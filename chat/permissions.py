@@ -36,3 +36,38 @@ def can_write(role: Role | None) -> bool:
 def can_manage(role: Role | None) -> bool:
     """Rename, share, reset and delete the thread."""
     return role in MANAGER_ROLES
+
+
+def thread_roles(*, threads, user) -> dict:
+    """thread pk -> the user's role, for many threads in one query (API lists)."""
+    threads = list(threads)
+    if user is None or not user.is_authenticated or not threads:
+        return {}
+    memberships = dict(
+        ThreadMember.objects.filter(thread__in=threads, user=user).values_list("thread_id", "role")
+    )
+    roles = {}
+    for thread in threads:
+        if thread.owner_id == user.pk:
+            roles[thread.pk] = Role.OWNER
+        elif thread.pk in memberships:
+            roles[thread.pk] = Role(memberships[thread.pk])
+        elif user.is_staff:
+            roles[thread.pk] = Role.STAFF
+    return roles
+
+
+def permission_error(role: Role | None, *, action: str):
+    """The ServiceError a caller gets for an action its role does not allow.
+
+    Observers get `read_only` (as on the socket); other roles `forbidden`.
+    """
+    from chat.errors import ErrorCode, ServiceError
+
+    if role == Role.OBSERVER:
+        return ServiceError(
+            ErrorCode.READ_ONLY,
+            f"You are observing this thread; you cannot {action}.",
+            status=403,
+        )
+    return ServiceError(ErrorCode.FORBIDDEN, f"Your role does not allow you to {action}.", status=403)

@@ -1,8 +1,29 @@
-"""REST API routes (docs/api.md)."""
+"""REST API routes, mounted under /api/ (docs/api.md describes them)."""
 
-from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from agents.api import AgentConfigViewSet, RunViewSet, StreamListView
+from chat.api import ThreadViewSet, TokenRevokeView, TokenView
+from chat.api_errors import api_not_found
+
+router = SimpleRouter(trailing_slash=True)
+router.register("agents", AgentConfigViewSet, basename="agent")
+router.register("threads", ThreadViewSet, basename="thread")
+router.register("runs", RunViewSet, basename="run")
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token),
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("auth/token/revoke/", TokenRevokeView.as_view(), name="api-token-revoke"),
+    path("streams/", StreamListView.as_view(), name="api-streams"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # --- Server-Sent Events (chat/sse.py, built by the lead) -------------------
+    # path("runs/<uuid:run_id>/stream/", sse.run_stream, name="api-run-stream"),
+    # path("threads/<uuid:thread_id>/stream/", sse.thread_stream, name="api-thread-stream"),
+    # ---------------------------------------------------------------------------
+    *router.urls,
+    # Keep last: any other /api/ path is a JSON 404, never Django's HTML page.
+    re_path(r"^.*$", api_not_found),
 ]

@@ -1,0 +1,155 @@
+"""Request and response bodies of the chat API (threads, members, messages, auth).
+
+Serializers only validate and shape JSON; writes go through chat/services.py.
+Every body the API sends or accepts has a serializer here or in
+agents/serializers.py, so the OpenAPI schema (docs/api.md) types all of them.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from chat.models import Message, Role, Thread, ThreadMember
+
+MEMBER_ROLE_CHOICES = [Role.PARTICIPANT.value, Role.OBSERVER.value]
+CALLER_ROLE_CHOICES = [role.value for role in Role]
+
+
+# --- Errors -------------------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable snake_case code, e.g. thread_not_found.")
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    details = serializers.JSONField(
+        required=False,
+        help_text="Validation errors per field (only for validation_error).",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape: {"error": {"code": "...", "message": "..."}}."""
+
+    error = ErrorDetailSerializer()
+
+
+# --- Auth ---------------------------------------------------------------------
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`.")
+
+
+# --- Threads ------------------------------------------------------------------
+
+
+class UserRefSerializer(serializers.Serializer):
+    username = serializers.CharField()
+
+
+class ThreadSerializer(serializers.ModelSerializer):
+    """A thread as the caller sees it, with the caller's role in it."""
+
+    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    role = serializers.SerializerMethodField(
+        help_text="The caller's role: owner, participant, observer or staff."
+    )
+    config = serializers.DictField(
+        child=serializers.JSONField(),
+        read_only=True,
+        help_text="Per-thread overrides of the agent config.",
+    )
+
+    class Meta:
+        model = Thread
+        fields = ["id", "title", "agent", "owner", "role", "config", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=CALLER_ROLE_CHOICES))
+    def get_role(self, thread: Thread) -> str | None:
+        roles = self.context.get("roles") or {}
+        role = roles.get(thread.pk)
+        return getattr(role, "value", role)
+
+
+class ThreadCreateSerializer(serializers.Serializer):
+    agent = serializers.CharField(max_length=64, help_text="The agent's name.")
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    config = serializers.DictField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Overrides of the agent config the agent allows (model, temperature, ...).",
+    )
+
+
+class ThreadUpdateSerializer(serializers.Serializer):
+    """PATCH body: `title` needs the owner (or staff), `config` a writer."""
+
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    config = serializers.DictField(child=serializers.JSONField(), required=False)
+
+
+# --- Members ------------------------------------------------------------------
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+    role = serializers.ChoiceField(choices=MEMBER_ROLE_CHOICES, read_only=True)
+
+    class Meta:
+        model = ThreadMember
+        fields = ["username", "role", "created_at"]
+        read_only_fields = fields
+
+
+class MemberCreateSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=MEMBER_ROLE_CHOICES, default=Role.PARTICIPANT.value)
+
+
+# --- Messages -----------------------------------------------------------------
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    """One message of a thread's history (same fields as the socket's `message`)."""
+
+    author = serializers.SerializerMethodField()
+    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    run_id = serializers.UUIDField(read_only=True, allow_null=True)
+    status = serializers.SerializerMethodField(
+        help_text="For agent replies: the run's outcome (completed, cancelled, failed)."
+    )
+
+    class Meta:
+        model = Message
+        fields = ["id", "role", "text", "author", "agent", "run_id", "status", "created_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(UserRefSerializer(allow_null=True))
+    def get_author(self, message: Message) -> dict | None:
+        return {"username": message.author.username} if message.author_id else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_status(self, message: Message) -> str | None:
+        if message.role == "assistant" and message.run_id:
+            return message.run.status
+        return None
+
+
+class RunCreateSerializer(serializers.Serializer):
+    content = serializers.CharField(
+        trim_whitespace=False, help_text="The user message; the agent answers it."
+    )
+    request_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_null=True,
+        help_text="Echoed in the `message` frame the thread's sockets receive.",
+    )
