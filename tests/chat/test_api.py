@@ -17,6 +17,12 @@ from tests.conftest import PASSWORD
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """The users fixture hashes five passwords per test; PBKDF2 takes ~0.5 s each."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def client_as(user=None) -> APIClient:
     client = APIClient()
     if user is not None:
