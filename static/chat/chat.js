@@ -89,14 +89,26 @@
     return state.role === "owner" || state.role === "participant";
   }
 
-  function nearBottom() {
+  // Follow new text while the reader is at the bottom; leave them be once they
+  // scroll up to read something older.
+  var stickToBottom = true;
+
+  function atBottom() {
     var scroller = el.list;
     return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
   }
 
-  function keepAtBottom(wasNearBottom) {
-    if (wasNearBottom) el.list.scrollTop = el.list.scrollHeight;
+  function scrollToBottom() {
+    el.list.scrollTop = el.list.scrollHeight;
   }
+
+  el.list.addEventListener("scroll", function () {
+    stickToBottom = atBottom();
+  }, { passive: true });
+
+  new MutationObserver(function () {
+    if (stickToBottom) scrollToBottom();
+  }).observe(el.list, { childList: true, subtree: true, characterData: true });
 
   function updateEmpty() {
     el.empty.hidden = el.list.children.length > 0;
@@ -165,7 +177,7 @@
   function setRole(role) {
     state.role = role;
     var labels = { owner: "you are the owner", participant: "you are a participant",
-      observer: "you are observing", staff: "you are staff (read only)" };
+      observer: "you are an observer", staff: "you are staff (read only)" };
     if (el.roleLabel) el.roleLabel.textContent = labels[role] || "you are " + role;
     updateComposer();
   }
@@ -396,9 +408,7 @@
       return;
     }
     if (state.messages.has(content.id)) return;
-    var wasNearBottom = nearBottom() || content.author && content.author.username === state.user;
     appendUserMessage(content);
-    keepAtBottom(wasNearBottom);
   }
 
   function onResponse(frame) {
@@ -412,12 +422,10 @@
       sendFrame({ type: "resume", content: { last_event_id: null } });
       return;
     }
-    var wasNearBottom = nearBottom();
     if (run.status === "queued" || !run.status) setRunStatus(run, "running");
     run.text += frame.content;
     run.nextIndex += 1;
     appendStreamText(run, frame.content);
-    keepAtBottom(wasNearBottom);
   }
 
   function onState(frame) {
@@ -440,7 +448,6 @@
     if (!frame.run_id) return;
     var content = frame.content || {};
     var run = ensureRun(frame.run_id);
-    var wasNearBottom = nearBottom();
     finishRun(run, {
       text: content.text || "",
       status: content.status,
@@ -448,15 +455,12 @@
       messageId: content.message_id,
       chunks: content.chunks,
     });
-    keepAtBottom(wasNearBottom);
   }
 
   function onInputRequest(frame) {
     if (!frame.run_id || !frame.content) return;
     var run = ensureRun(frame.run_id);
-    var wasNearBottom = nearBottom();
     addPrompt(run, frame.content);
-    keepAtBottom(wasNearBottom);
   }
 
   function onError(frame) {
@@ -487,7 +491,6 @@
   }
 
   function applySnapshot(content) {
-    var wasNearBottom = nearBottom() || el.list.children.length === 0;
     // Keep the HTML already rendered for complete replies, keyed by message id.
     el.list.querySelectorAll("li.msg-agent[data-message-id]").forEach(function (item) {
       var body = item.querySelector(".msg-body.markdown");
@@ -508,13 +511,17 @@
       run.nextIndex = progress.next_stream_index || 0;
       run.body.textContent = run.text;
       setRunStatus(run, progress.status);
+      // Questions still waiting for an answer, when the server includes them.
+      var pending = progress.input_requests || (progress.input_request ? [progress.input_request] : []);
+      pending.forEach(function (request) {
+        addPrompt(run, request);
+      });
     });
     if (content.last_event_id != null) state.lastEventId = content.last_event_id;
     state.awaitingResume = false;
     clearTimeout(state.resumeTimer);
     updateEmpty();
     updateComposer();
-    keepAtBottom(wasNearBottom);
   }
 
   function appendUserMessage(message) {
@@ -688,9 +695,7 @@
           if (run.messageId) state.htmlCache.set(run.messageId, html);
           // Only if the run still shows this text (a reset or snapshot may have replaced it).
           if (state.runs.get(run.id) === run && FINAL[run.status] && run.text === texts[index]) {
-            var wasNearBottom = nearBottom();
             showHtml(run, html);
-            keepAtBottom(wasNearBottom);
           }
         });
       })
@@ -800,6 +805,8 @@
       return;
     }
     state.pendingSends.set(requestId, text);
+    stickToBottom = true;
+    scrollToBottom();
     el.input.value = "";
     el.input.focus();
   });
@@ -839,7 +846,7 @@
   });
 
   // Start at the newest message.
-  el.list.scrollTop = el.list.scrollHeight;
+  scrollToBottom();
   updateComposer();
   connect();
 
