@@ -101,7 +101,9 @@ class ThreadUpdateSerializer(serializers.Serializer):
 
 class MemberSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username", read_only=True)
-    role = serializers.ChoiceField(choices=MEMBER_ROLE_CHOICES, read_only=True)
+    # A plain string here (participant or observer): an enum would share the
+    # name "role" with MemberCreate's and clash in the schema's enum naming.
+    role = serializers.CharField(read_only=True, help_text="participant or observer")
 
     class Meta:
         model = ThreadMember
