@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from agents.models import OVERRIDABLE_FIELDS, PROVIDER_CHOICES, BusyPolicy
 
 PROVIDER_NAMES = {name for name, _ in PROVIDER_CHOICES}
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def agent_config_errors(agent) -> dict[str, str]:
-    """Field -> problem for an AgentConfig (unsaved or saved)."""
+    """Field -> problem for an AgentConfig (unsaved or saved).
+
+    Used by `AgentConfig.clean()` (admin, `full_clean`) and by the API's
+    serializer, so both accept exactly the same configs.
+    """
     errors: dict[str, str] = {}
     if agent.provider not in PROVIDER_NAMES:
         errors["provider"] = f"Unknown provider; choose one of {', '.join(sorted(PROVIDER_NAMES))}."
         return errors
-    if not 0.0 <= float(agent.temperature) <= 2.0:
+    temperature = agent.temperature
+    if (
+        not isinstance(temperature, int | float)
+        or isinstance(temperature, bool)
+        or not math.isfinite(temperature)
+        or not 0.0 <= float(temperature) <= 2.0
+    ):
         errors["temperature"] = "Temperature must be between 0 and 2."
     if not isinstance(agent.extra_params, dict):
         errors["extra_params"] = "extra_params must be a JSON object."
@@ -28,17 +42,35 @@ def agent_config_errors(agent) -> dict[str, str]:
         )
     if agent.busy_policy not in BusyPolicy.values:
         errors["busy_policy"] = f"One of {', '.join(BusyPolicy.values)}."
-    if agent.api_key_env and not agent.api_key_env.replace("_", "").isalnum():
+    if agent.api_key_env and not ENV_VAR_NAME.match(agent.api_key_env):
         errors["api_key_env"] = "The name of an environment variable, e.g. OPENAI_API_KEY."
+    if agent.base_url and urlsplit(agent.base_url).scheme not in ("http", "https"):
+        errors["base_url"] = "An http:// or https:// URL."
     if agent.provider == "echo" and isinstance(agent.extra_params, dict):
-        rate = agent.extra_params.get("tokens_per_second", 20)
-        if not isinstance(rate, int | float) or rate < 0:
-            errors["extra_params"] = "tokens_per_second must be a number >= 0."
+        problem = _echo_params_problem(agent.extra_params)
+        if problem:
+            errors["extra_params"] = problem
     if not errors:
         from agents.providers import get_provider
 
         errors.update(get_provider(agent.provider).config_problems(agent))
     return errors
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _echo_params_problem(params: dict) -> str | None:
+    rate = params.get("tokens_per_second", 20)
+    if not _is_number(rate) or rate < 0:
+        return "tokens_per_second must be a number >= 0."
+    timeout = params.get("input_timeout", 60)
+    if not _is_number(timeout) or timeout < 0:
+        return "input_timeout must be a number of seconds >= 0."
+    if not isinstance(params.get("timestamp_tokens", False), bool):
+        return "timestamp_tokens must be true or false."
+    return None
 
 
 def agent_config_warnings(agent) -> list[str]:
