@@ -168,6 +168,17 @@ def test_network_blip_mid_stream_resumes_from_the_last_event(open_as):
     owner.evaluate("window.parleyChat.dropConnection()")
     expect(owner.locator("#connection")).to_have_attribute("data-state", "reconnecting")
     wait_connected(owner)
+    wait_for_words(owner, 12)
+
+    # The browser loses the network for a moment: shown as offline, then back.
+    owner.context.set_offline(True)
+    expect(owner.locator("#connection")).to_have_attribute("data-state", "offline")
+    expect(owner.locator("#connection")).to_contain_text("Offline")
+    expect(owner.get_by_role("button", name="Send")).to_be_disabled()
+    time.sleep(0.5)
+    owner.context.set_offline(False)
+    wait_connected(owner)
+
     collect_until_complete(owner, expected)
     assert reply_text(owner) == expected
     assert owner.evaluate("window.parleyChat.state.lastEventId") > first_socket_events

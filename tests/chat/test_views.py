@@ -276,3 +276,11 @@ def test_render_endpoint_needs_csrf_and_login(client, users):
         reverse("render-markdown"), "{}", content_type="application/json"
     )
     assert anonymous.status_code == 302
+
+
+def test_an_unknown_thread_gets_a_friendly_404(login, users):
+    response = login(users[Role.OWNER]).get(
+        reverse("thread-detail", args=["00000000-0000-0000-0000-000000000000"])
+    )
+    assert response.status_code == 404
+    assert b"not shared with you" in response.content
