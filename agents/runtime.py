@@ -289,10 +289,13 @@ class WorkerRuntime:
         try:
             request, provider = await database_sync_to_async(_request_for)(run)
             request.ask_human = lambda question, timeout: self.ask_human(run, question, timeout)
-            if provider.needs_api_key and not request.api_key and not request.base_url:
+            # An agent that names a key variable needs the key, whatever its
+            # base_url; one naming none is left to the provider (a keyless local
+            # server gets a placeholder, the default endpoint fails).
+            if provider.needs_api_key and agent.api_key_env and not request.api_key:
                 raise ProviderError(
                     AgentErrorCode.PROVIDER_KEY_MISSING,
-                    f"No API key: set the environment variable {agent.api_key_env or '(none named)'} "
+                    f"No API key: set the environment variable {agent.api_key_env} "
                     "for the worker.",
                 )
             async for event in provider.stream(request):
@@ -302,6 +305,7 @@ class WorkerRuntime:
                     await self._publish_state(run, event.kind, event.data, stream)
                 elif isinstance(event, Usage):
                     usage = event.as_dict()
+                    await self._publish_state(run, "usage", usage, stream)
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()
             if self.cancel_reasons.get(run_id) == "shutdown":
@@ -317,6 +321,9 @@ class WorkerRuntime:
             error = "The agent failed unexpectedly."
         finally:
             self._inputs.pop(run_id, None)
+            # From here on the run is finishing: a cancel arriving now must not
+            # interrupt saving it (it would stay `running` until swept).
+            self.cancel_reasons.setdefault(run_id, "finishing")
         await stream.close()
         await database_sync_to_async(services.run_finish)(
             run_id=run_id,

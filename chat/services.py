@@ -40,17 +40,24 @@ def thread_create(*, owner, agent_name: str, title: str = "", config: dict | Non
 
 
 def thread_update(*, thread: Thread, title: str | None = None, config: dict | None = None) -> Thread:
-    fields = ["updated_at"]
-    if title is not None:
-        thread.title = title[:200]
-        fields.append("title")
-    if config is not None:
-        errors = thread_config_errors(thread.agent, config)
-        if errors:
-            raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
-        thread.config = {**thread.config, **config}
-        fields.append("config")
     with transaction.atomic():
+        # Merge into the stored overrides and check the stored agent, not the
+        # caller's copies: a socket holds its thread for its whole life, and
+        # other sockets (or staff editing the agent) may have changed them since.
+        stored = (
+            Thread.objects.select_for_update(of=("self",)).select_related("agent").get(pk=thread.pk)
+        )
+        thread.title, thread.config, thread.agent = stored.title, stored.config, stored.agent
+        fields = ["updated_at"]
+        if title is not None:
+            thread.title = title[:200]
+            fields.append("title")
+        if config is not None:
+            errors = thread_config_errors(thread.agent, config)
+            if errors:
+                raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
+            thread.config = {**thread.config, **config}
+            fields.append("config")
         thread.save(update_fields=fields)
         publish_on_commit(
             thread.id,
