@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.urls import Resolver404, resolve
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
@@ -108,6 +109,7 @@ def _json_error(code, message: str, status_code: int) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status_code)
 
 
+@csrf_exempt  # a 404 changes nothing; CSRF's own refusal would be an HTML page
 def api_not_found(request, *args, **kwargs) -> JsonResponse:
     """Any /api/ path no route matched, whatever the method."""
     message = "No such API endpoint."
@@ -131,6 +133,15 @@ def handler404(request, exception=None):
     if _is_api(request):
         return _json_error(ErrorCode.NOT_FOUND, "Not found.", 404)
     return defaults.page_not_found(request, exception)
+
+
+def csrf_failure(request, reason=""):
+    """For settings.CSRF_FAILURE_VIEW: JSON for /api/ paths, Django's page elsewhere."""
+    if _is_api(request):
+        return _json_error(ErrorCode.FORBIDDEN, f"CSRF check failed: {reason}", 403)
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason=reason)
 
 
 def handler500(request):

@@ -123,7 +123,9 @@ class MessageSerializer(serializers.ModelSerializer):
     """One message of a thread's history (same fields as the socket's `message`)."""
 
     author = serializers.SerializerMethodField()
-    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    agent = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True, help_text="For agent replies."
+    )
     run_id = serializers.UUIDField(read_only=True, allow_null=True)
     status = serializers.SerializerMethodField(
         help_text="For agent replies: the run's outcome (completed, cancelled, failed)."
