@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 
 from agents import services
 from agents.errors import AgentErrorCode
@@ -34,7 +36,7 @@ from agents.providers.base import (
 from agents.validation import effective_config
 from chat.eventlog import Chunk, get_event_log
 from chat.events import publish
-from chat.models import Message
+from chat.models import Message, MessageRole
 from chat.protocol import (
     InputRequestContent,
     InputRequestFrame,
@@ -160,9 +162,19 @@ def _history(run: Run, *, persistent: bool) -> list[ChatMessage]:
     if not persistent:
         return messages
     budget = settings.PARLEY_HISTORY_MAX_CHARS - len(prompt)
+    asked_at = run.prompt.created_at if run.prompt_id else run.created_at
+    # A message queued behind a running reply was stored before that reply:
+    # take the replies of earlier runs too, and order by turn (the run a message
+    # belongs to), a prompt before its reply. Newest first, as the budget is.
     earlier = (
-        Message.objects.filter(thread_id=run.thread_id, created_at__lt=run.prompt.created_at)
-        .order_by("-created_at")
+        Message.objects.filter(thread_id=run.thread_id)
+        .filter(
+            Q(created_at__lt=asked_at)
+            | Q(role=MessageRole.ASSISTANT, run__created_at__lt=run.created_at)
+        )
+        .exclude(pk=run.prompt_id)
+        .annotate(turn=Coalesce("run__created_at", "created_at"))
+        .order_by("-turn", "role", "-created_at")  # "assistant" < "user"
         .values_list("role", "text")
     )
     for role, text in earlier.iterator(chunk_size=100):

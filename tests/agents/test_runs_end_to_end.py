@@ -250,6 +250,30 @@ async def test_persistent_agent_sends_earlier_messages_in_order(
     ]
 
 
+async def test_a_queued_message_is_answered_with_the_reply_before_it_in_history(
+    openai_thread, openai_server, worker, connect
+):
+    openai_server.script(Scenario.echo(delay=0.02))
+    owner = await connect(openai_thread)
+
+    # Sent while the first reply still streams: queued behind it.
+    await owner.send({"type": "message", "content": "first question here"})
+    await owner.send({"type": "message", "content": "second question"})
+    await owner.receive_until(
+        lambda frame: (
+            until_complete(frame) and frame["content"]["text"] == "second question"
+        ),
+        timeout=15,
+    )
+
+    assert conversation(openai_server.last_request) == [
+        ("system", SYSTEM_PROMPT),
+        ("user", "first question here"),
+        ("assistant", "first question here"),
+        ("user", "second question"),
+    ]
+
+
 async def test_history_is_trimmed_to_the_budget_keeping_the_newest(
     openai_thread, openai_server, worker, connect, settings
 ):
