@@ -48,7 +48,9 @@ def probe_request_for(agent: AgentConfig) -> ProviderRequest:
     )
 
 
-async def first_chunk(agent: AgentConfig, *, timeout: float = TEST_TIMEOUT_SECONDS) -> str:
+async def first_chunk(
+    agent: AgentConfig, *, timeout: float = TEST_TIMEOUT_SECONDS
+) -> str:
     """The provider's first piece of text for the test prompt ("" if it sent none).
 
     Raises ProviderError, TimeoutError or whatever the provider raised.
@@ -93,7 +95,15 @@ class AgentConfigAdmin(admin.ModelAdmin):
         ),
         (
             "Generation",
-            {"fields": ("system_prompt", "temperature", "max_tokens", "persistent", "stream")},
+            {
+                "fields": (
+                    "system_prompt",
+                    "temperature",
+                    "max_tokens",
+                    "persistent",
+                    "stream",
+                )
+            },
         ),
         (
             "Streaming and concurrency",
@@ -127,14 +137,18 @@ class AgentConfigAdmin(admin.ModelAdmin):
     def send_test_prompt(self, request, queryset) -> None:
         agents = list(queryset[: TEST_MAX_AGENTS + 1])
         if len(agents) > TEST_MAX_AGENTS:
-            messages.error(request, f"Select at most {TEST_MAX_AGENTS} agents to test at once.")
+            messages.error(
+                request, f"Select at most {TEST_MAX_AGENTS} agents to test at once."
+            )
             return
         for agent in agents:
             self._warn(request, agent)
             try:
                 text = async_to_sync(first_chunk)(agent)
             except ProviderError as error:
-                messages.error(request, f"{agent.name}: {error.code.value}: {error.message}")
+                messages.error(
+                    request, f"{agent.name}: {error.code.value}: {error.message}"
+                )
             except TimeoutError:
                 messages.error(
                     request,
@@ -148,9 +162,13 @@ class AgentConfigAdmin(admin.ModelAdmin):
             else:
                 if text:
                     preview = text[:TEST_CHUNK_PREVIEW_CHARS]
-                    messages.success(request, f"{agent.name} answered; first chunk: {preview!r}")
+                    messages.success(
+                        request, f"{agent.name} answered; first chunk: {preview!r}"
+                    )
                 else:
-                    messages.warning(request, f"{agent.name} answered without any text.")
+                    messages.warning(
+                        request, f"{agent.name} answered without any text."
+                    )
 
 
 @admin.register(Run)
@@ -207,7 +225,11 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="queued for", ordering=F("started_at") - F("created_at"))
     def queued_for(self, run: Run) -> str:
         if run.started_at is None:
-            return "—" if run.finished_at else _seconds(timezone.now() - run.created_at) + " …"
+            return (
+                "—"
+                if run.finished_at
+                else _seconds(timezone.now() - run.created_at) + " …"
+            )
         return _seconds(run.started_at - run.created_at)
 
     @admin.display(description="duration", ordering=F("finished_at") - F("started_at"))
@@ -238,7 +260,9 @@ class RunAdmin(admin.ModelAdmin):
             except ServiceError as error:
                 messages.warning(request, f"run {run.id}: {error.message}")
         if cancelled:
-            messages.success(request, f"Cancelled (or asked to stop) {cancelled} run(s).")
+            messages.success(
+                request, f"Cancelled (or asked to stop) {cancelled} run(s)."
+            )
 
 
 def _seconds(delta) -> str:

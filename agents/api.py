@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
 from rest_framework.response import Response
@@ -37,7 +37,9 @@ class IsStaffOrReadOnly(BasePermission):
     message = "Only staff may change agents."
 
     def has_permission(self, request, view) -> bool:
-        return request.method in SAFE_METHODS or bool(request.user and request.user.is_staff)
+        return request.method in SAFE_METHODS or bool(
+            request.user and request.user.is_staff
+        )
 
 
 @extend_schema(tags=["agents"])
@@ -88,7 +90,8 @@ class AgentConfigViewSet(
         responses={
             204: OpenApiResponse(description="Deleted."),
             409: OpenApiResponse(
-                ErrorSerializer, description="agent_in_use: threads use it; disable it instead."
+                ErrorSerializer,
+                description="agent_in_use: threads use it; disable it instead.",
             ),
         },
     )
@@ -150,7 +153,9 @@ class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
         page = self.paginate_queryset(runs.order_by("-created_at"))
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
-    @extend_schema(responses=RunSerializer, summary="A run's status, timings, usage and error")
+    @extend_schema(
+        responses=RunSerializer, summary="A run's status, timings, usage and error"
+    )
     def retrieve(self, request, pk=None):
         return Response(RunSerializer(self._get_run(pk)).data)
 
@@ -158,7 +163,9 @@ class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
         request=None,
         responses={
             200: RunSerializer,
-            409: OpenApiResponse(ErrorSerializer, description="run_not_active: it already ended."),
+            409: OpenApiResponse(
+                ErrorSerializer, description="run_not_active: it already ended."
+            ),
         },
         summary="Cancel a run (owner, participants)",
         description=(
@@ -202,5 +209,6 @@ class StreamListView(ApiViewMixin, APIView):
             thread_id: log.subscriber_count(thread_id)
             for thread_id in {str(run.thread_id) for run in runs}
         }
-        return Response(StreamSerializer(runs, many=True, context={"clients": clients}).data)
-
+        return Response(
+            StreamSerializer(runs, many=True, context={"clients": clients}).data
+        )

@@ -118,7 +118,9 @@ class StreamSerializer(RunSerializer):
     clients = serializers.SerializerMethodField(
         help_text="Sockets on the run's thread connected to the process that answered."
     )
-    age_seconds = serializers.SerializerMethodField(help_text="Seconds since the run was queued.")
+    age_seconds = serializers.SerializerMethodField(
+        help_text="Seconds since the run was queued."
+    )
     running_seconds = serializers.SerializerMethodField(
         help_text="Seconds since a worker started it; null while queued."
     )

@@ -54,7 +54,14 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Thread)
 class ThreadAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "owner", "agent", "member_count", "message_count", "updated_at")
+    list_display = (
+        "__str__",
+        "owner",
+        "agent",
+        "member_count",
+        "message_count",
+        "updated_at",
+    )
     list_filter = ("agent",)
     search_fields = ("id", "title", "owner__username")
     list_select_related = ("owner", "agent")

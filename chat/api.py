@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -46,7 +46,9 @@ from chat.serializers import (
     TokenSerializer,
 )
 
-UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+UUID_PATTERN = (
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+)
 
 
 # --- Shared API plumbing ----------------------------------------------------------
@@ -82,7 +84,9 @@ class ApiViewMixin:
     schema = ErrorDocumentingSchema()
 
 
-def thread_for(request, thread_id, *, need=None, action: str = "do this") -> tuple[Thread, Role]:
+def thread_for(
+    request, thread_id, *, need=None, action: str = "do this"
+) -> tuple[Thread, Role]:
     """The thread and the caller's role; 404 for strangers, 403 when `need(role)` is False."""
     thread, role = thread_get_for_user(thread_id=thread_id, user=request.user)
     if need is not None and not need(role):
@@ -109,7 +113,10 @@ THREAD_AGENT_FILTER = OpenApiParameter(
     "agent", OpenApiTypes.STR, description="Only threads with this agent (its name)."
 )
 RUN_STATUS_FILTER = OpenApiParameter(
-    "status", OpenApiTypes.STR, enum=RunStatus.values, description="Only runs with this status."
+    "status",
+    OpenApiTypes.STR,
+    enum=RunStatus.values,
+    description="Only runs with this status.",
 )
 
 
@@ -129,7 +136,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
             return Thread.objects.none()
         return thread_list_for_user(user=self.request.user)
 
-    def _render(self, thread: Thread, role: Role, *, status_code: int = 200) -> Response:
+    def _render(
+        self, thread: Thread, role: Role, *, status_code: int = 200
+    ) -> Response:
         serializer = ThreadSerializer(thread, context={"roles": {thread.pk: role}})
         return Response(serializer.data, status=status_code)
 
@@ -192,7 +201,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         summary="Delete the thread, its messages and runs (owner, staff)",
     )
     def destroy(self, request, pk=None):
-        thread, _ = thread_for(request, pk, need=can_manage, action="delete this thread")
+        thread, _ = thread_for(
+            request, pk, need=can_manage, action="delete this thread"
+        )
         services.thread_delete(thread=thread)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -205,7 +216,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=MessageCursorPagination)
     def messages(self, request, pk=None):
         thread, _ = thread_for(request, pk)
-        messages = Message.objects.filter(thread=thread).select_related("author", "agent", "run")
+        messages = Message.objects.filter(thread=thread).select_related(
+            "author", "agent", "run"
+        )
         page = self.paginate_queryset(messages)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 
@@ -229,8 +242,10 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=None)
     def members(self, request, pk=None):
         thread, _ = thread_for(request, pk)
-        members = ThreadMember.objects.filter(thread=thread).select_related("user").order_by(
-            "created_at"
+        members = (
+            ThreadMember.objects.filter(thread=thread)
+            .select_related("user")
+            .order_by("created_at")
         )
         return Response(MemberSerializer(members, many=True).data)
 
@@ -247,7 +262,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         existed = ThreadMember.objects.filter(
             thread=thread, user__username=data["username"]
         ).exists()
-        member = services.member_add(thread=thread, username=data["username"], role=data["role"])
+        member = services.member_add(
+            thread=thread, username=data["username"], role=data["role"]
+        )
         return Response(
             MemberSerializer(member).data,
             status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
@@ -256,7 +273,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         responses={204: OpenApiResponse(description="Removed (or was not a member).")},
         summary="Remove a member (owner, staff; members may remove themselves)",
-        parameters=[OpenApiParameter("username", OpenApiTypes.STR, OpenApiParameter.PATH)],
+        parameters=[
+            OpenApiParameter("username", OpenApiTypes.STR, OpenApiParameter.PATH)
+        ],
     )
     @action(
         detail=True,
@@ -292,7 +311,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         request=RunCreateSerializer,
         responses={
             202: RunSerializer,
-            409: OpenApiResponse(ErrorSerializer, description="thread_busy (reject policy)."),
+            409: OpenApiResponse(
+                ErrorSerializer, description="thread_busy (reject policy)."
+            ),
             413: OpenApiResponse(ErrorSerializer, description="message_too_long."),
         },
         summary="Post a user message and queue an agent run (owner, participants)",
@@ -347,7 +368,9 @@ class TokenView(ApiViewMixin, APIView):
         auth=[],
     )
     def post(self, request):
-        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
+        serializer = AuthTokenSerializer(
+            data=request.data, context={"request": request}
+        )
         if not serializer.is_valid():
             errors = serializer.errors
             if set(errors) <= {"non_field_errors"}:
@@ -363,7 +386,9 @@ class TokenView(ApiViewMixin, APIView):
     @extend_schema(
         tags=["auth"],
         request=None,
-        responses={204: OpenApiResponse(description="Revoked; its sockets are closed.")},
+        responses={
+            204: OpenApiResponse(description="Revoked; its sockets are closed.")
+        },
         summary="Revoke the caller's API token",
         description=(
             "Deletes the token used for this request (with session authentication: "
@@ -396,7 +421,9 @@ class TokenRevokeView(TokenView):
     @extend_schema(
         tags=["auth"],
         request=None,
-        responses={204: OpenApiResponse(description="Revoked; its sockets are closed.")},
+        responses={
+            204: OpenApiResponse(description="Revoked; its sockets are closed.")
+        },
         summary="Revoke the caller's API token (POST form)",
     )
     def post(self, request):

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
@@ -32,7 +32,7 @@ from chat.errors import ErrorCode, ServiceError
 logger = logging.getLogger(__name__)
 
 
-class ApiErrorCode(str, Enum):
+class ApiErrorCode(StrEnum):
     """Codes only HTTP clients see (the socket has no equivalent)."""
 
     NOT_ACCEPTABLE = "not_acceptable"
@@ -120,7 +120,9 @@ def api_not_found(request, *args, **kwargs) -> JsonResponse:
         except Resolver404:
             pass
         else:
-            message = f"No such API endpoint; did you mean {path}/ (API paths end with /)?"
+            message = (
+                f"No such API endpoint; did you mean {path}/ (API paths end with /)?"
+            )
     return _json_error(ErrorCode.NOT_FOUND, message, 404)
 
 
@@ -147,7 +149,9 @@ def csrf_failure(request, reason=""):
 def handler500(request):
     """For config/urls.py: JSON for /api/ paths, Django's page elsewhere."""
     if _is_api(request):
-        return _json_error(ErrorCode.SERVER_ERROR, "Something went wrong on our side.", 500)
+        return _json_error(
+            ErrorCode.SERVER_ERROR, "Something went wrong on our side.", 500
+        )
     return defaults.server_error(request)
 
 
@@ -184,17 +188,22 @@ class ErrorDocumentingSchema(AutoSchema):
         if has_body or has_query:
             wanted["400"] = "The request is invalid (error.details names the fields)."
         public = any(
-            isinstance(permission, AllowAny) for permission in self.view.get_permissions()
+            isinstance(permission, AllowAny)
+            for permission in self.view.get_permissions()
         )
         if not public:
             wanted["401"] = "Not authenticated: send `Authorization: Token <token>`."
-            wanted["403"] = "Not allowed (role, staff-only endpoint, or CSRF for sessions)."
+            wanted["403"] = (
+                "Not allowed (role, staff-only endpoint, or CSRF for sessions)."
+            )
         if "{" in self.path or has_query:
             wanted["404"] = "No such object (or not visible to the caller)."
         wanted["429"] = "Throttled; retry after the `Retry-After` header's seconds."
         for code, description in wanted.items():
             if code not in responses:
-                response = self._get_response_for_code(ErrorSerializer, code, direction=direction)
+                response = self._get_response_for_code(
+                    ErrorSerializer, code, direction=direction
+                )
                 response["description"] = description
                 responses[code] = response
         return responses

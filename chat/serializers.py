@@ -20,7 +20,9 @@ CALLER_ROLE_CHOICES = [role.value for role in Role]
 
 
 class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable snake_case code, e.g. thread_not_found.")
+    code = serializers.CharField(
+        help_text="Stable snake_case code, e.g. thread_not_found."
+    )
     message = serializers.CharField(help_text="Human-readable explanation.")
     details = serializers.JSONField(
         required=False,
@@ -39,7 +41,9 @@ class ErrorSerializer(serializers.Serializer):
 
 class TokenRequestSerializer(serializers.Serializer):
     username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    password = serializers.CharField(
+        style={"input_type": "password"}, trim_whitespace=False
+    )
 
 
 class TokenSerializer(serializers.Serializer):
@@ -69,7 +73,16 @@ class ThreadSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Thread
-        fields = ["id", "title", "agent", "owner", "role", "config", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "title",
+            "agent",
+            "owner",
+            "role",
+            "config",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(serializers.ChoiceField(choices=CALLER_ROLE_CHOICES))
@@ -81,7 +94,9 @@ class ThreadSerializer(serializers.ModelSerializer):
 
 class ThreadCreateSerializer(serializers.Serializer):
     agent = serializers.CharField(max_length=64, help_text="The agent's name.")
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    title = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
     config = serializers.DictField(
         child=serializers.JSONField(),
         required=False,
@@ -113,7 +128,9 @@ class MemberSerializer(serializers.ModelSerializer):
 
 class MemberCreateSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
-    role = serializers.ChoiceField(choices=MEMBER_ROLE_CHOICES, default=Role.PARTICIPANT.value)
+    role = serializers.ChoiceField(
+        choices=MEMBER_ROLE_CHOICES, default=Role.PARTICIPANT.value
+    )
 
 
 # --- Messages -----------------------------------------------------------------
@@ -124,7 +141,10 @@ class MessageSerializer(serializers.ModelSerializer):
 
     author = serializers.SerializerMethodField()
     agent = serializers.SlugRelatedField(
-        slug_field="name", read_only=True, allow_null=True, help_text="For agent replies."
+        slug_field="name",
+        read_only=True,
+        allow_null=True,
+        help_text="For agent replies.",
     )
     run_id = serializers.UUIDField(read_only=True, allow_null=True)
     status = serializers.SerializerMethodField(
@@ -133,7 +153,16 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "role", "text", "author", "agent", "run_id", "status", "created_at"]
+        fields = [
+            "id",
+            "role",
+            "text",
+            "author",
+            "agent",
+            "run_id",
+            "status",
+            "created_at",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(UserRefSerializer(allow_null=True))

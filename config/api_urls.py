@@ -18,7 +18,9 @@ urlpatterns = [
     path("auth/token/revoke/", TokenRevokeView.as_view(), name="api-token-revoke"),
     path("streams/", StreamListView.as_view(), name="api-streams"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"
+    ),
     # --- Server-Sent Events (chat/sse.py, built by the lead) -------------------
     # path("runs/<uuid:run_id>/stream/", sse.run_stream, name="api-run-stream"),
     # path("threads/<uuid:thread_id>/stream/", sse.thread_stream, name="api-thread-stream"),

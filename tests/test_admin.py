@@ -28,7 +28,10 @@ def admin_client(client, make_user):
 
 def shown(response) -> list[tuple[str, str]]:
     """(level, text) of the admin messages on the page the client ended on."""
-    return [(message.level_tag, str(message)) for message in get_messages(response.wsgi_request)]
+    return [
+        (message.level_tag, str(message))
+        for message in get_messages(response.wsgi_request)
+    ]
 
 
 def agent_form(**overrides) -> dict:
@@ -65,9 +68,14 @@ def free_port() -> int:
 
 
 def test_every_admin_page_renders(admin_client, thread, users):
-    Message.objects.create(thread=thread, author=users[Role.OWNER], role=MessageRole.USER, text="hello")
+    Message.objects.create(
+        thread=thread, author=users[Role.OWNER], role=MessageRole.USER, text="hello"
+    )
     run = Run.objects.create(
-        thread=thread, agent=thread.agent, status=RunStatus.COMPLETED, usage={"input_tokens": 3}
+        thread=thread,
+        agent=thread.agent,
+        status=RunStatus.COMPLETED,
+        usage={"input_tokens": 3},
     )
     message = Message.objects.first()
     for url in [
@@ -96,9 +104,14 @@ def test_agent_list_shows_name_provider_model_and_enabled(admin_client, echo_age
 
 def test_thread_page_shows_members_and_the_transcript(admin_client, thread, users):
     Message.objects.create(
-        thread=thread, author=users[Role.OWNER], role=MessageRole.USER, text="the question"
+        thread=thread,
+        author=users[Role.OWNER],
+        role=MessageRole.USER,
+        text="the question",
     )
-    content = admin_client.get(f"/admin/chat/thread/{thread.pk}/change/").content.decode()
+    content = admin_client.get(
+        f"/admin/chat/thread/{thread.pk}/change/"
+    ).content.decode()
     assert "participant" in content and "observer" in content
     assert "the question" in content
 
@@ -117,7 +130,9 @@ def test_messages_are_read_only(admin_client, thread, users):
 
 
 def test_run_list_filters_by_status(admin_client, thread):
-    failed = Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.FAILED)
+    failed = Run.objects.create(
+        thread=thread, agent=thread.agent, status=RunStatus.FAILED
+    )
     Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.COMPLETED)
     response = admin_client.get("/admin/agents/run/?status__exact=failed")
     assert list(response.context["cl"].queryset) == [failed]
@@ -176,7 +191,11 @@ def test_saving_an_agent_whose_key_variable_is_missing_warns(admin_client, monke
     monkeypatch.delenv("PARLEY_TEST_MISSING_KEY", raising=False)
     response = admin_client.post(
         f"{AGENTS_URL}add/",
-        agent_form(provider="openai", model="gpt-4o-mini", api_key_env="PARLEY_TEST_MISSING_KEY"),
+        agent_form(
+            provider="openai",
+            model="gpt-4o-mini",
+            api_key_env="PARLEY_TEST_MISSING_KEY",
+        ),
         follow=True,
     )
     assert AgentConfig.objects.filter(name="helper").exists(), response.content[:2000]
@@ -184,10 +203,15 @@ def test_saving_an_agent_whose_key_variable_is_missing_warns(admin_client, monke
     assert any("PARLEY_TEST_MISSING_KEY" in text for text in warnings), shown(response)
 
 
-def test_opening_an_agent_whose_key_variable_is_missing_warns(admin_client, monkeypatch):
+def test_opening_an_agent_whose_key_variable_is_missing_warns(
+    admin_client, monkeypatch
+):
     monkeypatch.delenv("PARLEY_TEST_MISSING_KEY", raising=False)
     agent = AgentConfig.objects.create(
-        name="remote", provider="openai", model="m", api_key_env="PARLEY_TEST_MISSING_KEY"
+        name="remote",
+        provider="openai",
+        model="m",
+        api_key_env="PARLEY_TEST_MISSING_KEY",
     )
     response = admin_client.get(f"{AGENTS_URL}{agent.pk}/change/")
     assert "PARLEY_TEST_MISSING_KEY is not set" in response.content.decode()
@@ -202,7 +226,10 @@ def test_opening_an_agent_whose_key_variable_is_missing_warns(admin_client, monk
 def send_test_prompt(admin_client, *agents):
     return admin_client.post(
         AGENTS_URL,
-        {"action": "send_test_prompt", "_selected_action": [str(agent.pk) for agent in agents]},
+        {
+            "action": "send_test_prompt",
+            "_selected_action": [str(agent.pk) for agent in agents],
+        },
         follow=True,
     )
 
@@ -217,7 +244,10 @@ def test_test_prompt_shows_the_first_chunk(admin_client, echo_agent):
 def test_test_prompt_shows_a_missing_key_as_an_error(admin_client, monkeypatch):
     monkeypatch.delenv("PARLEY_TEST_MISSING_KEY", raising=False)
     agent = AgentConfig.objects.create(
-        name="remote", provider="openai", model="m", api_key_env="PARLEY_TEST_MISSING_KEY"
+        name="remote",
+        provider="openai",
+        model="m",
+        api_key_env="PARLEY_TEST_MISSING_KEY",
     )
     response = send_test_prompt(admin_client, agent)
     errors = [text for level, text in shown(response) if level == "error"]
@@ -235,5 +265,7 @@ def test_test_prompt_shows_an_unreachable_server_as_an_error(admin_client, monke
     )
     response = send_test_prompt(admin_client, agent)
     errors = [text for level, text in shown(response) if level == "error"]
-    assert len(errors) == 1 and errors[0].startswith("remote: provider_"), shown(response)
+    assert len(errors) == 1 and errors[0].startswith("remote: provider_"), shown(
+        response
+    )
     assert "sk-test" not in errors[0]

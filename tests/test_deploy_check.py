@@ -15,7 +15,8 @@ def run_check(**env_overrides: str) -> subprocess.CompletedProcess:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DEBUG", "DATABASE_URL", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS"}
+        if key
+        not in {"DEBUG", "DATABASE_URL", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS"}
     }
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",

@@ -15,13 +15,24 @@ from rest_framework.test import APIClient
 from agents.models import AgentConfig, Run, RunStatus
 from chat.models import Role, ThreadMember
 
-OWNER, PARTICIPANT, OBSERVER, STAFF = Role.OWNER, Role.PARTICIPANT, Role.OBSERVER, Role.STAFF
+OWNER, PARTICIPANT, OBSERVER, STAFF = (
+    Role.OWNER,
+    Role.PARTICIPANT,
+    Role.OBSERVER,
+    Role.STAFF,
+)
 STRANGER, ANONYMOUS = "stranger", "anonymous"
 ROLES = [OWNER, PARTICIPANT, OBSERVER, STAFF, STRANGER, ANONYMOUS]
 
 
 def row(owner, participant, observer, staff, stranger, anonymous=401) -> dict:
-    return dict(zip(ROLES, [owner, participant, observer, staff, stranger, anonymous], strict=True))
+    return dict(
+        zip(
+            ROLES,
+            [owner, participant, observer, staff, stranger, anonymous],
+            strict=True,
+        )
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +46,23 @@ def fast_password_hashing(settings):
 # other than the caller, "spare" an agent no thread uses.
 API_TABLE = {
     "threads-list": ("get", "/api/threads/", None, row(200, 200, 200, 200, 200)),
-    "threads-create": ("post", "/api/threads/", {"agent": "echo"}, row(201, 201, 201, 201, 201)),
-    "thread-read": ("get", "/api/threads/{thread}/", None, row(200, 200, 200, 200, 404)),
+    "threads-create": (
+        "post",
+        "/api/threads/",
+        {"agent": "echo"},
+        row(201, 201, 201, 201, 201),
+    ),
+    "thread-read": (
+        "get",
+        "/api/threads/{thread}/",
+        None,
+        row(200, 200, 200, 200, 404),
+    ),
     "thread-rename": (
-        "patch", "/api/threads/{thread}/", {"title": "new"}, row(200, 403, 403, 200, 404),
+        "patch",
+        "/api/threads/{thread}/",
+        {"title": "new"},
+        row(200, 403, 403, 200, 404),
     ),
     "thread-config": (
         "patch",
@@ -46,10 +70,30 @@ API_TABLE = {
         {"config": {"temperature": 0.1}},
         row(200, 200, 403, 403, 404),
     ),
-    "thread-delete": ("delete", "/api/threads/{thread}/", None, row(204, 403, 403, 204, 404)),
-    "messages": ("get", "/api/threads/{thread}/messages/", None, row(200, 200, 200, 200, 404)),
-    "reset": ("post", "/api/threads/{thread}/reset/", None, row(204, 403, 403, 204, 404)),
-    "members-list": ("get", "/api/threads/{thread}/members/", None, row(200, 200, 200, 200, 404)),
+    "thread-delete": (
+        "delete",
+        "/api/threads/{thread}/",
+        None,
+        row(204, 403, 403, 204, 404),
+    ),
+    "messages": (
+        "get",
+        "/api/threads/{thread}/messages/",
+        None,
+        row(200, 200, 200, 200, 404),
+    ),
+    "reset": (
+        "post",
+        "/api/threads/{thread}/reset/",
+        None,
+        row(204, 403, 403, 204, 404),
+    ),
+    "members-list": (
+        "get",
+        "/api/threads/{thread}/members/",
+        None,
+        row(200, 200, 200, 200, 404),
+    ),
     "members-add": (
         "post",
         "/api/threads/{thread}/members/",
@@ -57,25 +101,52 @@ API_TABLE = {
         row(201, 403, 403, 201, 404),
     ),
     "members-remove": (
-        "delete", "/api/threads/{thread}/members/extra/", None, row(204, 403, 403, 204, 404),
+        "delete",
+        "/api/threads/{thread}/members/extra/",
+        None,
+        row(204, 403, 403, 204, 404),
     ),
-    "thread-runs-list": ("get", "/api/threads/{thread}/runs/", None, row(200, 200, 200, 200, 404)),
+    "thread-runs-list": (
+        "get",
+        "/api/threads/{thread}/runs/",
+        None,
+        row(200, 200, 200, 200, 404),
+    ),
     "thread-runs-post": (
-        "post", "/api/threads/{thread}/runs/", {"content": "hi"}, row(202, 202, 403, 403, 404),
+        "post",
+        "/api/threads/{thread}/runs/",
+        {"content": "hi"},
+        row(202, 202, 403, 403, 404),
     ),
     "runs-list": ("get", "/api/runs/", None, row(200, 200, 200, 200, 200)),
     "run-read": ("get", "/api/runs/{run}/", None, row(200, 200, 200, 200, 404)),
-    "run-cancel": ("post", "/api/runs/{run}/cancel/", None, row(200, 200, 403, 403, 404)),
+    "run-cancel": (
+        "post",
+        "/api/runs/{run}/cancel/",
+        None,
+        row(200, 200, 403, 403, 404),
+    ),
     "streams": ("get", "/api/streams/", None, row(403, 403, 403, 200, 403)),
     "agents-list": ("get", "/api/agents/", None, row(200, 200, 200, 200, 200)),
     "agent-read": ("get", "/api/agents/echo/", None, row(200, 200, 200, 200, 200)),
     "agent-create": (
-        "post", "/api/agents/", {"name": "new-agent", "provider": "echo"}, row(403, 403, 403, 201, 403),
+        "post",
+        "/api/agents/",
+        {"name": "new-agent", "provider": "echo"},
+        row(403, 403, 403, 201, 403),
     ),
     "agent-update": (
-        "patch", "/api/agents/echo/", {"description": "d"}, row(403, 403, 403, 200, 403),
+        "patch",
+        "/api/agents/echo/",
+        {"description": "d"},
+        row(403, 403, 403, 200, 403),
     ),
-    "agent-delete": ("delete", "/api/agents/spare/", None, row(403, 403, 403, 204, 403)),
+    "agent-delete": (
+        "delete",
+        "/api/agents/spare/",
+        None,
+        row(403, 403, 403, 204, 403),
+    ),
     "token-revoke": ("delete", "/api/auth/token/", None, row(204, 204, 204, 204, 204)),
 }
 
@@ -91,7 +162,9 @@ API_CASES = [
 def test_api_permissions(endpoint, role, users, thread, make_user):
     method, path, body, expected = API_TABLE[endpoint]
     make_user("newbie")
-    ThreadMember.objects.create(thread=thread, user=make_user("extra"), role=Role.PARTICIPANT)
+    ThreadMember.objects.create(
+        thread=thread, user=make_user("extra"), role=Role.PARTICIPANT
+    )
     AgentConfig.objects.create(name="spare", provider="echo")
     run = Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.QUEUED)
     client = APIClient()
@@ -111,7 +184,12 @@ def test_the_api_table_covers_every_endpoint_in_the_schema():
 
     schema = SchemaGenerator().get_schema(request=None, public=True)
     documented = {
-        (method, path.replace("{id}", "{x}").replace("{name}", "{x}").replace("{username}", "{x}"))
+        (
+            method,
+            path.replace("{id}", "{x}")
+            .replace("{name}", "{x}")
+            .replace("{username}", "{x}"),
+        )
         for path, operations in schema["paths"].items()
         for method in operations
         if path not in ("/api/schema/",)
@@ -174,14 +252,18 @@ def _is_reply(frame: dict) -> bool:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("frame_type", "role"), SOCKET_CASES)
-async def test_socket_permissions(frame_type, role, users, thread, client_for, settings):
+async def test_socket_permissions(
+    frame_type, role, users, thread, client_for, settings
+):
     settings.PARLEY_EMBEDDED_WORKER = False
     frame, _ = SOCKET_FRAMES[frame_type]
     expected_type, expected_code = SOCKET_TABLE[frame_type][role]
     socket = client_for(thread.id, users[role])
     connected, _ = await socket.connect()
     assert connected
-    await socket.receive_until(lambda f: f["type"] == "status" and f["content"].get("state") == "snapshot")
+    await socket.receive_until(
+        lambda f: f["type"] == "status" and f["content"].get("state") == "snapshot"
+    )
     await socket.send({**frame, "request_id": "check"})
     reply = (await socket.receive_until(_is_reply))[-1]
     assert reply["type"] == expected_type, reply
@@ -191,7 +273,9 @@ async def test_socket_permissions(frame_type, role, users, thread, client_for, s
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_strangers_sockets_are_closed_with_4403(users, thread, client_for, settings):
+async def test_strangers_sockets_are_closed_with_4403(
+    users, thread, client_for, settings
+):
     settings.PARLEY_EMBEDDED_WORKER = False
     socket = client_for(thread.id, users[STRANGER])
     await socket.connect()

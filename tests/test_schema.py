@@ -16,8 +16,8 @@ from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 from hypothesis import HealthCheck, Phase, given
-from hypothesis.errors import Unsatisfiable
 from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -93,8 +93,12 @@ def seeded(db, users, thread):
     staff = users[Role.STAFF]
     thread.owner = staff
     thread.save()
-    Message.objects.create(thread=thread, author=staff, role=MessageRole.USER, text="hello")
-    run = Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.COMPLETED)
+    Message.objects.create(
+        thread=thread, author=staff, role=MessageRole.USER, text="hello"
+    )
+    run = Run.objects.create(
+        thread=thread, agent=thread.agent, status=RunStatus.COMPLETED
+    )
     token = Token.objects.create(user=staff)
     return {"token": token.key, "thread": str(thread.id), "run": str(run.id)}
 
@@ -138,7 +142,9 @@ def test_the_api_keeps_to_its_schema(seeded, settings, keep_test_connection):
     """
     settings.PARLEY_MESSAGES_PER_MINUTE = 10_000
     settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER = 0
-    api = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
+    api = schemathesis.openapi.from_wsgi(
+        "/api/schema/?format=json", get_wsgi_application()
+    )
     headers = {"Authorization": f"Token {seeded['token']}"}
     failures: list[str] = []
     operations = 0

@@ -33,7 +33,9 @@ def client_as(user=None) -> APIClient:
 def assert_error(response, status: int, code: str | None = None) -> dict:
     """The contract's error shape, as JSON, never HTML."""
     assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
+    assert response["Content-Type"].startswith("application/json"), response[
+        "Content-Type"
+    ]
     error = response.json()["error"]
     assert isinstance(error["message"], str) and error["message"]
     if code is not None:
@@ -52,14 +54,26 @@ def test_creating_a_thread_returns_201_with_its_id(users, echo_agent):
     body = response.json()
     thread = Thread.objects.get(pk=body["id"])
     assert thread.owner == users[Role.OWNER]
-    assert body["agent"] == "echo" and body["title"] == "Plans" and body["role"] == "owner"
+    assert (
+        body["agent"] == "echo" and body["title"] == "Plans" and body["role"] == "owner"
+    )
 
 
-def test_creating_a_thread_with_an_unknown_or_disabled_agent_is_a_400(users, echo_agent):
+def test_creating_a_thread_with_an_unknown_or_disabled_agent_is_a_400(
+    users, echo_agent
+):
     client = client_as(users[Role.OWNER])
-    assert_error(client.post("/api/threads/", {"agent": "nobody"}, format="json"), 400, "agent_not_found")
+    assert_error(
+        client.post("/api/threads/", {"agent": "nobody"}, format="json"),
+        400,
+        "agent_not_found",
+    )
     AgentConfig.objects.create(name="off", provider="echo", enabled=False)
-    assert_error(client.post("/api/threads/", {"agent": "off"}, format="json"), 400, "agent_disabled")
+    assert_error(
+        client.post("/api/threads/", {"agent": "off"}, format="json"),
+        400,
+        "agent_disabled",
+    )
 
 
 def test_creating_a_thread_with_overrides_the_agent_forbids_is_a_400(users, echo_agent):
@@ -90,12 +104,19 @@ def test_thread_list_shows_only_threads_the_caller_may_see(users, thread, echo_a
         for item in client_as(users[Role.STAFF]).get("/api/threads/").json()["results"]
     }
     assert roles == {"t": "staff", "private": "staff"}
-    assert client_as(users[Role.OBSERVER]).get("/api/threads/").json()["results"][0]["role"] == "observer"
+    assert (
+        client_as(users[Role.OBSERVER])
+        .get("/api/threads/")
+        .json()["results"][0]["role"]
+        == "observer"
+    )
 
 
 def test_thread_list_is_paginated_with_limit_and_offset(users, echo_agent):
     for number in range(5):
-        Thread.objects.create(owner=users[Role.OWNER], agent=echo_agent, title=f"t{number}")
+        Thread.objects.create(
+            owner=users[Role.OWNER], agent=echo_agent, title=f"t{number}"
+        )
     body = client_as(users[Role.OWNER]).get("/api/threads/?limit=2&offset=1").json()
     assert body["count"] == 5
     assert len(body["results"]) == 2
@@ -124,7 +145,10 @@ def test_an_invalid_config_override_is_a_400(users, thread):
 
 
 def test_deleting_a_thread_removes_it(users, thread):
-    assert client_as(users[Role.OWNER]).delete(f"/api/threads/{thread.id}/").status_code == 204
+    assert (
+        client_as(users[Role.OWNER]).delete(f"/api/threads/{thread.id}/").status_code
+        == 204
+    )
     assert not Thread.objects.filter(pk=thread.pk).exists()
 
 
@@ -134,7 +158,10 @@ def test_deleting_a_thread_removes_it(users, thread):
 def test_history_is_oldest_first_and_cursor_paginated(users, thread):
     for number in range(7):
         Message.objects.create(
-            thread=thread, author=users[Role.OWNER], role=MessageRole.USER, text=f"m{number}"
+            thread=thread,
+            author=users[Role.OWNER],
+            role=MessageRole.USER,
+            text=f"m{number}",
         )
     client = client_as(users[Role.OBSERVER])
     seen = []
@@ -153,7 +180,9 @@ def test_history_is_oldest_first_and_cursor_paginated(users, thread):
 
 
 def test_a_bad_cursor_is_a_json_404(users, thread):
-    response = client_as(users[Role.OWNER]).get(f"/api/threads/{thread.id}/messages/?cursor=zzz")
+    response = client_as(users[Role.OWNER]).get(
+        f"/api/threads/{thread.id}/messages/?cursor=zzz"
+    )
     assert_error(response, 404, "not_found")
 
 
@@ -172,21 +201,30 @@ def test_posting_a_run_stores_the_message_and_queues_a_run(users, thread):
     assert run.prompt.text == "hello there"
     assert body["prompt"] == str(run.prompt_id)
     assert body["stream_url"] == f"/api/runs/{run.id}/stream/"
-    history = client_as(users[Role.OWNER]).get(f"/api/threads/{thread.id}/messages/").json()
+    history = (
+        client_as(users[Role.OWNER]).get(f"/api/threads/{thread.id}/messages/").json()
+    )
     assert [m["text"] for m in history["results"]] == ["hello there"]
 
 
 def test_posting_an_empty_or_too_long_message_is_refused(users, thread, settings):
     client = client_as(users[Role.OWNER])
-    assert_error(client.post(f"/api/threads/{thread.id}/runs/", {"content": ""}, format="json"), 400)
     assert_error(
-        client.post(f"/api/threads/{thread.id}/runs/", {"content": "   "}, format="json"),
+        client.post(f"/api/threads/{thread.id}/runs/", {"content": ""}, format="json"),
+        400,
+    )
+    assert_error(
+        client.post(
+            f"/api/threads/{thread.id}/runs/", {"content": "   "}, format="json"
+        ),
         400,
         "validation_error",
     )
     settings.PARLEY_MAX_MESSAGE_CHARS = 10
     assert_error(
-        client.post(f"/api/threads/{thread.id}/runs/", {"content": "x" * 11}, format="json"),
+        client.post(
+            f"/api/threads/{thread.id}/runs/", {"content": "x" * 11}, format="json"
+        ),
         413,
         "message_too_long",
     )
@@ -196,8 +234,15 @@ def test_runs_posted_by_api_obey_the_message_rate_limit(users, thread, settings)
     settings.PARLEY_MESSAGES_PER_MINUTE = 2
     client = client_as(users[Role.OWNER])
     for _ in range(2):
-        assert client.post(f"/api/threads/{thread.id}/runs/", {"content": "hi"}, format="json").status_code == 202
-    response = client.post(f"/api/threads/{thread.id}/runs/", {"content": "hi"}, format="json")
+        assert (
+            client.post(
+                f"/api/threads/{thread.id}/runs/", {"content": "hi"}, format="json"
+            ).status_code
+            == 202
+        )
+    response = client.post(
+        f"/api/threads/{thread.id}/runs/", {"content": "hi"}, format="json"
+    )
     assert_error(response, 429, "rate_limited")
 
 
@@ -205,26 +250,44 @@ def test_a_busy_thread_with_reject_policy_answers_409(users, thread):
     thread.agent.busy_policy = "reject"
     thread.agent.save()
     client = client_as(users[Role.OWNER])
-    assert client.post(f"/api/threads/{thread.id}/runs/", {"content": "a"}, format="json").status_code == 202
-    response = client.post(f"/api/threads/{thread.id}/runs/", {"content": "b"}, format="json")
+    assert (
+        client.post(
+            f"/api/threads/{thread.id}/runs/", {"content": "a"}, format="json"
+        ).status_code
+        == 202
+    )
+    response = client.post(
+        f"/api/threads/{thread.id}/runs/", {"content": "b"}, format="json"
+    )
     assert_error(response, 409, "thread_busy")
 
 
 def test_run_status_and_cancel(users, thread):
     client = client_as(users[Role.OWNER])
-    run_id = client.post(f"/api/threads/{thread.id}/runs/", {"content": "hi"}, format="json").json()["id"]
+    run_id = client.post(
+        f"/api/threads/{thread.id}/runs/", {"content": "hi"}, format="json"
+    ).json()["id"]
     body = client.get(f"/api/runs/{run_id}/").json()
-    assert body["status"] == "queued" and body["thread"] == str(thread.id) and body["agent"] == "echo"
+    assert (
+        body["status"] == "queued"
+        and body["thread"] == str(thread.id)
+        and body["agent"] == "echo"
+    )
     response = client.post(f"/api/runs/{run_id}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     assert_error(client.post(f"/api/runs/{run_id}/cancel/"), 409, "run_not_active")
 
 
 def test_cancelling_a_running_run_asks_its_worker_to_stop(users, thread):
-    run = Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.RUNNING)
+    run = Run.objects.create(
+        thread=thread, agent=thread.agent, status=RunStatus.RUNNING
+    )
     response = client_as(users[Role.PARTICIPANT]).post(f"/api/runs/{run.id}/cancel/")
     assert response.status_code == 200
-    assert response.json()["status"] == "running" and response.json()["cancel_requested"] is True
+    assert (
+        response.json()["status"] == "running"
+        and response.json()["cancel_requested"] is True
+    )
 
 
 def test_run_lists_filter_by_status(users, thread):
@@ -258,35 +321,63 @@ def test_owner_adds_lists_and_removes_members(users, thread, make_user):
     make_user("newbie")
     client = client_as(users[Role.OWNER])
     url = f"/api/threads/{thread.id}/members/"
-    response = client.post(url, {"username": "newbie", "role": "observer"}, format="json")
+    response = client.post(
+        url, {"username": "newbie", "role": "observer"}, format="json"
+    )
     assert response.status_code == 201 and response.json()["role"] == "observer"
-    response = client.post(url, {"username": "newbie", "role": "participant"}, format="json")
+    response = client.post(
+        url, {"username": "newbie", "role": "participant"}, format="json"
+    )
     assert response.status_code == 200 and response.json()["role"] == "participant"
     members = {m["username"]: m["role"] for m in client.get(url).json()}
-    assert members == {"participant": "participant", "observer": "observer", "newbie": "participant"}
+    assert members == {
+        "participant": "participant",
+        "observer": "observer",
+        "newbie": "participant",
+    }
     assert client.delete(f"{url}newbie/").status_code == 204
-    assert not ThreadMember.objects.filter(thread=thread, user__username="newbie").exists()
+    assert not ThreadMember.objects.filter(
+        thread=thread, user__username="newbie"
+    ).exists()
 
 
 def test_adding_an_unknown_user_or_a_bad_role_is_a_400(users, thread):
     client = client_as(users[Role.OWNER])
     url = f"/api/threads/{thread.id}/members/"
-    assert_error(client.post(url, {"username": "ghost", "role": "observer"}, format="json"), 400, "user_not_found")
+    assert_error(
+        client.post(url, {"username": "ghost", "role": "observer"}, format="json"),
+        400,
+        "user_not_found",
+    )
     error = assert_error(
-        client.post(url, {"username": "stranger", "role": "owner"}, format="json"), 400, "validation_error"
+        client.post(url, {"username": "stranger", "role": "owner"}, format="json"),
+        400,
+        "validation_error",
     )
     assert "role" in error["details"]
 
 
 def test_a_member_may_leave_a_thread(users, thread):
-    response = client_as(users[Role.OBSERVER]).delete(f"/api/threads/{thread.id}/members/observer/")
+    response = client_as(users[Role.OBSERVER]).delete(
+        f"/api/threads/{thread.id}/members/observer/"
+    )
     assert response.status_code == 204
-    assert client_as(users[Role.OBSERVER]).get(f"/api/threads/{thread.id}/").status_code == 404
+    assert (
+        client_as(users[Role.OBSERVER]).get(f"/api/threads/{thread.id}/").status_code
+        == 404
+    )
 
 
 def test_reset_clears_the_history(users, thread):
-    Message.objects.create(thread=thread, author=users[Role.OWNER], role=MessageRole.USER, text="x")
-    assert client_as(users[Role.OWNER]).post(f"/api/threads/{thread.id}/reset/").status_code == 204
+    Message.objects.create(
+        thread=thread, author=users[Role.OWNER], role=MessageRole.USER, text="x"
+    )
+    assert (
+        client_as(users[Role.OWNER])
+        .post(f"/api/threads/{thread.id}/reset/")
+        .status_code
+        == 204
+    )
     assert not Message.objects.filter(thread=thread).exists()
 
 
@@ -295,7 +386,9 @@ def test_reset_clears_the_history(users, thread):
 
 def test_a_token_is_issued_for_a_username_and_password(users):
     client = APIClient()
-    response = client.post("/api/auth/token/", {"username": "owner", "password": PASSWORD}, format="json")
+    response = client.post(
+        "/api/auth/token/", {"username": "owner", "password": PASSWORD}, format="json"
+    )
     assert response.status_code == 200
     key = response.json()["token"]
     assert Token.objects.get(key=key).user == users[Role.OWNER]
@@ -308,7 +401,9 @@ def test_wrong_credentials_get_the_error_shape(users):
         "/api/auth/token/", {"username": "owner", "password": "nope"}, format="json"
     )
     assert_error(response, 400, "not_authenticated")
-    assert_error(APIClient().post("/api/auth/token/", {}, format="json"), 400, "validation_error")
+    assert_error(
+        APIClient().post("/api/auth/token/", {}, format="json"), 400, "validation_error"
+    )
 
 
 @pytest.mark.parametrize("how", ["delete", "post-revoke"])
@@ -326,13 +421,19 @@ def test_revoking_a_token_makes_it_useless(users, how):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_revoking_a_token_closes_its_live_sockets(users, thread, client_for, settings):
+async def test_revoking_a_token_closes_its_live_sockets(
+    users, thread, client_for, settings
+):
     settings.PARLEY_EMBEDDED_WORKER = False
     token = await Token.objects.acreate(user=users[Role.OWNER])
-    socket = client_for(thread.id, headers=[(b"authorization", b"Token " + token.key.encode())])
+    socket = client_for(
+        thread.id, headers=[(b"authorization", b"Token " + token.key.encode())]
+    )
     connected, _ = await socket.connect()
     assert connected
-    await socket.receive_until(lambda f: f["type"] == "status" and f["content"].get("state") == "snapshot")
+    await socket.receive_until(
+        lambda f: f["type"] == "status" and f["content"].get("state") == "snapshot"
+    )
 
     def revoke():
         api = APIClient()
@@ -348,16 +449,25 @@ async def test_revoking_a_token_closes_its_live_sockets(users, thread, client_fo
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_run_posted_by_api_reaches_every_socket_on_the_thread(users, thread, client_for, settings):
+async def test_a_run_posted_by_api_reaches_every_socket_on_the_thread(
+    users, thread, client_for, settings
+):
     settings.PARLEY_EMBEDDED_WORKER = False
-    sockets = [client_for(thread.id, users[Role.OWNER]), client_for(thread.id, users[Role.OBSERVER])]
+    sockets = [
+        client_for(thread.id, users[Role.OWNER]),
+        client_for(thread.id, users[Role.OBSERVER]),
+    ]
     for socket in sockets:
         assert (await socket.connect())[0]
-        await socket.receive_until(lambda f: f["type"] == "status" and f["content"].get("state") == "snapshot")
+        await socket.receive_until(
+            lambda f: f["type"] == "status" and f["content"].get("state") == "snapshot"
+        )
 
     def post():
         return client_as(users[Role.PARTICIPANT]).post(
-            f"/api/threads/{thread.id}/runs/", {"content": "via the API", "request_id": "r1"}, format="json"
+            f"/api/threads/{thread.id}/runs/",
+            {"content": "via the API", "request_id": "r1"},
+            format="json",
         )
 
     response = await sync_to_async(post)()
@@ -391,19 +501,27 @@ def test_unknown_api_paths_are_json_404s(users, method):
 
 
 def test_a_missing_trailing_slash_gets_a_hint(users):
-    error = assert_error(client_as(users[Role.OWNER]).get("/api/threads"), 404, "not_found")
+    error = assert_error(
+        client_as(users[Role.OWNER]).get("/api/threads"), 404, "not_found"
+    )
     assert "/api/threads/" in error["message"]
 
 
 def test_unsupported_methods_are_json_405s(users, thread):
     client = client_as(users[Role.OWNER])
-    assert_error(client.put(f"/api/threads/{thread.id}/", {}, format="json"), 405, "method_not_allowed")
+    assert_error(
+        client.put(f"/api/threads/{thread.id}/", {}, format="json"),
+        405,
+        "method_not_allowed",
+    )
     assert_error(client.get("/api/auth/token/revoke/"), 405, "method_not_allowed")
 
 
 def test_validation_errors_name_the_fields(users, echo_agent):
     error = assert_error(
-        client_as(users[Role.OWNER]).post("/api/threads/", {"title": "x" * 300}, format="json"),
+        client_as(users[Role.OWNER]).post(
+            "/api/threads/", {"title": "x" * 300}, format="json"
+        ),
         400,
         "validation_error",
     )
@@ -421,7 +539,9 @@ def test_unauthenticated_calls_are_401_with_a_challenge(thread):
     response = APIClient().get(f"/api/threads/{thread.id}/")
     assert_error(response, 401, "not_authenticated")
     assert response["WWW-Authenticate"] == "Token"
-    response = APIClient(HTTP_AUTHORIZATION="Token not-a-real-token").get("/api/threads/")
+    response = APIClient(HTTP_AUTHORIZATION="Token not-a-real-token").get(
+        "/api/threads/"
+    )
     assert_error(response, 401, "not_authenticated")
 
 
@@ -439,8 +559,12 @@ def test_too_many_requests_are_throttled_with_429(users, settings):
     # Anonymous callers reach only the token endpoint, throttled per address.
     anonymous = APIClient()
     for _ in range(2):
-        anonymous.post("/api/auth/token/", {"username": "owner", "password": "x"}, format="json")
-    response = anonymous.post("/api/auth/token/", {"username": "owner", "password": PASSWORD}, format="json")
+        anonymous.post(
+            "/api/auth/token/", {"username": "owner", "password": "x"}, format="json"
+        )
+    response = anonymous.post(
+        "/api/auth/token/", {"username": "owner", "password": PASSWORD}, format="json"
+    )
     assert_error(response, 429, "rate_limited")
 
 
@@ -460,7 +584,9 @@ def test_errors_outside_drf_views_are_json_for_api_paths(rf):
     from chat.api_errors import handler404, handler500
 
     response = handler500(rf.get("/api/threads/"))
-    assert response.status_code == 500 and response["Content-Type"] == "application/json"
+    assert (
+        response.status_code == 500 and response["Content-Type"] == "application/json"
+    )
     assert handler404(rf.get("/api/x/"), None).status_code == 404
     assert handler500(rf.get("/")).status_code == 500
     assert "html" in handler500(rf.get("/"))["Content-Type"]
@@ -479,7 +605,14 @@ def test_schema_and_docs_are_served(users):
 
 def test_token_created_for_a_new_user_via_api_has_its_own_key(make_user):
     make_user("someone")
-    first = APIClient().post("/api/auth/token/", {"username": "someone", "password": PASSWORD}, format="json")
-    again = APIClient().post("/api/auth/token/", {"username": "someone", "password": PASSWORD}, format="json")
+    first = APIClient().post(
+        "/api/auth/token/", {"username": "someone", "password": PASSWORD}, format="json"
+    )
+    again = APIClient().post(
+        "/api/auth/token/", {"username": "someone", "password": PASSWORD}, format="json"
+    )
     assert first.json()["token"] == again.json()["token"]
-    assert get_user_model().objects.get(username="someone").auth_token.key == first.json()["token"]
+    assert (
+        get_user_model().objects.get(username="someone").auth_token.key
+        == first.json()["token"]
+    )
