@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
@@ -171,6 +172,7 @@ def thread_detail(request, thread_id):
             "can_write": can_write(role),
             "can_manage": can_manage(role),
             "history": history,
+            "max_message_chars": settings.PARLEY_MAX_MESSAGE_CHARS,
         },
     )
 
