@@ -23,6 +23,10 @@ AGENT_RUNS_CHANNEL = "agent-runs"
 class AgentRunConsumer(AsyncConsumer):
     """Handles `run.start`; each run executes in its own task, so many run at once."""
 
+    # The server feeds this consumer; it needs no channel of its own (which
+    # would tie its life to the channel layer's connection).
+    channel_layer_alias = "agent-worker-needs-no-layer"
+
     async def run_start(self, message: dict) -> None:
         await get_runtime().submit(message["run_id"])
 

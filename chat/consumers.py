@@ -16,7 +16,10 @@ import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from agents import services as run_services
@@ -67,6 +70,40 @@ def _innermost_send(send):
 
 class ThreadConsumer(AsyncWebsocketConsumer):
     thread_id: str | None = None
+
+    async def __call__(self, scope, receive, send):
+        # As channels' AsyncConsumer.__call__, except that the socket survives
+        # the channel layer going away (Redis restarting): stock channels would
+        # end every socket of the process with 1011.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(self._receive_from_layer)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _receive_from_layer(self) -> dict:
+        delay = 0.1
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.info("channel layer unavailable (%s); retrying", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                group = self.scope.get("credential_group")
+                if group and self.thread_id:
+                    try:  # Redis may have restarted empty: join the group again
+                        await self.channel_layer.group_add(group, self.channel_name)
+                    except Exception:
+                        pass
 
     # --- connect / disconnect ------------------------------------------------
     async def connect(self) -> None:
@@ -193,14 +230,22 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.resync_task = asyncio.get_running_loop().create_task(self._resync())
 
     async def _resync(self) -> None:
-        try:
-            limit = settings.PARLEY_SEND_BUFFER_LIMIT_BYTES // 4
-            while self.backlog_bytes() > limit:
-                await asyncio.sleep(0.1)
-            self.stalled = False
-            await self.sync(None, state="resynced")
-        except Exception:
-            logger.exception("resync of thread %s failed", self.thread_id)
+        delay = 0.2
+        while True:
+            try:
+                limit = settings.PARLEY_SEND_BUFFER_LIMIT_BYTES // 4
+                while self.backlog_bytes() > limit:
+                    await asyncio.sleep(0.1)
+                self.stalled = False
+                await self.sync(None, state="resynced")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the log is unreachable (Redis restarting)
+                self.syncing = True
+                logger.info("resync of thread %s waits: %s", self.thread_id, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def sync(self, last_event_id: int | None, *, state: str = "snapshot") -> None:
         """Bring this socket up to date, then hand over to live delivery.
@@ -273,7 +318,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                     thread_id=self.thread_id,
                 )
             )
-            await self.close(close_codes.CLOSE_FRAME_TOO_LARGE)
+            await self._close_frame_too_large()
             return
         try:
             frame = parse_client_frame(text_data)
@@ -295,6 +340,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("handling a %s frame failed", frame.type)
             await self._error(frame, ErrorCode.SERVER_ERROR, "Something went wrong; nothing was changed.")
+
+    async def _close_frame_too_large(self) -> None:
+        """Close with 1009. Autobahn (under daphne) lets an application close only
+        with 1000 or 3000-4999, so send the close frame through its protocol
+        object, as it does itself for oversized messages."""
+        protocol = self._raw_send.args[0] if isinstance(self._raw_send, functools.partial) else None
+        send_close = getattr(protocol, "sendCloseFrame", None)
+        if send_close is None:
+            await self.close(close_codes.CLOSE_FRAME_TOO_LARGE)
+            return
+        send_close(code=close_codes.CLOSE_FRAME_TOO_LARGE, reasonUtf8=b"frame too large", isReply=False)
 
     async def _error(self, frame, code, message: str) -> None:
         await self.send_frame(
@@ -326,7 +382,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await self.send_frame(PongFrame(thread_id=self.thread_id, request_id=frame.request_id))
 
     async def on_resume(self, frame: ResumeIn) -> None:
-        await self.sync(frame.content.last_event_id)
+        # last_event_id null asks for a fresh snapshot (a client saw a gap).
+        await self.sync(frame.content.last_event_id, state="resynced")
 
     handlers = {
         "message": on_message,

@@ -493,6 +493,11 @@ class _RedisFanOut:
                 raise
             except Exception as error:
                 logger.warning("event subscriber lost Redis (%s); reconnecting", error)
+                # Events may be lost from now on: every socket holds its live
+                # stream and resyncs (retrying until Redis answers again).
+                for subscribers in list(self.subscribers.values()):
+                    for subscriber in list(subscribers):
+                        subscriber.lost_continuity()
                 self._connected.clear()
                 if self._writer is not None:
                     self._writer.close()

@@ -4,6 +4,7 @@ extra_params:
   tokens_per_second  pace of the stream (default 20; 0 = as fast as possible)
   timestamp_tokens   append "@<time.monotonic_ns()>" to every word (benchmarks
                      measure latency across processes with it)
+  repeat             echo the text this many times (default 1; load tests)
 
 Commands in the user's text, for trying the runtime offline:
   /ask <question>    ask the thread <question> (input_request), then echo the answer;
@@ -54,6 +55,11 @@ class EchoProvider(Provider):
                 else f"No answer within {timeout:g} s."
             )
         words = WORD.findall(prompt)
+        repeat = int(params.get("repeat", 1))
+        if repeat > 1 and words:
+            if not words[-1][-1:].isspace():
+                words[-1] += " "
+            words = words * repeat
         if not request.stream:
             words = ["".join(words)]
         interval = 1.0 / rate if rate > 0 else 0.0

@@ -1,0 +1,53 @@
+# Parley: `make run` serves the app (embedded mode), `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+# Pytest flags for both passes; override e.g. PYTEST_ARGS="-x -k consumer".
+PYTEST_ARGS ?=
+
+.PHONY: run test test-embedded test-services bench bench-quick lint clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# Embedded default: SQLite, in-process channel layer and agent worker.
+run: $(VENV)/.installed
+	@mkdir -p var
+	env -u REDIS_URL -u DATABASE_URL $(PY) manage.py migrate --noinput -v0
+	env -u REDIS_URL -u DATABASE_URL $(PY) manage.py seed_demo
+	@echo "Parley: open http://127.0.0.1:$(PORT)/ and log in with the demo login above."
+	env -u REDIS_URL -u DATABASE_URL DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+
+# The embedded suite always; the same suite plus the multi-process integration
+# tests on PostgreSQL and Redis when DATABASE_URL and REDIS_URL are set.
+test: $(VENV)/.installed-dev
+	$(MAKE) test-embedded
+	@if [ -n "$$REDIS_URL" ] && [ -n "$$DATABASE_URL" ]; then $(MAKE) test-services; \
+	else echo "REDIS_URL/DATABASE_URL not set: skipped the PostgreSQL/Redis pass"; fi
+
+test-embedded: $(VENV)/.installed-dev
+	@mkdir -p var
+	env -u REDIS_URL -u DATABASE_URL $(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-services: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m bench.run
+
+bench-quick: $(VENV)/.installed-dev
+	$(PY) -m bench.run --quick
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf var/ tests/artifacts/ .pytest_cache

@@ -1,0 +1,237 @@
+"""The production shape: several daphne and worker processes on PostgreSQL and Redis."""
+
+import asyncio
+import signal
+
+import pytest
+
+from tests.integration.conftest import ReplyTracker, Socket
+
+pytestmark = pytest.mark.integration
+
+
+def complete(frame):
+    return frame["type"] == "state_complete"
+
+
+async def open_and_sync(socket: Socket) -> ReplyTracker:
+    tracker = ReplyTracker()
+    connected = await socket.receive()
+    assert connected["content"]["state"] == "connected"
+    tracker.apply(await socket.receive())
+    return tracker
+
+
+async def test_three_clients_on_two_daphnes_get_the_same_complete_stream(stack):
+    setup = stack.setup_thread(tokens_per_second=100)
+    thread, tokens = setup["thread"], setup["tokens"]
+    web_a, web_b = stack.daphne(), stack.daphne()
+    stack.worker()
+    words = " ".join(f"token{i}" for i in range(60))
+    async with (
+        Socket(web_a.ws_url(thread), tokens["owner"]) as owner,
+        Socket(web_a.ws_url(thread), tokens["participant"]) as participant,
+        Socket(web_b.ws_url(thread), tokens["observer"]) as observer,
+    ):
+        trackers = [await open_and_sync(s) for s in (owner, participant, observer)]
+        await owner.send({"type": "message", "content": words})
+        streams = [await s.receive_until(complete) for s in (owner, participant, observer)]
+    for tracker, frames in zip(trackers, streams, strict=True):
+        for frame in frames:
+            tracker.apply(frame)
+        (run,) = tracker.runs.values()
+        assert run["text"] == run["final"] == words
+    event_frames = [[f for f in frames if f["event_id"] is not None] for frames in streams]
+    assert event_frames[0] == event_frames[1] == event_frames[2]
+    stored = stack.python(
+        "from chat.models import Message\n"
+        f"result = list(Message.objects.filter(thread_id='{thread}').order_by('created_at').values_list('role', 'text'))\n"
+    )
+    assert stored == [["user", words], ["assistant", words]]
+
+
+async def test_a_socket_idle_past_ten_seconds_on_redis_still_receives(stack):
+    setup = stack.setup_thread(tokens_per_second=200)
+    thread, tokens = setup["thread"], setup["tokens"]
+    web = stack.daphne()
+    stack.worker()
+    async with Socket(web.ws_url(thread), tokens["observer"]) as idle:
+        await open_and_sync(idle)
+        await asyncio.sleep(12)  # longer than redis-py's 5 s default read timeout, twice
+        async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
+            await open_and_sync(owner)
+            await owner.send({"type": "message", "content": "still there?"})
+            frames = await idle.receive_until(complete, timeout=20)
+    assert frames[-1]["content"]["text"] == "still there?"
+    log = stack.dump_logs()
+    assert "Timeout reading" not in log
+
+
+async def test_killed_worker_fails_its_run_and_another_worker_keeps_serving(stack):
+    setup = stack.setup_thread(tokens_per_second=10)
+    thread, tokens = setup["thread"], setup["tokens"]
+    web = stack.daphne()
+    doomed = stack.worker()
+    async with (
+        Socket(web.ws_url(thread), tokens["owner"]) as owner,
+        Socket(web.ws_url(thread), tokens["observer"]) as observer,
+    ):
+        await open_and_sync(owner)
+        await open_and_sync(observer)
+        await owner.send({"type": "message", "content": " ".join(["slow"] * 200)})
+        await observer.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 2)
+        stack.worker()  # the survivor
+        doomed.kill(signal.SIGKILL)
+        killed_at = asyncio.get_running_loop().time()
+        frames = await observer.receive_until(complete, timeout=40)
+        waited = asyncio.get_running_loop().time() - killed_at
+        error = next(f for f in frames if f["type"] == "error")
+        assert error["content"]["code"] == "worker_lost"
+        done = frames[-1]["content"]
+        assert done["status"] == "failed" and done["text"].startswith("slow slow")
+        assert waited < 30  # documented bound: lease + sweep interval (3 s + 1 s here)
+
+        await owner.send({"type": "message", "content": "after the crash"})
+        again = await observer.receive_until(complete, timeout=30)
+        assert again[-1]["content"] == {**again[-1]["content"], "status": "completed", "text": "after the crash"}
+
+
+async def test_sigterm_lets_a_worker_finish_then_fails_what_is_left(tmp_path):
+    from tests.integration.conftest import Stack
+
+    stack = Stack(tmp_path, PARLEY_SHUTDOWN_GRACE_SECONDS="1").start()
+    try:
+        setup = stack.setup_thread(tokens_per_second=10)
+        thread, tokens = setup["thread"], setup["tokens"]
+        web = stack.daphne()
+        worker = stack.worker()
+        async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
+            await open_and_sync(owner)
+            await owner.send({"type": "message", "content": " ".join(["long"] * 100)})
+            await owner.receive_until(lambda f: f["type"] == "response")
+            worker.kill(signal.SIGTERM)
+            frames = await owner.receive_until(complete, timeout=20)
+        done = frames[-1]["content"]
+        assert done["status"] == "failed" and done["error"]["code"] == "worker_shutdown"
+        assert done["text"].startswith("long")
+        assert worker.popen.wait(timeout=15) == 0
+    finally:
+        stack.stop()
+
+
+async def test_restarted_daphne_clients_resume_on_another(stack):
+    setup = stack.setup_thread(tokens_per_second=40)
+    thread, tokens = setup["thread"], setup["tokens"]
+    first, second = stack.daphne(), stack.daphne()
+    stack.worker()
+    words = " ".join(f"w{i}" for i in range(80))
+    tracker = ReplyTracker()
+    async with Socket(first.ws_url(thread), tokens["owner"]) as owner:
+        await owner.receive()
+        tracker.apply(await owner.receive())
+        await owner.send({"type": "message", "content": words})
+        for frame in await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 10):
+            tracker.apply(frame)
+        first.kill(signal.SIGKILL)
+        with pytest.raises(Exception):
+            while True:
+                tracker.apply(await owner.receive(timeout=5))
+    async with Socket(second.ws_url(thread, f"last_event_id={tracker.last_event_id}"), tokens["owner"]) as again:
+        assert (await again.receive())["content"]["state"] == "connected"
+        for frame in await again.receive_until(complete):
+            tracker.apply(frame)
+    (run,) = tracker.runs.values()
+    assert run["text"] == run["final"] == words
+    assert tracker.resynced == 0
+
+
+async def test_restarted_redis_clients_end_with_the_right_text_or_a_resync(stack):
+    setup = stack.setup_thread(tokens_per_second=40)
+    thread, tokens = setup["thread"], setup["tokens"]
+    web = stack.daphne()
+    stack.worker()
+    words = " ".join(f"r{i}" for i in range(120))
+    tracker = ReplyTracker()
+    async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
+        await owner.receive()
+        tracker.apply(await owner.receive())
+        await owner.send({"type": "message", "content": words})
+        for frame in await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 5):
+            tracker.apply(frame)
+        stack.redis.kill()
+        await asyncio.sleep(1.0)
+        stack.redis.start()
+        tracker.allow_gaps = True
+        while True:
+            frame = await owner.receive(timeout=60)
+            if frame["type"] == "status" and frame["content"]["state"] == "resynced":
+                tracker.last_event_id = None  # ids restart with a new log
+            if tracker.apply(frame) == "resync":
+                await owner.send({"type": "resume", "content": {"last_event_id": None}})
+            if complete(frame):
+                break
+    (run,) = [r for r in tracker.runs.values() if r["final"] is not None]
+    assert run["final"] == words
+    assert tracker.resynced >= 1  # told, never silently short
+    # The stack keeps working without a restart.
+    async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
+        await owner.receive()
+        await owner.receive()
+        await owner.send({"type": "message", "content": "after redis came back"})
+        frames = await owner.receive_until(complete, timeout=30)
+    assert frames[-1]["content"]["text"] == "after redis came back"
+
+
+async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
+    from tests.integration.conftest import Stack
+
+    stack = Stack(
+        tmp_path,
+        PARLEY_SEND_BUFFER_LIMIT_BYTES=str(256 * 1024),
+        PARLEY_MAX_FRAME_BYTES=str(2**25),
+        PARLEY_MAX_MESSAGE_CHARS=str(2**25),
+    ).start()
+    try:
+        setup = stack.setup_thread(tokens_per_second=2000, buffer_chunks=False, extra_params={"tokens_per_second": 2000, "repeat": 15})
+        thread, tokens = setup["thread"], setup["tokens"]
+        web = stack.daphne()
+        stack.worker()
+        # 6 MB in 1,500 chunks: more than the kernel's socket buffers hold.
+        message = " ".join(f"stall{i:05d}" + "x" * 4000 for i in range(100))
+        words = " ".join([message] * 15)
+        rss_before = web.rss
+        async with (
+            Socket(web.ws_url(thread), tokens["owner"], max_size=2**26) as owner,
+            Socket(web.ws_url(thread), tokens["observer"], max_queue=2, max_size=2**26, receive_buffer=65536) as stalled,
+        ):
+            await open_and_sync(owner)
+            tracker = await open_and_sync(stalled)
+            stalled.connection.transport.pause_reading()
+            await owner.send({"type": "message", "content": message})
+            fast = await owner.receive_until(complete, timeout=90)
+            rss_peak = web.rss
+            stalled.connection.transport.resume_reading()
+            for frame in await stalled.receive_until(complete, timeout=60):
+                tracker.apply(frame)
+        assert fast[-1]["content"]["text"] == words
+        assert tracker.resynced >= 1
+        run = next(iter(tracker.runs.values()))
+        assert run["final"] == words
+        assert rss_peak - rss_before < 64 * 2**20
+    finally:
+        stack.stop()
+
+
+async def test_an_oversized_frame_closes_with_1009_through_real_daphne(stack):
+    setup = stack.setup_thread()
+    web = stack.daphne()
+    import websockets
+
+    async with Socket(web.ws_url(setup["thread"]), setup["tokens"]["owner"]) as owner:
+        await open_and_sync(owner)
+        await owner.send({"type": "message", "content": "x" * 70_000})
+        error = await owner.receive()
+        assert error["content"]["code"] == "frame_too_large"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await owner.receive()
+    assert closed.value.rcvd.code == 1009
