@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, viewsets
+from rest_framework import generics, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agents import services as run_services
 from agents.errors import AgentErrorCode
@@ -184,7 +183,7 @@ class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
 
 
 @extend_schema(tags=["runs"])
-class StreamListView(ApiViewMixin, APIView):
+class StreamListView(ApiViewMixin, generics.GenericAPIView):
     """Staff: every active run with how long it has been going and who watches it.
 
     `clients` counts the sockets on the run's thread connected to the web process
@@ -193,22 +192,25 @@ class StreamListView(ApiViewMixin, APIView):
     """
 
     permission_classes = [IsAdminUser]
+    serializer_class = StreamSerializer
 
-    @extend_schema(
-        responses=StreamSerializer(many=True),
-        summary="Active runs with their client counts and ages (staff)",
-    )
-    def get(self, request):
-        runs = list(
+    def get_queryset(self) -> QuerySet[Run]:
+        return (
             Run.objects.filter(status__in=ACTIVE_RUN_STATUSES)
             .select_related("agent", "requested_by", "thread")
             .order_by("created_at")
         )
+
+    @extend_schema(
+        responses=StreamSerializer(many=True),
+        summary="Active runs, oldest first, with their client counts and ages (staff)",
+    )
+    def get(self, request):
+        runs = self.paginate_queryset(self.get_queryset())
         log = get_event_log()
         clients = {
             thread_id: log.subscriber_count(thread_id)
             for thread_id in {str(run.thread_id) for run in runs}
         }
-        return Response(
-            StreamSerializer(runs, many=True, context={"clients": clients}).data
-        )
+        data = StreamSerializer(runs, many=True, context={"clients": clients}).data
+        return self.get_paginated_response(data)

@@ -16,7 +16,7 @@ from rest_framework.authentication import SessionAuthentication, TokenAuthentica
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -68,6 +68,13 @@ class AnonThrottle(AnonRateThrottle):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
+class ListPagination(LimitOffsetPagination):
+    """`?limit=&offset=` on lists; at most MAX_LIMIT items a page."""
+
+    default_limit = 50
+    max_limit = 200
+
+
 class ApiViewMixin:
     """What every Parley API view shares.
 
@@ -81,6 +88,7 @@ class ApiViewMixin:
     renderer_classes = [JSONRenderer]
     parser_classes = [JSONParser]
     throttle_classes = [UserThrottle, AnonThrottle]
+    pagination_class = ListPagination
     schema = ErrorDocumentingSchema()
 
 

@@ -306,7 +306,7 @@ def test_run_lists_filter_by_status(users, thread):
 def test_streams_lists_active_runs_for_staff(users, thread):
     Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.RUNNING)
     Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.COMPLETED)
-    body = client_as(users[Role.STAFF]).get("/api/streams/").json()
+    body = client_as(users[Role.STAFF]).get("/api/streams/").json()["results"]
     assert len(body) == 1
     assert body[0]["status"] == "running"
     assert body[0]["clients"] == 0 and body[0]["age_seconds"] >= 0
@@ -616,3 +616,12 @@ def test_token_created_for_a_new_user_via_api_has_its_own_key(make_user):
         get_user_model().objects.get(username="someone").auth_token.key
         == first.json()["token"]
     )
+
+
+def test_list_pages_are_capped(users, echo_agent):
+    Thread.objects.bulk_create(
+        Thread(owner=users[Role.OWNER], agent=echo_agent, title=f"t{n}")
+        for n in range(205)
+    )
+    body = client_as(users[Role.OWNER]).get("/api/threads/?limit=1000").json()
+    assert body["count"] == 205 and len(body["results"]) == 200
