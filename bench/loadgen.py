@@ -91,7 +91,9 @@ class Socket(asyncio.Protocol):
                 if self.protocol.handshake_exc is not None:
                     if not self.opened.done():
                         self.opened.set_exception(
-                            ConnectionError(f"{self.url}: {self.protocol.handshake_exc}")
+                            ConnectionError(
+                                f"{self.url}: {self.protocol.handshake_exc}"
+                            )
                         )
                 elif not self.opened.done():
                     self.opened.set_result(True)
@@ -207,7 +209,9 @@ def latency_stats(samples_us: array) -> dict:
     }
 
 
-async def connect_all(specs: list[dict], on_frame, concurrency: int) -> tuple[list, dict]:
+async def connect_all(
+    specs: list[dict], on_frame, concurrency: int
+) -> tuple[list, dict]:
     """Open sockets for ``specs`` ({url, headers, subprotocols}); return them and
     connect figures. A failed connect is recorded, not raised."""
     gate = asyncio.Semaphore(concurrency)
@@ -279,7 +283,11 @@ class StreamLoad:
             if counts is None:
                 return
             thread = sock.thread
-            if sock.role == "participant" and thread.get("sent_ns") and not thread.get("first_ns"):
+            if (
+                sock.role == "participant"
+                and thread.get("sent_ns")
+                and not thread.get("first_ns")
+            ):
                 thread["first_ns"] = received
                 self.first_response.append((received - thread["sent_ns"]) // 1000)
             for index, stamp in TOKEN.findall(content):
@@ -308,9 +316,11 @@ class StreamLoad:
             for sock_spec in thread["sockets"]:
                 specs.append(sock_spec)
                 owners.append((thread, sock_spec.get("role", "observer")))
-        sockets, connect = await connect_all(specs, self.on_frame, self.spec.get("concurrency", 50))
+        sockets, connect = await connect_all(
+            specs, self.on_frame, self.spec.get("concurrency", 50)
+        )
         live = []
-        for sock, (thread, role) in zip(sockets, owners):
+        for sock, (thread, role) in zip(sockets, owners, strict=False):
             if sock is None:
                 continue
             sock.thread, sock.role = thread, role
@@ -320,7 +330,11 @@ class StreamLoad:
         emit("READY", connect)
         await wait_go()
         self.all_done = loop.create_future()
-        runnable = [t for t in threads if any(s.role == "participant" for s in t.get("live", []))]
+        runnable = [
+            t
+            for t in threads
+            if any(s.role == "participant" for s in t.get("live", []))
+        ]
         self.pending = sum(len(t["live"]) for t in runnable)
         message = words(self.tokens, self.spec.get("pad", 0))
         stagger = self.spec.get("stagger_s", 1.0)
@@ -343,7 +357,7 @@ class StreamLoad:
         if self.pending > 0:
             try:
                 await asyncio.wait_for(asyncio.shield(self.all_done), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 timed_out = True
         finished = now_ns()
         emit("DONE")
@@ -373,10 +387,13 @@ class StreamLoad:
             "incomplete_sockets": incomplete_sockets,
             "expected_tokens": len(live) * self.tokens if runnable else 0,
             "delivered_tokens": delivered,
-            "lost_tokens": lost + (connect["sockets"] - connect["opened"]) * self.tokens,
+            "lost_tokens": lost
+            + (connect["sockets"] - connect["opened"]) * self.tokens,
             "doubled_tokens": doubled,
             "response_frames": self.response_frames,
-            "delivered_tokens_per_second": round(delivered / window, 1) if window else None,
+            "delivered_tokens_per_second": round(delivered / window, 1)
+            if window
+            else None,
             "latency": latency_stats(self.latencies),
             "first_response": {
                 "samples": len(first),
@@ -427,11 +444,15 @@ async def resume_mode(spec: dict) -> dict:
         if sock.role == "observer" and event_id is not None:
             state["events"].append(event_id)
             state["max_event"] = max(state["max_event"], event_id)
-        if frame.get("type") == "state_complete" and sock.role == state.get("wait_role"):
+        if frame.get("type") == "state_complete" and sock.role == state.get(
+            "wait_role"
+        ):
             state["last_complete_event"] = event_id
             waiter = state["waiter"]
             if waiter is not None and not waiter.done():
-                if state["until"] is None or (event_id is not None and event_id >= state["until"]):
+                if state["until"] is None or (
+                    event_id is not None and event_id >= state["until"]
+                ):
                     waiter.set_result(received)
         elif (
             sock.role == state.get("wait_role")
@@ -450,8 +471,10 @@ async def resume_mode(spec: dict) -> dict:
         await asyncio.wait_for(state["waiter"], 120)
 
     participant = await open_socket(
-        participant_spec["url"], participant_spec.get("headers", ()),
-        participant_spec.get("subprotocols", ()), on_frame,
+        participant_spec["url"],
+        participant_spec.get("headers", ()),
+        participant_spec.get("subprotocols", ()),
+        on_frame,
     )
     participant.role = "participant"
     emit("READY", {})
@@ -459,8 +482,10 @@ async def resume_mode(spec: dict) -> dict:
     rounds = []
     for _ in range(spec.get("repeats", 3)):
         observer = await open_socket(
-            observer_spec["url"], observer_spec.get("headers", ()),
-            observer_spec.get("subprotocols", ()), on_frame,
+            observer_spec["url"],
+            observer_spec.get("headers", ()),
+            observer_spec.get("subprotocols", ()),
+            on_frame,
         )
         observer.role = "observer"
         state["events"], state["max_event"] = [], 0
@@ -484,13 +509,15 @@ async def resume_mode(spec: dict) -> dict:
         started = now_ns()
         observer = await open_socket(
             f"{observer_spec['url']}{sep}last_event_id={seen_before}",
-            observer_spec.get("headers", ()), observer_spec.get("subprotocols", ()), on_frame,
+            observer_spec.get("headers", ()),
+            observer_spec.get("subprotocols", ()),
+            on_frame,
         )
         observer.role = "observer"
         opened = now_ns()
         try:
             caught_up = await asyncio.wait_for(state["waiter"], 30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             caught_up = None
         replayed = [e for e in state["events"] if seen_before < e <= (final_event or 0)]
         rounds.append(
@@ -498,7 +525,9 @@ async def resume_mode(spec: dict) -> dict:
                 "missed_events": missed,
                 "replayed_events": len(replayed),
                 "replayed_unique": len(set(replayed)),
-                "catch_up_ms": None if caught_up is None else round((caught_up - started) / 1e6, 2),
+                "catch_up_ms": None
+                if caught_up is None
+                else round((caught_up - started) / 1e6, 2),
                 "catch_up_after_open_ms": None
                 if caught_up is None
                 else round((caught_up - opened) / 1e6, 2),
@@ -537,8 +566,11 @@ async def stall_mode(spec: dict) -> dict:
     for sock_spec in busy_thread["sockets"]:
         role = sock_spec["role"]
         sock = await open_socket(
-            sock_spec["url"], sock_spec.get("headers", ()), sock_spec.get("subprotocols", ()),
-            on_busy, sock_spec.get("rcvbuf"),
+            sock_spec["url"],
+            sock_spec.get("headers", ()),
+            sock_spec.get("subprotocols", ()),
+            on_busy,
+            sock_spec.get("rcvbuf"),
         )
         sock.role = role if role in ("participant", "stalled") else "observer"
         busy_sockets[role] = sock
@@ -551,10 +583,15 @@ async def stall_mode(spec: dict) -> dict:
             busy_state["complete"] = loop.create_future()
             frame = {"type": "message", "content": text}
             frame.update(busy_thread.get("message_extra", {}))
+            if participant.closed.done():
+                busy_state["participant_closed"] = participant.close_code
+                break
             participant.send_json(frame)
             try:
-                await asyncio.wait_for(busy_state["complete"], max(1, deadline - loop.time() + 30))
-            except asyncio.TimeoutError:
+                await asyncio.wait_for(
+                    busy_state["complete"], max(1, deadline - loop.time() + 30)
+                )
+            except TimeoutError:
                 break
             busy_state["runs"] += 1
 
@@ -566,7 +603,9 @@ async def stall_mode(spec: dict) -> dict:
         await original_wait()
         if spec.get("stall") and stalled is not None and stalled.transport is not None:
             stalled.transport.pause_reading()
-        busy_state["task"] = asyncio.create_task(busy_loop(loop.time() + spec["duration_s"]))
+        busy_state["task"] = asyncio.create_task(
+            busy_loop(loop.time() + spec["duration_s"])
+        )
 
     globals()["wait_go"] = wait_go_and_start
     try:
@@ -584,7 +623,7 @@ async def stall_mode(spec: dict) -> dict:
             stalled.transport.resume_reading()
         try:
             await asyncio.wait_for(asyncio.shield(stalled.closed), 3)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         stalled_outcome = {
             "closed_by_server_during_stall": closed_by_server,
@@ -592,10 +631,19 @@ async def stall_mode(spec: dict) -> dict:
             "bytes_received": stalled.bytes,
             "client_write_buffer": buffered,
         }
+    close_codes = {
+        role: sock.close_code
+        for role, sock in busy_sockets.items()
+        if sock.closed.done()
+    }
     for sock in busy_sockets.values():
         sock.close()
     result["busy"] = {
         "runs_completed": busy_state["runs"],
+        "closed_during_run": close_codes,
+        "observer_bytes": busy_sockets["observer"].bytes
+        if "observer" in busy_sockets
+        else None,
         "observer_latency": latency_stats(busy_lat),
         "stalled_socket": stalled_outcome,
     }

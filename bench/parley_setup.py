@@ -23,7 +23,10 @@ AGENTS = {
     # the capacity agent: the 50 tokens/s, default chunking
     "bench-echo": {"extra_params": {"tokens_per_second": 50, **STAMP}},
     # resume: as fast as possible, one event per token
-    "bench-fast": {"extra_params": {"tokens_per_second": 0, **STAMP}, "buffer_chunks": False},
+    "bench-fast": {
+        "extra_params": {"tokens_per_second": 0, **STAMP},
+        "buffer_chunks": False,
+    },
     # stalled reader: large tokens, fast
     "bench-busy": {"extra_params": {"tokens_per_second": 200, **STAMP}},
 }

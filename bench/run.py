@@ -7,7 +7,7 @@ they run, Redis is started when it is not), drives each system with
 bench/README.md for the scenarios and how to read the table.
 
     python -m bench.run              # full run (~20-25 min on 2 cores)
-    python -m bench.run --quick      # smoke run (~3 min)
+    python -m bench.run --quick      # smoke run (~4 min)
     python -m bench.run --scenarios capacity,resume --systems parley,ceiling
 """
 
@@ -139,6 +139,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all processes, all cores)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def rss_bytes(pid: int) -> int:
     try:
         return psutil.Process(pid).memory_info().rss
@@ -177,10 +183,22 @@ def prepare_services(args, workdir: Path) -> Services:
     except redis.RedisError:
         server = shutil.which("redis-server")
         if not server:
-            raise SystemExit(f"Redis at {redis_base} does not answer and redis-server is not installed")
+            raise SystemExit(
+                f"Redis at {redis_base} does not answer and redis-server is not installed"
+            ) from None
         port = free_port()
         proc = spawn(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             os.environ.copy(),
             workdir / "redis.log",
         )
@@ -193,7 +211,9 @@ def prepare_services(args, workdir: Path) -> Services:
     for proc in psutil.process_iter(["name", "cmdline"]):
         name = proc.info.get("name") or ""
         port = redis_base.rsplit(":", 1)[-1]
-        if name.startswith("redis-server") and port in " ".join(proc.info.get("cmdline") or []):
+        if name.startswith("redis-server") and port in " ".join(
+            proc.info.get("cmdline") or []
+        ):
             redis_pid = proc.pid
     try:
         with psycopg.connect(args.database, autocommit=True, connect_timeout=5) as conn:
@@ -260,7 +280,7 @@ class System:
             )
             self.daphne.append(proc)
             self.ports.append(port)
-        for port, proc in zip(self.ports, self.daphne):
+        for port, proc in zip(self.ports, self.daphne, strict=False):
             wait_port(port, proc)
 
     def threads(self, count: int, kind: str = "echo") -> list[dict]:
@@ -287,13 +307,15 @@ class TutorialSystem(System):
 
     def start(self, daphnes: int = 1, workers: int = 1) -> None:
         layer, shortcut = self.LAYERS[self.name]
+        tag = uuid.uuid4().hex[:6]
         env = self.env()
         env.update(
             DJANGO_SETTINGS_MODULE="bench.baselines.settings",
             BASELINE_LAYER=layer,
             BASELINE_SHORTCUT="1" if shortcut else "0",
             BASELINE_WORKERS=str(workers),
-            BASELINE_PREFIX=f"bench-{self.name}-{uuid.uuid4().hex[:6]}",
+            BASELINE_PREFIX=f"bench-{self.name}-{tag}",
+            BASELINE_RUN_CHANNEL=f"agent-runs-{self.name}-{tag}",
             REDIS_URL=self.services.redis_url(BENCH_REDIS_DB),
             DATABASE_URL=self.services.database_url,
         )
@@ -301,7 +323,13 @@ class TutorialSystem(System):
         for index in range(workers):
             self.workers.append(
                 spawn(
-                    [PYTHON, "-m", "django", "runworker", f"agent-runs-{index}"],
+                    [
+                        PYTHON,
+                        "-m",
+                        "django",
+                        "runworker",
+                        f"agent-runs-{self.name}-{tag}-{index}",
+                    ],
                     env,
                     self.workdir / f"{self.name}-worker-{index}.log",
                 )
@@ -315,7 +343,11 @@ class TutorialSystem(System):
         out = []
         for index in range(count):
             thread_id = str(uuid.uuid4())
-            roles = ["participant", "observer", "stalled" if kind == "busy" else "observer"]
+            roles = [
+                "participant",
+                "observer",
+                "stalled" if kind == "busy" else "observer",
+            ]
             out.append(
                 {
                     "id": thread_id,
@@ -328,7 +360,9 @@ class TutorialSystem(System):
         return out
 
     def message_extra(self, kind: str) -> dict:
-        return {"tokens_per_second": 200} if kind == "busy" else {"tokens_per_second": 50}
+        return (
+            {"tokens_per_second": 200} if kind == "busy" else {"tokens_per_second": 50}
+        )
 
 
 class CeilingSystem(TutorialSystem):
@@ -385,7 +419,9 @@ class ParleySystem(System):
             timeout=timeout,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+            raise RuntimeError(
+                f"manage.py {' '.join(args)} failed:\n{proc.stderr[-2000:]}"
+            )
         return proc.stdout
 
     def prepare(self) -> None:
@@ -430,7 +466,9 @@ class ParleySystem(System):
         if not self.tokens:
             self.tokens = {user: self.api_token(user) for user in self.USERS}
 
-    def api(self, method: str, path: str, token: str | None = None, body: dict | None = None):
+    def api(
+        self, method: str, path: str, token: str | None = None, body: dict | None = None
+    ):
         import httpx
 
         headers = {"Authorization": f"Token {token}"} if token else {}
@@ -442,13 +480,17 @@ class ParleySystem(System):
             timeout=30,
         )
         if response.status_code >= 300:
-            raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text[:300]}")
+            raise RuntimeError(
+                f"{method} {path} -> {response.status_code}: {response.text[:300]}"
+            )
         return response.json()
 
     def api_token(self, user: str) -> str:
-        return self.api("POST", "/api/auth/token/", body={"username": user, "password": self.PASSWORD})[
-            "token"
-        ]
+        return self.api(
+            "POST",
+            "/api/auth/token/",
+            body={"username": user, "password": self.PASSWORD},
+        )["token"]
 
     def ensure_threads(self, count: int, kind: str) -> list[str]:
         import asyncio
@@ -467,10 +509,14 @@ class ParleySystem(System):
             async with gate:
                 headers = {"Authorization": f"Token {owner}"}
                 response = await client.post(
-                    f"{base}/api/threads/", json={"agent": agent, "title": f"bench {kind}"}, headers=headers
+                    f"{base}/api/threads/",
+                    json={"agent": agent, "title": f"bench {kind}"},
+                    headers=headers,
                 )
                 if response.status_code != 201:
-                    raise RuntimeError(f"POST /api/threads/ -> {response.status_code}: {response.text[:300]}")
+                    raise RuntimeError(
+                        f"POST /api/threads/ -> {response.status_code}: {response.text[:300]}"
+                    )
                 thread_id = response.json()["id"]
                 for user in self.USERS[1:]:
                     member = await client.post(
@@ -487,11 +533,15 @@ class ParleySystem(System):
         async def create_all() -> list[str]:
             gate = asyncio.Semaphore(4)
             async with httpx.AsyncClient(timeout=60) as client:
-                return await asyncio.gather(*(create(client, gate) for _ in range(missing)))
+                return await asyncio.gather(
+                    *(create(client, gate) for _ in range(missing))
+                )
 
         started = time.monotonic()
         pool.extend(asyncio.run(create_all()))
-        log(f"parley: created {missing} {kind} threads in {time.monotonic() - started:.1f} s")
+        log(
+            f"parley: created {missing} {kind} threads in {time.monotonic() - started:.1f} s"
+        )
         return pool[:count]
 
     def threads(self, count: int, kind: str = "echo") -> list[dict]:
@@ -506,7 +556,9 @@ class ParleySystem(System):
                         {
                             "url": self.socket_url(index, j, thread_id),
                             "role": role,
-                            "headers": [["Authorization", f"Token {self.tokens[self.USERS[j]]}"]],
+                            "headers": [
+                                ["Authorization", f"Token {self.tokens[self.USERS[j]]}"]
+                            ],
                         }
                         for j, role in enumerate(roles)
                     ],
@@ -575,7 +627,9 @@ def run_loadgen(
             except queue.Empty:
                 continue
             if line is None:
-                raise LoadgenError(f"load generator exited before {tag} (see loadgen.log)")
+                raise LoadgenError(
+                    f"load generator exited before {tag} (see loadgen.log)"
+                )
             if line.startswith(tag):
                 return line[len(tag) :].strip()
 
@@ -594,6 +648,7 @@ def run_loadgen(
         rss_before = rss_bytes(system.daphne[0].pid)
         cpu_before = system.cpu()
         loadgen_before = cpu_seconds([proc.pid])
+        machine_before = busy_cpu_seconds()
         started = time.monotonic()
         sampler = None
         if sample_rss:
@@ -605,6 +660,7 @@ def run_loadgen(
         elapsed = time.monotonic() - started
         cpu_after = system.cpu()
         loadgen_cpu = cpu_seconds([proc.pid]) - loadgen_before
+        machine_cpu = busy_cpu_seconds() - machine_before
         stop_sampling.set()
         if sampler:
             sampler.join()
@@ -618,22 +674,33 @@ def run_loadgen(
     result["ready"] = ready
     result.update(extra or {})
     result["cpu_window_seconds"] = round(elapsed, 3)
-    result["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 3) for k in cpu_after}
+    result["cpu_seconds"] = {
+        k: round(cpu_after[k] - cpu_before[k], 3) for k in cpu_after
+    }
     result["loadgen_cpu_seconds_window"] = round(loadgen_cpu, 3)
     result["loadgen_cpu_share"] = round(loadgen_cpu / elapsed, 3) if elapsed else None
+    # Everything else the machine did meanwhile (other users' jobs): a large
+    # share means the point competed for the two cores and is suspect.
+    ours = sum(result["cpu_seconds"].values()) + loadgen_cpu
+    result["other_cpu_share"] = (
+        round(max(0.0, machine_cpu - ours) / elapsed, 3) if elapsed else None
+    )
     result["daphne_rss_before"] = rss_before
     if samples:
         result["daphne_rss_samples"] = [(round(t - started, 2), r) for t, r in samples]
     return result
 
 
-def stream_spec(system: System, k: int, tokens: int, kind: str = "echo", **extra) -> dict:
+def stream_spec(
+    system: System, k: int, tokens: int, kind: str = "echo", **extra
+) -> dict:
     return {
         "mode": "stream",
         "threads": system.threads(k, kind),
         "tokens": tokens,
         "stagger_s": extra.pop("stagger_s", 1.0),
-        "timeout_s": extra.pop("timeout_s", tokens / 50 * 3 + 30),
+        # A token later than 15 s is as good as lost: stop waiting, save time.
+        "timeout_s": extra.pop("timeout_s", tokens / 50 + 1 + 15),
         "message_extra": system.message_extra(kind),
         "concurrency": 50,
         **extra,
@@ -671,6 +738,7 @@ def derive(result: dict) -> dict:
         "redis_cpu_per_1k_tokens": per_k(cpu.get("redis", 0), delivered),
         "server_cpu_share": round(server / result["cpu_window_seconds"], 3),
         "loadgen_cpu_share": result.get("loadgen_cpu_share"),
+        "other_cpu_share": result.get("other_cpu_share"),
         "first_response_p50_ms": result.get("first_response", {}).get("p50_ms"),
         "first_response_p99_ms": result.get("first_response", {}).get("p99_ms"),
         "passed": passed,
@@ -742,10 +810,14 @@ class Bench:
             "reason": reason,
         }
 
-    def start_systems(self, names: list[str], daphnes: int, workers: int) -> list[System]:
+    def start_systems(
+        self, names: list[str], daphnes: int, workers: int
+    ) -> list[System]:
         started = []
         for name in names:
-            system = self.systems.get(name) or make_system(name, self.services, self.workdir)
+            system = self.systems.get(name) or make_system(
+                name, self.services, self.workdir
+            )
             self.systems[name] = system
             if name in self.results["systems"] and not system.available:
                 continue
@@ -762,14 +834,51 @@ class Bench:
                     )
                 self.mark(system, True)
                 started.append(system)
-                log(f"{name}: up ({daphnes} daphne, {workers} worker) on ports {system.ports}")
+                log(
+                    f"{name}: up ({daphnes} daphne, {workers} worker) on ports {system.ports}"
+                )
             except Exception as exc:  # noqa: BLE001 - a system that cannot run is skipped
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+                reason = (
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+                )
                 self.mark(system, False, reason[:500])
                 log(f"{name}: SKIPPED - {exc}")
                 system.stop()
         self.save()
         return started
+
+    def wait_quiet(self, limit: float = 20.0) -> None:
+        """Wait until the bench's own server processes are idle (< 5 % of a core),
+        then, for at most ``--quiet-wait`` seconds, until the rest of the machine
+        uses less than half a core (other people's jobs share the cores)."""
+        pids = [
+            pid
+            for s in self.systems.values()
+            for role in ("daphne", "worker")
+            for pid in s.roles()[role]
+        ]
+        deadline = time.monotonic() + limit
+        while True:
+            before = cpu_seconds(pids)
+            time.sleep(0.5)
+            if cpu_seconds(pids) - before < 0.025:
+                break
+            if time.monotonic() > deadline:
+                log("  (servers still busy after waiting; going on)")
+                break
+        deadline = time.monotonic() + self.args.quiet_wait
+        while time.monotonic() < deadline:
+            machine, ours = busy_cpu_seconds(), cpu_seconds(pids)
+            time.sleep(1.0)
+            other = (busy_cpu_seconds() - machine) - (cpu_seconds(pids) - ours)
+            if other < 0.5:
+                return
+
+    def restart(self, system: System) -> None:
+        daphnes, workers = len(system.daphne), len(system.workers)
+        log(f"  restarting {system.name} (it fell behind)")
+        system.stop()
+        system.start(daphnes, max(workers, 1) if system.name != "ceiling" else workers)
 
     def stop_systems(self) -> None:
         for system in self.systems.values():
@@ -811,15 +920,26 @@ class Bench:
 
     def point(self, phase: str, system: System, k: int, rep: int, store: dict) -> None:
         entry = store.setdefault(
-            system.name, {"points": {}, "summary": {}, "capacity": 0, "first_failing_k": None}
+            system.name,
+            {"points": {}, "summary": {}, "capacity": 0, "first_failing_k": None},
         )
         try:
+            self.wait_quiet()
             spec = stream_spec(system, k, self.args.tokens)
-            result = run_loadgen(system, spec, self.workdir, timeout=spec["timeout_s"] + 180)
+            result = run_loadgen(
+                system, spec, self.workdir, timeout=spec["timeout_s"] + 180
+            )
             result["figures"] = derive(result)
+            if result.get("timed_out") or (result["figures"].get("p99_ms") or 0) > 1000:
+                # An overloaded system keeps draining its backlog after the load
+                # generator gave up; restart it so the next point starts clean.
+                self.restart(system)
         except Exception as exc:  # noqa: BLE001 - a broken point fails, the run goes on
             log(f"{phase} K={k} {system.name} rep {rep}: error {exc}")
-            result = {"error": str(exc)[:500], "figures": {"passed": False, "lost": None, "doubled": None}}
+            result = {
+                "error": str(exc)[:500],
+                "figures": {"passed": False, "lost": None, "doubled": None},
+            }
         result["k"], result["rep"] = k, rep
         entry["points"].setdefault(str(k), []).append(result)
         figures = result["figures"]
@@ -827,7 +947,7 @@ class Bench:
             f"  {phase} K={k} rep {rep + 1} {system.name}: p99 {figures.get('p99_ms')} ms, "
             f"lost {figures.get('lost')}, dup {figures.get('doubled')}, "
             f"{figures.get('tokens_per_second')} tok/s, server CPU {figures.get('server_cpu_share')}, "
-            f"loadgen CPU {figures.get('loadgen_cpu_share')}"
+            f"loadgen CPU {figures.get('loadgen_cpu_share')}, other CPU {figures.get('other_cpu_share')}"
         )
 
     def light(self, systems: list[System]) -> None:
@@ -835,7 +955,9 @@ class Bench:
         store = self.results["capacity"].setdefault("single", {})
         for rep in range(self.args.repeats):
             for system in systems[rep % len(systems) :] + systems[: rep % len(systems)]:
-                entry = store.get(system.name, {}).get("points", {}).get(str(LIGHT_K), [])
+                entry = (
+                    store.get(system.name, {}).get("points", {}).get(str(LIGHT_K), [])
+                )
                 if len(entry) >= self.args.repeats:
                     continue
                 self.point("single", system, LIGHT_K, rep, store)
@@ -861,9 +983,9 @@ class Bench:
                         )
                 rss_before = rss_bytes(system.daphne[0].pid)
 
-                def measure(ready: dict) -> dict:
+                def measure(ready: dict, pid: int = system.daphne[0].pid) -> dict:
                     time.sleep(1.0)
-                    return {"daphne_rss_connected": rss_bytes(system.daphne[0].pid)}
+                    return {"daphne_rss_connected": rss_bytes(pid)}
 
                 spec = {
                     "mode": "idle",
@@ -872,11 +994,15 @@ class Bench:
                     "concurrency": 100,
                     "settle_s": 2.0,
                 }
-                result = run_loadgen(system, spec, self.workdir, timeout=900, before_go=measure)
+                result = run_loadgen(
+                    system, spec, self.workdir, timeout=900, before_go=measure
+                )
                 opened = result["ready"]["opened"]
                 grown = result["daphne_rss_connected"] - rss_before
                 result["daphne_rss_idle_before"] = rss_before
-                result["kb_per_socket"] = round(grown / 1024 / opened, 1) if opened else None
+                result["kb_per_socket"] = (
+                    round(grown / 1024 / opened, 1) if opened else None
+                )
                 out[system.name] = result
                 log(
                     f"connections {system.name}: {opened}/{spec['count']} open, "
@@ -905,7 +1031,10 @@ class Bench:
                 statistics.median(r["catch_up_ms"] for r in rounds) if rounds else None
             )
             result["catch_up_ms_spread"] = (
-                [min(r["catch_up_ms"] for r in rounds), max(r["catch_up_ms"] for r in rounds)]
+                [
+                    min(r["catch_up_ms"] for r in rounds),
+                    max(r["catch_up_ms"] for r in rounds),
+                ]
                 if rounds
                 else None
             )
@@ -932,14 +1061,22 @@ class Bench:
             for stalled in (False, True):
                 try:
                     normal = system.threads(STALL_NORMAL_K)
+                    if isinstance(system, ParleySystem):
+                        # A fresh busy thread per run: a reconnect to the previous
+                        # one would first replay its megabytes of history.
+                        system.pool["busy"].clear()
                     busy = system.threads(1, "busy")[0]
                     busy_spec = {
                         "sockets": [
-                            dict(sock, rcvbuf=65536) if sock["role"] == "stalled" else sock
+                            dict(sock, rcvbuf=65536)
+                            if sock["role"] == "stalled"
+                            else sock
                             for sock in busy["sockets"]
                         ],
                         "tokens": 400,
-                        "pad": 2000,
+                        # ~0.6 MB per run in each of message, chunks and the final
+                        # frame: under daphne's 1 MiB frame limit, megabytes per run.
+                        "pad": 1500,
                         "message_extra": system.message_extra("busy"),
                     }
                     spec = {
@@ -956,11 +1093,17 @@ class Bench:
                         "busy": busy_spec,
                     }
                     result = run_loadgen(
-                        system, spec, self.workdir, timeout=duration * 4 + 120, sample_rss=True
+                        system,
+                        spec,
+                        self.workdir,
+                        timeout=duration * 4 + 120,
+                        sample_rss=True,
                     )
                     samples = [r for _, r in result.get("daphne_rss_samples", [])]
                     before = result["daphne_rss_before"]
-                    result["rss_growth_mb"] = round((max(samples) - before) / 2**20, 1) if samples else None
+                    result["rss_growth_mb"] = (
+                        round((max(samples) - before) / 2**20, 1) if samples else None
+                    )
                     result["rss_end_growth_mb"] = (
                         round((samples[-1] - before) / 2**20, 1) if samples else None
                     )
@@ -973,7 +1116,9 @@ class Bench:
                     )
                 except Exception as exc:  # noqa: BLE001
                     log(f"stall {system.name}: error {exc}")
-                    entry["stalled" if stalled else "control"] = {"error": str(exc)[:500]}
+                    entry["stalled" if stalled else "control"] = {
+                        "error": str(exc)[:500]
+                    }
                 self.save()
 
 
@@ -996,6 +1141,11 @@ def fmt(value, digits: int = 1, suffix: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}{suffix}"
     return f"{value}{suffix}"
+
+
+def span(pair) -> str:
+    digits = 0 if pair[1] >= 100 else 1
+    return f"{pair[0]:.{digits}f}–{pair[1]:.{digits}f}"
 
 
 def ratio(a, b) -> str:
@@ -1023,7 +1173,7 @@ def capacity_rows(results: dict, phase: str) -> list[str]:
             cap_text = f"< {tested[0]}" if tested else "–"
         spread = summary.get("p99_spread")
         p99 = fmt(summary.get("p99_ms"), 1, " ms") + (
-            f" ({spread[0]:.0f}–{spread[1]:.0f})" if spread else ""
+            f" ({span(spread)})" if spread else ""
         )
         lines.append(
             f"| {LABELS[name]} | {cap_text} | {p99} | {fmt(summary.get('server_cpu_per_1k_frames'), 3)} | "
@@ -1039,8 +1189,8 @@ def sweep_rows(results: dict, phase: str) -> list[str]:
         return []
     lines = [
         "| K | system | p50 ms | p99 ms (min–max of repeats) | lost | doubled | tokens/s | "
-        "server CPU s / 1k frames | daphne / worker CPU s per 1k tokens | server CPU | loadgen CPU | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "server CPU s / 1k frames | daphne / worker CPU s per 1k tokens | server / loadgen / other CPU (cores) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     ks = sorted({int(k) for entry in store.values() for k in entry["summary"]})
     for k in ks:
@@ -1051,11 +1201,12 @@ def sweep_rows(results: dict, phase: str) -> list[str]:
             spread = s.get("p99_spread")
             lines.append(
                 f"| {k} | {LABELS[name]} | {fmt(s.get('p50_ms'))} | {fmt(s.get('p99_ms'))}"
-                f"{f' ({spread[0]:.0f}–{spread[1]:.0f})' if spread else ''} | {fmt(s.get('lost'))} | "
+                f"{f' ({span(spread)})' if spread else ''} | {fmt(s.get('lost'))} | "
                 f"{fmt(s.get('doubled'))} | {fmt(s.get('tokens_per_second'), 0)} | "
                 f"{fmt(s.get('server_cpu_per_1k_frames'), 3)} | {fmt(s.get('daphne_cpu_per_1k_tokens'), 3)} / "
-                f"{fmt(s.get('worker_cpu_per_1k_tokens'), 3)} | {fmt(s.get('server_cpu_share'), 2)} | "
-                f"{fmt(s.get('loadgen_cpu_share'), 2)} | {'pass' if s.get('passed') else 'FAIL'} |"
+                f"{fmt(s.get('worker_cpu_per_1k_tokens'), 3)} | {fmt(s.get('server_cpu_share'), 2)} / "
+                f"{fmt(s.get('loadgen_cpu_share'), 2)} / {fmt(s.get('other_cpu_share'), 2)} | "
+                f"{'pass' if s.get('passed') else 'FAIL'} |"
             )
     return lines
 
@@ -1069,7 +1220,11 @@ def report(results: dict) -> str:
         f"{', QUICK mode' if meta['quick'] else ''}."
     )
     out.append("")
-    skipped = [f"- {v['label']}: skipped — {v['reason']}" for v in results["systems"].values() if not v["available"]]
+    skipped = [
+        f"- {v['label']}: skipped — {v['reason']}"
+        for v in results["systems"].values()
+        if not v["available"]
+    ]
     if skipped:
         out += ["**Not measured:**", *skipped, ""]
     single = results["capacity"].get("single", {})
@@ -1088,9 +1243,17 @@ def report(results: dict) -> str:
         return single.get(name, {}).get("summary", {}).get(str(LIGHT_K), {})
 
     if single:
-        out += ["## 1. Capacity (one daphne, one worker)", "", *capacity_rows(results, "single"), ""]
+        out += [
+            "## 1. Capacity (one daphne, one worker)",
+            "",
+            *capacity_rows(results, "single"),
+            "",
+        ]
         if parley:
-            out += ["**Parley as a ratio of each baseline** (capacity: higher is better; CPU and p99: lower is better)", ""]
+            out += [
+                "**Parley as a ratio of each baseline** (capacity: higher is better; CPU and p99: lower is better)",
+                "",
+            ]
             out += [
                 "| baseline | capacity ratio | server CPU / 1k frames ratio | server CPU / 1k tokens ratio | light-load p99 ratio |",
                 "| --- | --- | --- | --- | --- |",
@@ -1153,15 +1316,25 @@ def report(results: dict) -> str:
                 f"{f' ({spread[0]:.1f}–{spread[1]:.1f})' if spread else ''} from reconnect to the last event; "
                 f"every missed event exactly once: {r.get('exactly_once')}."
             )
-        out.append("- Baselines: the tutorial design has no event log; a reconnecting client cannot catch up.")
+        out.append(
+            "- Baselines: the tutorial design has no event log; a reconnecting client cannot catch up."
+        )
         out.append("")
     scale = results["capacity"].get("scaleout")
     if scale:
-        out += ["## 5. Scale-out (two daphne, two workers, one Redis)", "", *capacity_rows(results, "scaleout"), ""]
+        out += [
+            "## 5. Scale-out (two daphne, two workers, one Redis)",
+            "",
+            *capacity_rows(results, "scaleout"),
+            "",
+        ]
         out += ["### Sweep", "", *sweep_rows(results, "scaleout"), ""]
     stall = results.get("stall")
     if stall:
-        out += ["## 6. Stalled reader (one observer of a busy thread stops reading)", ""]
+        out += [
+            "## 6. Stalled reader (one observer of a busy thread stops reading)",
+            "",
+        ]
         out += [
             "| system | run | daphne RSS growth (max / end) | other threads p99 | busy thread's healthy observer p99 | lost | stalled socket |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -1169,7 +1342,9 @@ def report(results: dict) -> str:
         for name, runs in stall.items():
             for run_name, r in runs.items():
                 if "error" in r:
-                    out.append(f"| {LABELS[name]} | {run_name} | error: {r['error'][:100]} | | | | |")
+                    out.append(
+                        f"| {LABELS[name]} | {run_name} | error: {r['error'][:100]} | | | | |"
+                    )
                     continue
                 st = r["busy"].get("stalled_socket") or {}
                 outcome = (
@@ -1177,32 +1352,85 @@ def report(results: dict) -> str:
                     if st.get("closed_by_server_during_stall")
                     else ("open" if st else "–")
                 )
+                got = st.get("bytes_received")
+                sent = r["busy"].get("observer_bytes")
+                if run_name == "stalled" and got is not None and sent:
+                    outcome += f"; got {got / 2**20:.1f} of {sent / 2**20:.1f} MB"
                 out.append(
                     f"| {LABELS[name]} | {run_name} | +{fmt(r.get('rss_growth_mb'))} / +{fmt(r.get('rss_end_growth_mb'))} MB | "
                     f"{fmt(r['latency'].get('p99_ms'), 1, ' ms')} | {fmt(r['busy']['observer_latency'].get('p99_ms'), 1, ' ms')} | "
                     f"{r.get('lost_tokens')} | {outcome if run_name == 'stalled' else '–'} |"
                 )
         out.append("")
-    if parley or conns or resume:
-        out += ["## Goals (Parley, measured)", "", "| goal | target | measured | met |", "| --- | --- | --- | --- |"]
+    if results["systems"].get("parley", {}).get("available"):
+        out += [
+            "## Goals (Parley, measured)",
+            "",
+            "| goal | target | measured | met |",
+            "| --- | --- | --- | --- |",
+        ]
         rows = []
         cap = cap_of(single, "parley") if parley else None
-        rows.append(("capacity (runs)", f"≥ {GOALS['capacity']}", cap, cap is not None and cap >= GOALS["capacity"]))
-        light = light_of("parley")
-        rows.append(("light load p50", f"≤ {GOALS['light_p50_ms']} ms", light.get("p50_ms"), (light.get("p50_ms") or 1e9) <= GOALS["light_p50_ms"]))
-        rows.append(("light load p99", f"≤ {GOALS['light_p99_ms']} ms", light.get("p99_ms"), (light.get("p99_ms") or 1e9) <= GOALS["light_p99_ms"]))
         rows.append(
-            ("message → first response p50", f"≤ {GOALS['first_response_p50_ms']} ms", light.get("first_response_p50_ms"),
-             (light.get("first_response_p50_ms") or 1e9) <= GOALS["first_response_p50_ms"])
+            (
+                "capacity (runs)",
+                f"≥ {GOALS['capacity']}",
+                cap,
+                cap is not None and cap >= GOALS["capacity"],
+            )
+        )
+        light = light_of("parley")
+        rows.append(
+            (
+                "light load p50",
+                f"≤ {GOALS['light_p50_ms']} ms",
+                light.get("p50_ms"),
+                (light.get("p50_ms") or 1e9) <= GOALS["light_p50_ms"],
+            )
+        )
+        rows.append(
+            (
+                "light load p99",
+                f"≤ {GOALS['light_p99_ms']} ms",
+                light.get("p99_ms"),
+                (light.get("p99_ms") or 1e9) <= GOALS["light_p99_ms"],
+            )
+        )
+        rows.append(
+            (
+                "message → first response p50",
+                f"≤ {GOALS['first_response_p50_ms']} ms",
+                light.get("first_response_p50_ms"),
+                (light.get("first_response_p50_ms") or 1e9)
+                <= GOALS["first_response_p50_ms"],
+            )
         )
         c = (conns or {}).get("parley", {})
         kb = c.get("kb_per_socket")
         n = c.get("ready", {}).get("opened")
-        rows.append((f"idle sockets ({n})", f"10,000 at ≤ {GOALS['idle_kb_per_socket']} KB", kb, kb is not None and kb <= GOALS["idle_kb_per_socket"] and (n or 0) >= 10_000))
+        rows.append(
+            (
+                f"idle sockets ({n})",
+                f"10,000 at ≤ {GOALS['idle_kb_per_socket']} KB",
+                kb,
+                kb is not None
+                and kb <= GOALS["idle_kb_per_socket"]
+                and (n or 0) >= 10_000,
+            )
+        )
         r = (resume or {}).get("parley", {})
-        rows.append(("resume 1,000 missed events", f"≤ {GOALS['resume_ms']} ms", r.get("catch_up_ms_median"), (r.get("catch_up_ms_median") or 1e9) <= GOALS["resume_ms"]))
+        rows.append(
+            (
+                "resume 1,000 missed events",
+                f"≤ {GOALS['resume_ms']} ms",
+                r.get("catch_up_ms_median"),
+                (r.get("catch_up_ms_median") or 1e9) <= GOALS["resume_ms"],
+            )
+        )
         for name, target, value, met in rows:
-            out.append(f"| {name} | {target} | {fmt(value)} | {'yes' if met and value is not None else 'no'} |")
+            out.append(
+                f"| {name} | {target} | {fmt(value)} | {'yes' if met and value is not None else 'no'} |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -1216,26 +1444,47 @@ def plot(results: dict, path: Path) -> None:
     phases = [p for p in ("single", "scaleout") if results["capacity"].get(p)]
     if not phases:
         return
-    fig, axes = plt.subplots(1, len(phases), figsize=(7 * len(phases), 5), squeeze=False)
-    for axis, phase in zip(axes[0], phases):
+    fig, axes = plt.subplots(
+        1, len(phases), figsize=(7 * len(phases), 5), squeeze=False
+    )
+    for axis, phase in zip(axes[0], phases, strict=False):
         for name, entry in results["capacity"][phase].items():
             ks = sorted(int(k) for k in entry["summary"])
             med = [entry["summary"][str(k)].get("p99_ms") for k in ks]
-            spreads = [entry["summary"][str(k)].get("p99_spread") or [m, m] for k, m in zip(ks, med)]
-            pts = [(k, m, s) for k, m, s in zip(ks, med, spreads) if m is not None]
+            spreads = [
+                entry["summary"][str(k)].get("p99_spread") or [m, m]
+                for k, m in zip(ks, med, strict=False)
+            ]
+            pts = [
+                (k, m, s)
+                for k, m, s in zip(ks, med, spreads, strict=False)
+                if m is not None
+            ]
             if not pts:
                 continue
             xs = [p[0] for p in pts]
             ys = [p[1] for p in pts]
             lo = [p[1] - p[2][0] for p in pts]
             hi = [p[2][1] - p[1] for p in pts]
-            axis.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=LABELS[name])
-        axis.axhline(P99_LIMIT_MS, color="grey", linestyle="--", linewidth=1, label="150 ms limit")
+            axis.errorbar(
+                xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=LABELS[name]
+            )
+        axis.axhline(
+            P99_LIMIT_MS,
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            label="150 ms limit",
+        )
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("concurrent runs K (3 sockets each, 50 tokens/s)")
         axis.set_ylabel("p99 token latency (ms), median of repeats, bars = min–max")
-        axis.set_title("one daphne + one worker" if phase == "single" else "two daphne + two workers")
+        axis.set_title(
+            "one daphne + one worker"
+            if phase == "single"
+            else "two daphne + two workers"
+        )
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     fig.tight_layout()
@@ -1246,32 +1495,73 @@ def plot(results: dict, path: Path) -> None:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: few points, 1 repeat (~3 min)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma list of {SCENARIOS}")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list of {SYSTEMS}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: few points, 1 repeat (~4 min)"
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {SCENARIOS}"
+    )
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help=f"comma list of {SYSTEMS}"
+    )
     parser.add_argument("--ks", help="capacity sweep K values, e.g. 10,20,40")
     parser.add_argument("--scaleout-ks", help="scale-out sweep K values")
-    parser.add_argument("--repeats", type=int, help="repeats per point (default 3, quick 1)")
-    parser.add_argument("--tokens", type=int, default=400, help="tokens per run (default 400)")
-    parser.add_argument("--idle-sockets", type=int, help="idle sockets (default 10000, quick 1000)")
-    parser.add_argument("--stall-seconds", type=float, help="stall scenario length (default 16, quick 8)")
-    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379"))
-    parser.add_argument("--redis-db", type=int, default=int(os.environ.get("BENCH_REDIS_DB", "13")),
-                        help="Redis db for baselines; Parley uses the next one. Both are flushed.")
-    parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE", "postgres://postgres@127.0.0.1:5432/test"),
-                        help="an existing PostgreSQL database to connect to for CREATE DATABASE")
-    parser.add_argument("--database-name", default="parley_bench", help="created fresh (dropped first)")
+    parser.add_argument(
+        "--repeats", type=int, help="repeats per point (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--tokens", type=int, help="tokens per run (default 400, quick 200)"
+    )
+    parser.add_argument(
+        "--idle-sockets", type=int, help="idle sockets (default 10000, quick 1000)"
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        help="stall scenario length (default 16, quick 8)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds to wait before each point for "
+        "other jobs on the machine to calm down (default 20, quick 3)",
+    )
+    parser.add_argument(
+        "--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+    )
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=int(os.environ.get("BENCH_REDIS_DB", "13")),
+        help="Redis db for baselines; Parley uses the next one. Both are flushed.",
+    )
+    parser.add_argument(
+        "--database",
+        default=os.environ.get(
+            "BENCH_DATABASE", "postgres://postgres@127.0.0.1:5432/test"
+        ),
+        help="an existing PostgreSQL database to connect to for CREATE DATABASE",
+    )
+    parser.add_argument(
+        "--database-name", default="parley_bench", help="created fresh (dropped first)"
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     if args.idle_sockets is None:
         args.idle_sockets = 1000 if args.quick else 10_000
+    if args.tokens is None:
+        args.tokens = 200 if args.quick else 400
+    if args.quiet_wait is None:
+        args.quiet_wait = 3.0 if args.quick else 20.0
     if args.stall_seconds is None:
         args.stall_seconds = 8.0 if args.quick else 16.0
-    default_ks = "10,40,120" if args.quick else "10,20,40,80,150,300,450"
-    default_scale = "120" if args.quick else "80,150,300,450"
+    default_ks = "10,60" if args.quick else "10,20,40,80,150,300,450"
+    default_scale = "60" if args.quick else "80,150,300,450"
     args.ks = [int(k) for k in (args.ks or default_ks).split(",")]
     args.scaleout_ks = [int(k) for k in (args.scaleout_ks or default_scale).split(",")]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -1303,7 +1593,9 @@ def main(argv=None) -> int:
         bench = Bench(args, workdir, services)
         wanted = args.scenarios
         single_names = list(args.systems)
-        if any(s in wanted for s in ("capacity", "light", "connections", "resume", "stall")):
+        if any(
+            s in wanted for s in ("capacity", "light", "connections", "resume", "stall")
+        ):
             systems = bench.start_systems(single_names, 1, 1)
             by_name = {s.name: s for s in systems}
             if "capacity" in wanted and systems:
@@ -1313,15 +1605,27 @@ def main(argv=None) -> int:
             if "resume" in wanted and "parley" in by_name:
                 bench.resume(by_name["parley"])
             if "stall" in wanted:
-                chosen = [by_name[n] for n in ("parley", "tutorial-shortcut", "tutorial-core") if n in by_name]
+                chosen = [
+                    by_name[n]
+                    for n in ("parley", "tutorial-shortcut", "tutorial-core")
+                    if n in by_name
+                ]
                 if chosen:
                     bench.stall(chosen[:2])
             if "connections" in wanted:
-                chosen = [by_name[n] for n in ("parley", "tutorial-core", "ceiling") if n in by_name]
+                chosen = [
+                    by_name[n]
+                    for n in ("parley", "tutorial-core", "ceiling")
+                    if n in by_name
+                ]
                 bench.connections(chosen)
             bench.stop_systems()
         if "scaleout" in wanted:
-            names = [n for n in args.systems if n in ("parley", "tutorial-core", "tutorial-shortcut", "ceiling")]
+            names = [
+                n
+                for n in args.systems
+                if n in ("parley", "tutorial-core", "tutorial-shortcut", "ceiling")
+            ]
             systems = bench.start_systems(names, 2, 2)
             if systems:
                 bench.sweep("scaleout", systems, args.scaleout_ks)
@@ -1332,7 +1636,9 @@ def main(argv=None) -> int:
     finally:
         stop_everything()
         if bench is not None:
-            bench.results["meta"]["duration_seconds"] = round(time.monotonic() - started, 1)
+            bench.results["meta"]["duration_seconds"] = round(
+                time.monotonic() - started, 1
+            )
             bench.save()
             table = report(bench.results)
             (workdir / "table.md").write_text(table + "\n")
@@ -1342,7 +1648,9 @@ def main(argv=None) -> int:
                 log(f"plot failed: {exc}")
             print()
             print(table)
-            log(f"wrote {workdir}/results.json, table.md, latency.png in {time.monotonic() - started:.0f} s")
+            log(
+                f"wrote {workdir}/results.json, table.md, latency.png in {time.monotonic() - started:.0f} s"
+            )
     return 0
 
 

@@ -1,5 +1,6 @@
 """ASGI entry of the tutorial-style baseline: ``daphne bench.baselines.asgi:application``
-(web) and ``django-admin runworker agent-runs-0 --settings bench.baselines.settings``."""
+(web) and ``python -m django runworker agent-runs-0`` with
+DJANGO_SETTINGS_MODULE=bench.baselines.settings."""
 
 import os
 
@@ -27,7 +28,10 @@ application = ProtocolTypeRouter(
             URLRouter([path("ws/threads/<str:thread_id>/", consumer.as_asgi())])
         ),
         "channel": ChannelNameRouter(
-            {f"agent-runs-{n}": RunWorker.as_asgi() for n in range(settings.WORKERS)}
+            {
+                f"{settings.RUN_CHANNEL}-{n}": RunWorker.as_asgi()
+                for n in range(settings.WORKERS)
+            }
         ),
     }
 )

@@ -38,10 +38,18 @@ async def stream_run(thread_id: str, text: str, rate: float) -> None:
         parts.append(token)
         await broadcast(
             thread_id,
-            frame("response", token, thread_id=thread_id, run_id=run_id, stream_index=index),
+            frame(
+                "response",
+                token,
+                thread_id=thread_id,
+                run_id=run_id,
+                stream_index=index,
+            ),
         )
     done = {"text": "".join(parts), "status": "completed", "usage": {}}
-    await broadcast(thread_id, frame("state_complete", done, thread_id=thread_id, run_id=run_id))
+    await broadcast(
+        thread_id, frame("state_complete", done, thread_id=thread_id, run_id=run_id)
+    )
 
 
 async def application(scope, receive, send):
@@ -76,9 +84,13 @@ async def application(scope, receive, send):
             data = json.loads(message.get("text") or "{}")
             if data.get("type") == "message":
                 content = data.get("content", "")
-                await broadcast(thread_id, frame("message", content, thread_id=thread_id))
+                await broadcast(
+                    thread_id, frame("message", content, thread_id=thread_id)
+                )
                 task = asyncio.create_task(
-                    stream_run(thread_id, content, float(data.get("tokens_per_second", 50)))
+                    stream_run(
+                        thread_id, content, float(data.get("tokens_per_second", 50))
+                    )
                 )
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

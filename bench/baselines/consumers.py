@@ -11,7 +11,7 @@ from bench.baselines.frames import frame
 
 
 def worker_channel(thread_id: str) -> str:
-    return f"agent-runs-{zlib.crc32(thread_id.encode()) % settings.WORKERS}"
+    return f"{settings.RUN_CHANNEL}-{zlib.crc32(thread_id.encode()) % settings.WORKERS}"
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
@@ -28,14 +28,19 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data=None) -> None:
         data = json.loads(text_data or "{}")
         if data.get("type") == "ping":
-            await self.send(text_data=json.dumps(frame("pong", None, thread_id=self.thread_id)))
+            await self.send(
+                text_data=json.dumps(frame("pong", None, thread_id=self.thread_id))
+            )
             return
         if data.get("type") != "message":
             return
         content = data.get("content", "")
         await self.channel_layer.group_send(
             self.group,
-            {"type": "chat.frame", "frame": frame("message", content, thread_id=self.thread_id)},
+            {
+                "type": "chat.frame",
+                "frame": frame("message", content, thread_id=self.thread_id),
+            },
         )
         await self.channel_layer.send(
             worker_channel(self.thread_id),

@@ -7,6 +7,7 @@ Environment:
                      ``aclose_old_connections()`` for streaming frames
   BASELINE_WORKERS   how many ``agent-runs-<n>`` worker channels runs are spread over
   BASELINE_PREFIX    channel-layer key prefix (keeps systems apart on one Redis)
+  BASELINE_RUN_CHANNEL  worker channel base name; workers listen on ``<name>-<n>``
   REDIS_URL, DATABASE_URL
 """
 
@@ -41,6 +42,9 @@ LAYER = os.environ.get("BASELINE_LAYER", "core")
 SHORTCUT = os.environ.get("BASELINE_SHORTCUT", "0") == "1"
 WORKERS = int(os.environ.get("BASELINE_WORKERS", "1"))
 PREFIX = os.environ.get("BASELINE_PREFIX", "bench")
+# Worker channel names are not prefixed by the pub/sub layer, and pub/sub ignores
+# Redis db numbers: systems sharing one Redis need distinct names.
+RUN_CHANNEL = os.environ.get("BASELINE_RUN_CHANNEL", "agent-runs")
 
 # redis-py 8 defaults to a 5 s socket read timeout, shorter than the layer's
 # blocking receive; without a longer one an idle layer dies with "Timeout reading".

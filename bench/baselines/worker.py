@@ -28,14 +28,21 @@ async def stream_run(layer, thread_id: str, text: str, rate: float) -> None:
             {
                 "type": "chat.frame",
                 "frame": frame(
-                    "response", token, thread_id=thread_id, run_id=run_id, stream_index=index
+                    "response",
+                    token,
+                    thread_id=thread_id,
+                    run_id=run_id,
+                    stream_index=index,
                 ),
             },
         )
     done = {"text": "".join(parts), "status": "completed", "usage": {}}
     await layer.group_send(
         group,
-        {"type": "chat.frame", "frame": frame("state_complete", done, thread_id=thread_id, run_id=run_id)},
+        {
+            "type": "chat.frame",
+            "frame": frame("state_complete", done, thread_id=thread_id, run_id=run_id),
+        },
     )
 
 
