@@ -75,7 +75,10 @@ class RunSerializer(serializers.ModelSerializer):
     thread = serializers.UUIDField(source="thread_id", read_only=True)
     agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
     requested_by = serializers.SlugRelatedField(
-        slug_field="username", read_only=True, allow_null=True
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who posted the message (null once that user is deleted).",
     )
     prompt = serializers.UUIDField(
         source="prompt_id",
@@ -85,6 +88,11 @@ class RunSerializer(serializers.ModelSerializer):
     )
     stream_url = serializers.SerializerMethodField(
         help_text="The run's events as Server-Sent Events."
+    )
+    usage = serializers.DictField(
+        child=serializers.JSONField(),
+        read_only=True,
+        help_text="Token counts as the provider reported them: input_tokens, output_tokens.",
     )
 
     class Meta:

@@ -183,7 +183,10 @@ class ErrorDocumentingSchema(AutoSchema):
         from chat.serializers import ErrorSerializer
 
         wanted: dict[str, str] = {}
-        has_body = self.method in ("POST", "PUT", "PATCH")
+        has_body = (
+            self.method in ("POST", "PUT", "PATCH")
+            and self.get_request_serializer() is not None
+        )
         has_query = self.method == "GET" and self._is_list_view()
         if has_body or has_query:
             wanted["400"] = "The request is invalid (error.details names the fields)."

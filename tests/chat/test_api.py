@@ -625,3 +625,11 @@ def test_list_pages_are_capped(users, echo_agent):
     )
     body = client_as(users[Role.OWNER]).get("/api/threads/?limit=1000").json()
     assert body["count"] == 205 and len(body["results"]) == 200
+
+
+def test_the_api_speaks_only_json(users):
+    client = client_as(users[Role.OWNER])
+    response = client.get("/api/threads/", HTTP_ACCEPT="text/html")
+    assert_error(response, 406, "not_acceptable")
+    response = client.post("/api/threads/", {"agent": "echo"})  # multipart form
+    assert_error(response, 415, "unsupported_media_type")
