@@ -83,6 +83,7 @@ class ChunkStream:
     def add(self, text: str) -> None:
         if not text:
             return
+        self._raise_if_broken()
         if not self._buffered:
             self._emit(text)
             return
@@ -116,19 +117,30 @@ class ChunkStream:
             published.append(text)
             self.chunks += 1
 
+    def _raise_if_broken(self) -> None:
+        """Raise the publisher's failure, if publishing stopped because of one."""
+        if self._pump.done() and not self._pump.cancelled() and self._pump.exception():
+            raise self._pump.exception()
+
     async def drain(self) -> None:
         """Flush what waits and wait until it is published (keeps order with
         events published outside the stream, e.g. `state`)."""
         self.flush()
         barrier = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(barrier)
-        await barrier
+        # A dead publisher never reaches the barrier: do not wait for it forever.
+        await asyncio.wait({barrier, self._pump}, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_if_broken()
 
     async def close(self) -> None:
-        """Flush what waits and wait until every chunk is published."""
+        """Flush what waits and wait until every chunk is published. A publisher
+        failure is logged, not raised: the run is still saved with its text."""
         self.flush()
         self._queue.put_nowait(None)
-        await asyncio.shield(self._pump)
+        try:
+            await asyncio.shield(self._pump)
+        except Exception:
+            logger.exception("publishing a reply's chunks failed")
 
 
 async def publish_with_retry(thread_id, frame, **kwargs) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from agents.runtime import ChunkStream
 
 LONG = 60.0  # a flush window no test waits for
@@ -186,3 +188,21 @@ async def test_close_publishes_the_waiting_tail_and_waits_for_it():
     assert published.texts == ["12345", "tail"]
     assert stream.text == "12345tail"
     assert stream.chunks == 2
+
+
+async def test_a_publisher_failure_surfaces_instead_of_hanging_the_stream():
+    async def broken(index: int, text: str, text_before: str) -> None:
+        raise RuntimeError("event log rejected the chunk")
+
+    stream = stream_for(broken, buffered=False)
+    stream.add("lost")
+
+    # A run waiting on the stream must not wait forever: it gets the error...
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(stream.drain(), 1)
+    with pytest.raises(RuntimeError):
+        stream.add("more")
+    # ...and can still close it, to save what the provider produced.
+    await asyncio.wait_for(stream.close(), 1)
+    assert stream.text == "lost"
+    assert stream.chunks == 0
