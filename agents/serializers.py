@@ -160,5 +160,5 @@ class RunFilterSerializer(serializers.Serializer):
     """Query parameters of run lists."""
 
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
-    agent = serializers.CharField(required=False, max_length=64)
+    agent = serializers.SlugField(required=False, max_length=64)
     thread = serializers.UUIDField(required=False)

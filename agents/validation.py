@@ -46,6 +46,9 @@ def agent_config_errors(agent) -> dict[str, str]:
         errors["api_key_env"] = "The name of an environment variable, e.g. OPENAI_API_KEY."
     if agent.base_url and urlsplit(agent.base_url).scheme not in ("http", "https"):
         errors["base_url"] = "An http:// or https:// URL."
+    if _contains_nul(agent.extra_params) or _contains_nul(agent.allowed_overrides):
+        # PostgreSQL cannot store NUL in text or JSON.
+        errors.setdefault("extra_params", "Text may not contain NUL (\\u0000) characters.")
     if agent.provider == "echo" and isinstance(agent.extra_params, dict):
         problem = _echo_params_problem(agent.extra_params)
         if problem:
@@ -55,6 +58,16 @@ def agent_config_errors(agent) -> dict[str, str]:
 
         errors.update(get_provider(agent.provider).config_problems(agent))
     return errors
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 def _is_number(value: Any) -> bool:
@@ -99,6 +112,8 @@ def thread_config_errors(agent, overrides: Any) -> dict[str, str]:
             errors[key] = "true or false."
         elif key in ("model", "system_prompt") and not isinstance(value, str):
             errors[key] = "A string."
+        elif _contains_nul(value):
+            errors[key] = "Text may not contain NUL (\\u0000) characters."
     return errors
 
 

@@ -9,6 +9,7 @@ answer. docs/api.md describes the endpoints for client authors.
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -16,6 +17,7 @@ from rest_framework.authentication import SessionAuthentication, TokenAuthentica
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -40,6 +42,7 @@ from chat.serializers import (
     MessageSerializer,
     RunCreateSerializer,
     ThreadCreateSerializer,
+    ThreadFilterSerializer,
     ThreadSerializer,
     ThreadUpdateSerializer,
     TokenRequestSerializer,
@@ -73,6 +76,11 @@ class ListPagination(LimitOffsetPagination):
 
     default_limit = 50
     max_limit = 200
+    # Beyond any real list; keeps absurd offsets from overflowing the SQL.
+    max_offset = 1_000_000_000
+
+    def get_offset(self, request) -> int:
+        return min(super().get_offset(request), self.max_offset)
 
 
 class ApiViewMixin:
@@ -116,6 +124,19 @@ class MessageCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request):
+        # The cursor's position is compared with created_at; anything that is
+        # not a timestamp was not made by us.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                valid = parse_datetime(cursor.position) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
+
 
 THREAD_AGENT_FILTER = OpenApiParameter(
     "agent", OpenApiTypes.STR, description="Only threads with this agent (its name)."
@@ -156,10 +177,10 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         summary="Threads the caller owns, is a member of, or (staff) all threads",
     )
     def list(self, request):
+        filters = validated(ThreadFilterSerializer, request.query_params)
         threads = self.get_queryset()
-        agent = request.query_params.get("agent")
-        if agent:
-            threads = threads.filter(agent__name=agent)
+        if filters.get("agent"):
+            threads = threads.filter(agent__name=filters["agent"])
         page = self.paginate_queryset(threads)
         roles = thread_roles(threads=page, user=request.user)
         return self.get_paginated_response(
@@ -288,7 +309,8 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(
         detail=True,
         methods=["delete"],
-        url_path=r"members/(?P<username>[^/]+)",
+        # Django's username characters; anything else is no member (JSON 404).
+        url_path=r"members/(?P<username>[\w.@+-]+)",
         url_name="member-detail",
     )
     def member_remove(self, request, pk=None, username=None):

@@ -104,6 +104,12 @@ class ThreadCreateSerializer(serializers.Serializer):
     )
 
 
+class ThreadFilterSerializer(serializers.Serializer):
+    """Query parameters of the thread list."""
+
+    agent = serializers.SlugField(max_length=64, required=False)
+
+
 class ThreadUpdateSerializer(serializers.Serializer):
     """PATCH body: `title` needs the owner (or staff), `config` a writer."""
 

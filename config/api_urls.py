@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from agents.api import AgentConfigViewSet, RunViewSet, StreamListView
+from chat import sse
 from chat.api import ThreadViewSet, TokenRevokeView, TokenView
 from chat.api_errors import api_not_found
 
@@ -22,10 +23,10 @@ urlpatterns = [
         "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"
     ),
     # --- Server-Sent Events (chat/sse.py, built by the lead) -------------------
-    # path("runs/<uuid:run_id>/stream/", sse.run_stream, name="api-run-stream"),
-    # path("threads/<uuid:thread_id>/stream/", sse.thread_stream, name="api-thread-stream"),
+    path("runs/<str:run_id>/stream/", sse.run_stream, name="api-run-stream"),
+    path("threads/<uuid:thread_id>/stream/", sse.thread_stream, name="api-thread-stream"),
     # ---------------------------------------------------------------------------
     *router.urls,
     # Keep last: any other /api/ path is a JSON 404, never Django's HTML page.
-    re_path(r"^.*$", api_not_found),
+    re_path(r"^[\s\S]*$", api_not_found),  # [\s\S]: newlines too
 ]

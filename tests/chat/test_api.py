@@ -633,3 +633,34 @@ def test_the_api_speaks_only_json(users):
     assert_error(response, 406, "not_acceptable")
     response = client.post("/api/threads/", {"agent": "echo"})  # multipart form
     assert_error(response, 415, "unsupported_media_type")
+
+
+def test_hostile_query_values_are_client_errors(users, thread):
+    """Values PostgreSQL would choke on (NUL, absurd offsets, forged cursors)."""
+    import base64
+
+    client = client_as(users[Role.OWNER])
+    assert_error(client.get("/api/threads/?agent=a%00b"), 400, "validation_error")
+    assert_error(client.get("/api/runs/?agent=a%00b"), 400, "validation_error")
+    assert client.get("/api/threads/?offset=99999999999999999999999").status_code == 200
+    forged = base64.b64encode(b"p=not-a-time").decode()
+    assert_error(client.get(f"/api/threads/{thread.id}/messages/?cursor={forged}"), 404)
+    assert_error(client.delete(f"/api/threads/{thread.id}/members/a%00b/"), 404)
+
+
+def test_nul_characters_in_config_are_refused(users, thread):
+    response = client_as(users[Role.OWNER]).patch(
+        f"/api/threads/{thread.id}/", {"config": {"model": "a\u0000b"}}, format="json"
+    )
+    assert_error(response, 400, "invalid_config")
+    response = client_as(users[Role.STAFF]).post(
+        "/api/agents/",
+        {"name": "x", "provider": "echo", "extra_params": {"k": "a\u0000b"}},
+        format="json",
+    )
+    assert "extra_params" in assert_error(response, 400, "validation_error")["details"]
+
+
+def test_paths_with_control_characters_are_json_404s(users):
+    response = client_as(users[Role.OWNER]).delete("/api/threads/a%0Ab/")
+    assert_error(response, 404, "not_found")
