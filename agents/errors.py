@@ -14,6 +14,7 @@ class AgentErrorCode(str, Enum):
     PROVIDER_CONNECTION_LOST = "provider_connection_lost"
     PROVIDER_TIMEOUT = "provider_timeout"
     PROVIDER_ERROR = "provider_error"
+    REPLY_TOO_LONG = "reply_too_long"
     WORKER_LOST = "worker_lost"
     WORKER_SHUTDOWN = "worker_shutdown"
     RUN_NOT_FOUND = "run_not_found"

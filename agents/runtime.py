@@ -322,9 +322,17 @@ class WorkerRuntime:
                     f"No API key: set the environment variable {agent.api_key_env} "
                     "for the worker.",
                 )
+            room = settings.PARLEY_MAX_REPLY_CHARS
             async for event in provider.stream(request):
                 if isinstance(event, TextDelta):
-                    stream.add(event.text)
+                    # Frames above 1 MiB cannot be sent through daphne: bound replies.
+                    stream.add(event.text[:room])
+                    room -= len(event.text)
+                    if room < 0:
+                        raise ProviderError(
+                            AgentErrorCode.REPLY_TOO_LONG,
+                            f"The reply was cut at {settings.PARLEY_MAX_REPLY_CHARS} characters.",
+                        )
                 elif isinstance(event, StateUpdate):
                     await self._publish_state(run, event.kind, event.data, stream)
                 elif isinstance(event, Usage):

@@ -108,6 +108,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     # --- connect / disconnect ------------------------------------------------
     async def connect(self) -> None:
         self.thread_id = None
+        self.closed = False
         self.subscribed = False
         self.last_sent_event_id = 0
         self.syncing = False
@@ -178,6 +179,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         return value if value >= 0 else None
 
     async def disconnect(self, code) -> None:
+        self.closed = True
         if self.resync_task is not None:
             self.resync_task.cancel()
         if self.subscribed:
@@ -242,6 +244,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the log is unreachable (Redis restarting)
+                if self.closed:
+                    return
                 self.syncing = True
                 logger.info("resync of thread %s waits: %s", self.thread_id, error)
                 await asyncio.sleep(delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
@@ -46,20 +47,29 @@ def message_content(message: Message) -> dict:
     }
 
 
-def message_history(*, thread: Thread, limit: int = SNAPSHOT_MESSAGES) -> list[Message]:
+def message_history(
+    *, thread: Thread, limit: int = SNAPSHOT_MESSAGES, max_chars: int | None = None
+) -> list[Message]:
+    """The latest messages, oldest first, at most `limit` and about `max_chars`."""
     recent = (
         Message.objects.filter(thread=thread)
         .select_related("author", "agent", "run")
         .order_by("-created_at")[:limit]
     )
-    return list(reversed(recent))
+    kept, total = [], 0
+    for message in recent:
+        total += len(message.text)
+        if max_chars is not None and kept and total > max_chars:
+            break
+        kept.append(message)
+    return list(reversed(kept))
 
 
 def thread_snapshot(*, thread: Thread, log_state: ThreadLogState) -> dict:
     """History plus runs in flight with their text so far, consistent with
     `log_state` (read before this, so events after it may already show here;
     clients ignore what they already have, see docs/protocol.md)."""
-    messages = message_history(thread=thread)
+    messages = message_history(thread=thread, max_chars=settings.PARLEY_SNAPSHOT_MAX_CHARS)
     finished_runs = {str(m.run_id) for m in messages if m.role == "assistant" and m.run_id}
     runs = []
     for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).order_by(

@@ -146,7 +146,9 @@ def message_post(*, thread: Thread, user, text: str, request_id: str | None = No
         )
     _check_message_rate(user)
     with transaction.atomic():
-        thread = Thread.objects.select_for_update().select_related("agent").get(pk=thread.pk)
+        thread = (
+            Thread.objects.select_for_update(of=("self",)).select_related("agent").get(pk=thread.pk)
+        )
         agent = thread.agent
         if not agent.enabled:
             raise ServiceError(AgentErrorCode.AGENT_DISABLED, f"The agent {agent.name!r} is disabled.")

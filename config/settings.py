@@ -118,7 +118,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    # One test database per test run, so that runs side by side do not collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -226,6 +227,9 @@ PARLEY_SERVE_STATIC = env_bool("PARLEY_SERVE_STATIC", True)
 PARLEY_EMBEDDED_WORKER = env_bool("PARLEY_EMBEDDED_WORKER", PARLEY_EMBEDDED)
 PARLEY_MAX_FRAME_BYTES = env_int("PARLEY_MAX_FRAME_BYTES", 64 * 1024)
 PARLEY_MAX_MESSAGE_CHARS = env_int("PARLEY_MAX_MESSAGE_CHARS", 16_000)
+# daphne sends no WebSocket message above 1 MiB; replies and snapshots stay below.
+PARLEY_MAX_REPLY_CHARS = env_int("PARLEY_MAX_REPLY_CHARS", 100_000)
+PARLEY_SNAPSHOT_MAX_CHARS = env_int("PARLEY_SNAPSHOT_MAX_CHARS", 300_000)
 PARLEY_MESSAGES_PER_MINUTE = env_int("PARLEY_MESSAGES_PER_MINUTE", 30)
 PARLEY_MAX_CLIENTS_PER_THREAD = env_int("PARLEY_MAX_CLIENTS_PER_THREAD", 50)
 PARLEY_MAX_ACTIVE_RUNS_PER_USER = env_int("PARLEY_MAX_ACTIVE_RUNS_PER_USER", 5)

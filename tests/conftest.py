@@ -17,7 +17,11 @@ PASSWORD = "correct-horse-battery"
 
 @pytest.fixture(autouse=True)
 def fresh_process_state(settings):
-    """Each test gets its own event log, runtime and cache (new event loop per test)."""
+    """Each test gets its own event log, runtime and cache (new event loop per test).
+
+    Tests talk plain HTTP to the test client, also in the production-settings pass.
+    """
+    settings.SECURE_SSL_REDIRECT = False
     from django.core.cache import cache
 
     import agents.worker

@@ -57,9 +57,8 @@ class EchoProvider(Provider):
         words = WORD.findall(prompt)
         repeat = int(params.get("repeat", 1))
         if repeat > 1 and words:
-            if not words[-1][-1:].isspace():
-                words[-1] += " "
-            words = words * repeat
+            spaced = words[:-1] + [words[-1].rstrip() + " "]
+            words = spaced * (repeat - 1) + words
         if not request.stream:
             words = ["".join(words)]
         interval = 1.0 / rate if rate > 0 else 0.0

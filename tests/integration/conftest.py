@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs DATABASE_URL (PostgreSQL) and REDIS_URL")
     if not (os.environ.get("DATABASE_URL", "").startswith("postgres") and os.environ.get("REDIS_URL")):
         for item in items:
-            if "integration" in item.keywords:
+            if item.get_closest_marker("integration"):
                 item.add_marker(skip)
 
 

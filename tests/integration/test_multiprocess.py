@@ -188,35 +188,47 @@ async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
     stack = Stack(
         tmp_path,
         PARLEY_SEND_BUFFER_LIMIT_BYTES=str(256 * 1024),
-        PARLEY_MAX_FRAME_BYTES=str(2**25),
-        PARLEY_MAX_MESSAGE_CHARS=str(2**25),
+        PARLEY_MESSAGES_PER_MINUTE="1000",
+        PARLEY_MAX_ACTIVE_RUNS_PER_USER="1000",
+        PARLEY_MAX_MESSAGE_CHARS="30000",
     ).start()
     try:
-        setup = stack.setup_thread(tokens_per_second=2000, buffer_chunks=False, extra_params={"tokens_per_second": 2000, "repeat": 15})
+        setup = stack.setup_thread(
+            buffer_chunks=False, extra_params={"tokens_per_second": 5000, "repeat": 5}
+        )
         thread, tokens = setup["thread"], setup["tokens"]
         web = stack.daphne()
         stack.worker()
-        # 6 MB in 1,500 chunks: more than the kernel's socket buffers hold.
-        message = " ".join(f"stall{i:05d}" + "x" * 4000 for i in range(100))
-        words = " ".join([message] * 15)
+        # 60 replies of 96 kB: more than the kernel's socket buffers hold.
+        message = " ".join(f"stall{i:03d}" + "x" * 1000 for i in range(19))
+        reply = " ".join([message] * 5)
         rss_before = web.rss
         async with (
-            Socket(web.ws_url(thread), tokens["owner"], max_size=2**26) as owner,
-            Socket(web.ws_url(thread), tokens["observer"], max_queue=2, max_size=2**26, receive_buffer=65536) as stalled,
+            Socket(web.ws_url(thread), tokens["owner"]) as owner,
+            Socket(web.ws_url(thread), tokens["observer"], max_queue=2, receive_buffer=65536) as stalled,
         ):
             await open_and_sync(owner)
             tracker = await open_and_sync(stalled)
             stalled.connection.transport.pause_reading()
-            await owner.send({"type": "message", "content": message})
-            fast = await owner.receive_until(complete, timeout=90)
+            for _ in range(60):
+                await owner.send({"type": "message", "content": message})
+            finals = []
+            while len(finals) < 60:
+                frame = await owner.receive(timeout=60)
+                if complete(frame):
+                    finals.append(frame["content"]["text"])
             rss_peak = web.rss
             stalled.connection.transport.resume_reading()
-            for frame in await stalled.receive_until(complete, timeout=60):
+            while True:
+                frame = await stalled.receive(timeout=60)
                 tracker.apply(frame)
-        assert fast[-1]["content"]["text"] == words
+                if frame["type"] == "status" and frame["content"]["state"] == "resynced":
+                    break
+            # The resync carries every reply, none cut short or doubled.
+            finished = [r["final"] for r in tracker.runs.values() if r["final"] is not None]
+        assert finals == [reply] * 60
         assert tracker.resynced >= 1
-        run = next(iter(tracker.runs.values()))
-        assert run["final"] == words
+        assert len(finished) >= 1 and set(finished) == {reply}
         assert rss_peak - rss_before < 64 * 2**20
     finally:
         stack.stop()
