@@ -137,6 +137,8 @@ def message_post(*, thread: Thread, user, text: str, request_id: str | None = No
     """
     if not text.strip():
         raise ServiceError(ErrorCode.VALIDATION_ERROR, "The message is empty.")
+    if "\x00" in text:
+        raise ServiceError(ErrorCode.VALIDATION_ERROR, "The message contains a NUL character.")
     if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
         raise ServiceError(
             ErrorCode.MESSAGE_TOO_LONG,

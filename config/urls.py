@@ -16,3 +16,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("", include("chat.web_urls")),
 ]
+
+# JSON errors under /api/, HTML pages elsewhere (chat/api_errors.py).
+handler404 = "chat.api_errors.handler404"
+handler500 = "chat.api_errors.handler500"

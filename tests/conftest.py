@@ -22,6 +22,7 @@ def fresh_process_state(settings):
     Tests talk plain HTTP to the test client, also in the production-settings pass.
     """
     settings.SECURE_SSL_REDIRECT = False
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast
     from django.core.cache import cache
 
     import agents.worker
