@@ -1,0 +1,185 @@
+"""The event log: ids, replay window, run text so far, and (hypothesis) that a client
+following docs/protocol.md never loses or doubles a chunk, however its
+disconnects and reconnects interleave with the stream. Runs on the in-process
+log always and on Redis when REDIS_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chat.eventlog import Chunk, MemoryEventLog, RedisEventLog
+
+
+def make_logs():
+    logs = [("memory", lambda: MemoryEventLog(max_events=50, ttl_seconds=60, max_replay=40))]
+    if os.environ.get("REDIS_URL"):
+        logs.append(
+            (
+                "redis",
+                lambda: RedisEventLog(
+                    url=os.environ["REDIS_URL"], max_events=50, ttl_seconds=60, max_replay=40
+                ),
+            )
+        )
+    return logs
+
+
+LOGS = make_logs()
+
+
+def chunk_frame(run_id: str, index: int, text: str) -> str:
+    return json.dumps(
+        {"type": "response", "content": text, "run_id": run_id, "stream_index": index},
+        separators=(",", ":"),
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str]] = []
+
+    async def deliver(self, event_id: int, payload: str) -> None:
+        self.events.append((event_id, payload))
+
+    def lost_continuity(self) -> None:
+        self.events.append((-1, ""))
+
+
+@pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
+async def test_ids_replay_and_run_text(name, make_log):
+    log = make_log()
+    thread = str(uuid.uuid4())
+    run = str(uuid.uuid4())
+    recorder = Recorder()
+    await log.subscribe(thread, recorder)
+    text = ""
+    for index, word in enumerate(["alpha ", "beta ", "gamma"]):
+        await log.publish(thread, chunk_frame(run, index, word), chunk=Chunk(run, index, word, text))
+        text += word
+    await asyncio.sleep(0.2)  # pub/sub delivery
+    assert [event_id for event_id, _ in recorder.events] == [1, 2, 3]
+    assert json.loads(recorder.events[0][1])["event_id"] == 1
+    assert [json.loads(p)["content"] for _, p in await log.read_after(thread, 1)] == ["beta ", "gamma"]
+    assert await log.read_after(thread, 3) == []
+    assert await log.read_after(thread, 99) is None  # from the future: the log was lost
+    state = await log.thread_state(thread)
+    assert state.last_event_id == 3
+    assert state.runs[run].text == "alpha beta gamma" and state.runs[run].next_stream_index == 3
+    # A retried publish of a chunk already in the log is not applied twice.
+    assert await log.publish(thread, chunk_frame(run, 1, "beta "), chunk=Chunk(run, 1, "beta ")) == 0
+    await log.publish(thread, '{"type":"state_complete"}', run_ended=run)
+    assert run not in (await log.thread_state(thread)).runs
+    await log.unsubscribe(thread, recorder)
+    await log.close()
+
+
+@pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
+async def test_events_older_than_the_window_are_not_replayed(name, make_log):
+    log = make_log()
+    thread = str(uuid.uuid4())
+    for _ in range(120):
+        await log.publish(thread, '{"type":"status","content":{}}')
+    assert await log.read_after(thread, 1) is None  # beyond max_replay / max_events
+    assert len(await log.read_after(thread, 100)) == 20
+    await log.close()
+
+
+class ProtocolClient:
+    """A client that follows docs/protocol.md's rules and may drop its connection."""
+
+    def __init__(self, log, thread: str) -> None:
+        self.log = log
+        self.thread = thread
+        self.connected = False
+        self.last_event_id: int | None = None
+        self.text = ""
+        self.next_index = 0
+        self.applied_indices: list[int] = []
+
+    async def deliver(self, event_id: int, payload: str) -> None:
+        if self.connected:
+            self.apply(event_id, payload)
+
+    def lost_continuity(self) -> None:
+        self.connected = False
+
+    def apply(self, event_id: int, payload: str) -> None:
+        if self.last_event_id is not None and event_id <= self.last_event_id:
+            return
+        frame = json.loads(payload)
+        assert self.last_event_id is None or event_id == self.last_event_id + 1
+        self.last_event_id = event_id
+        if frame["stream_index"] == self.next_index:
+            self.text += frame["content"]
+            self.applied_indices.append(frame["stream_index"])
+            self.next_index += 1
+        else:
+            assert frame["stream_index"] < self.next_index
+
+    async def connect(self, run_id: str) -> None:
+        # Join the live stream first, then read the log, as the consumer does.
+        await self.log.subscribe(self.thread, self)
+        events = None
+        if self.last_event_id is not None:
+            events = await self.log.read_after(self.thread, self.last_event_id)
+        if events is None:
+            state = await self.log.thread_state(self.thread)
+            progress = state.runs.get(run_id)
+            self.text = progress.text if progress else ""
+            self.next_index = progress.next_stream_index if progress else 0
+            self.applied_indices = list(range(self.next_index))
+            self.last_event_id = state.last_event_id
+        else:
+            for event_id, payload in events:
+                self.apply(event_id, payload)
+        self.connected = True
+
+    async def disconnect(self) -> None:
+        self.connected = False
+        await self.log.unsubscribe(self.thread, self)
+
+
+@pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    words=st.lists(st.text(alphabet="abcxyz ", min_size=1, max_size=6), min_size=1, max_size=60),
+    drops=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 70)), max_size=6),
+)
+def test_random_disconnects_never_lose_or_double_a_chunk(name, make_log, words, drops):
+    async def scenario():
+        log = make_log()
+        thread, run = str(uuid.uuid4()), str(uuid.uuid4())
+        client = ProtocolClient(log, thread)
+        await client.connect(run)
+        # (drop before chunk i, come back before chunk j): windows may overlap.
+        leave_at = {i for i, _ in drops}
+        back_at = {max(i, j) for i, j in drops}
+        text = ""
+        for index, word in enumerate(words):
+            if index in leave_at and client.connected:
+                await client.disconnect()
+            if index in back_at and not client.connected:
+                await client.connect(run)
+            await log.publish(thread, chunk_frame(run, index, word), chunk=Chunk(run, index, word, text))
+            text += word
+            if name == "redis":
+                await asyncio.sleep(0)
+        if not client.connected:
+            await client.connect(run)
+        deadline = asyncio.get_running_loop().time() + 5
+        while client.next_index < len(words) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        await client.disconnect()
+        await log.close()
+        return client, text
+
+    client, text = asyncio.run(scenario())
+    assert client.text == text
+    assert client.applied_indices == list(range(len(words)))
