@@ -52,7 +52,8 @@ PUBLISH_RETRY_SECONDS = 60.0
 
 class ChunkStream:
     """Coalesces tokens into chunks: flush at `chunk_size` characters or when the
-    oldest waiting token is `window` seconds old, whichever comes first. Chunks
+    oldest waiting token is `window` seconds old, whichever comes first (the
+    first token of a reply goes out at once: time to first token matters). Chunks
     are published in order by one task, numbered 0, 1, 2 ... without gaps."""
 
     def __init__(
@@ -84,7 +85,8 @@ class ChunkStream:
         if not text:
             return
         self._raise_if_broken()
-        if not self._buffered:
+        if not self._buffered or not self._parts:
+            # Unbuffered, or the reply's first token: nobody should wait for it.
             self._emit(text)
             return
         self._waiting.append(text)

@@ -30,6 +30,7 @@ from chat import services
 from chat.auth import SUBPROTOCOL, origin_allowed
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
+from chat.events import presence_frame, presence_users
 from chat.permissions import can_write
 from chat.protocol import (
     OBSERVER_FRAME_TYPES,
@@ -138,7 +139,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.thread_id = str(self.thread.id)
         self.user = user
         log = get_event_log()
-        if log.subscriber_count(self.thread_id) >= settings.PARLEY_MAX_CLIENTS_PER_THREAD:
+        self.presence_member = f"{self.channel_name}|{user.username}|{self.role.value}"
+        present = await log.presence_set(self.thread_id, self.presence_member, True)
+        if len(present) > settings.PARLEY_MAX_CLIENTS_PER_THREAD:
+            await log.presence_set(self.thread_id, self.presence_member, False)
             await self.accept(self.subprotocol)
             await self.send_frame(
                 error_frame(
@@ -165,6 +169,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await log.subscribe(self.thread_id, self)
         self.subscribed = True
         await self.sync(self._query_last_event_id())
+        await log.announce(self.thread_id, frame_json(presence_frame(self.thread_id, present)))
 
     async def _refuse(self, code: int) -> None:
         await self.accept(self.subprotocol)
@@ -184,7 +189,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.resync_task.cancel()
         if self.subscribed:
             self.subscribed = False
-            await get_event_log().unsubscribe(self.thread_id, self)
+            log = get_event_log()
+            await log.unsubscribe(self.thread_id, self)
+            try:
+                present = await log.presence_set(self.thread_id, self.presence_member, False)
+                await log.announce(self.thread_id, frame_json(presence_frame(self.thread_id, present)))
+            except Exception as error:  # Redis away: the entry expires by itself
+                logger.info("presence of a closed socket not updated: %s", error)
         group = self.scope.get("credential_group")
         if group and self.thread_id:
             try:
@@ -207,6 +218,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self, event_id: int, payload: str) -> None:
         """A live thread event (called by the event log, in event_id order)."""
+        if event_id == 0:  # an announcement: current news, the snapshot has it too
+            if not (self.syncing or self.stalled):
+                await self._raw_send({"type": "websocket.send", "text": payload})
+            return
         if self.syncing:
             self.pending.append((event_id, payload))
             if len(self.pending) > MAX_PENDING_EVENTS:
@@ -271,6 +286,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 snapshot = await database_sync_to_async(thread_snapshot)(
                     thread=self.thread, log_state=log_state
                 )
+                present = await log.presence_set(self.thread_id, self.presence_member, True)
+                snapshot["presence"] = presence_users(present)
                 await self.send_frame(
                     StatusFrame(content={"state": state, **snapshot}, thread_id=self.thread_id)
                 )

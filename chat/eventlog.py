@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 class Subscriber(Protocol):
     async def deliver(self, event_id: int, payload: str) -> None:
-        """Forward one event; must not block for long (sockets apply back-pressure)."""
+        """Forward one event; must not block for long (sockets apply back-pressure).
+        event_id 0: an announcement, outside the log (see `announce`)."""
 
     def lost_continuity(self) -> None:
         """Events may have been lost (log gone, subscription dropped): resync."""
@@ -107,6 +108,16 @@ class EventLog(abc.ABC):
     def subscriber_count(self, thread_id: str) -> int:
         return 0
 
+    @abc.abstractmethod
+    async def announce(self, thread_id: str, payload: str) -> None:
+        """Send a frame (with `event_id` null) to the thread's live sockets, all
+        processes, without logging it: ephemeral news such as presence."""
+
+    @abc.abstractmethod
+    async def presence_set(self, thread_id: str, member: str, present: bool) -> list[str]:
+        """Add or remove one connection (`member`: "<connection>|<username>|<role>")
+        from the thread's presence; return every connection present, all processes."""
+
     async def close(self) -> None:
         return None
 
@@ -130,6 +141,7 @@ class MemoryEventLog(EventLog):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._threads: dict[str, _MemoryThread] = {}
+        self._presence: dict[str, set[str]] = {}
 
     def _thread(self, thread_id: str) -> _MemoryThread:
         thread = self._threads.get(thread_id)
@@ -207,6 +219,16 @@ class MemoryEventLog(EventLog):
         thread = self._threads.get(thread_id)
         return len(thread.subscribers) if thread else 0
 
+    async def announce(self, thread_id, payload):
+        thread = self._threads.get(thread_id)
+        for subscriber in list(thread.subscribers if thread else ()):
+            await subscriber.deliver(0, payload)
+
+    async def presence_set(self, thread_id, member, present):
+        members = self._presence.setdefault(thread_id, set())
+        (members.add if present else members.discard)(member)
+        return sorted(members)
+
 
 # --- Redis ------------------------------------------------------------------
 
@@ -277,6 +299,24 @@ return out
 """
 
 
+# KEYS: 1 presence zset. ARGV: 1 now, 2 ttl, 3 member, 4 "1" add / "0" remove.
+PRESENCE_SCRIPT = """
+local now = tonumber(ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+else
+  redis.call('ZREM', KEYS[1], ARGV[3])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+# A process re-announces its connections this often; a dead process's vanish
+# PRESENCE_TTL_SECONDS after its last announcement.
+PRESENCE_REFRESH_SECONDS = 20
+PRESENCE_TTL_SECONDS = 60
+
+
 def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
     base = f"parley:{{{thread_id}}}"
     return f"{base}:seq", f"{base}:log", f"{base}:runs", f"{base}:text:", f"{base}:events"
@@ -298,6 +338,9 @@ class RedisEventLog(EventLog):
         self._publish_sha: str | None = None
         self._read_script = self._redis.register_script(READ_AFTER_SCRIPT)
         self._state_script = self._redis.register_script(STATE_SCRIPT)
+        self._presence_script = self._redis.register_script(PRESENCE_SCRIPT)
+        self._local_presence: dict[str, set[str]] = {}
+        self._presence_task: asyncio.Task | None = None
         self._pending: list[tuple[tuple, list, asyncio.Future]] = []
         self._flushing = False
         self._listener = _RedisFanOut(self, url)
@@ -392,7 +435,37 @@ class RedisEventLog(EventLog):
     def subscriber_count(self, thread_id):
         return len(self._listener.subscribers.get(thread_id, ()))
 
+    async def announce(self, thread_id, payload):
+        await self._redis.publish(_keys(thread_id)[4], payload)
+
+    async def presence_set(self, thread_id, member, present):
+        local = self._local_presence.setdefault(thread_id, set())
+        (local.add if present else local.discard)(member)
+        if not local:
+            del self._local_presence[thread_id]
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.get_running_loop().create_task(self._refresh_presence())
+        key = f"parley:{{{thread_id}}}:presence"
+        return await self._presence_script(
+            keys=[key], args=[time.time(), PRESENCE_TTL_SECONDS, member, "1" if present else "0"]
+        )
+
+    async def _refresh_presence(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_REFRESH_SECONDS)
+            try:
+                expires = time.time() + PRESENCE_TTL_SECONDS
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for thread_id, members in list(self._local_presence.items()):
+                        if members:
+                            pipe.zadd(f"parley:{{{thread_id}}}:presence", dict.fromkeys(members, expires))
+                    await pipe.execute()
+            except Exception as error:
+                logger.info("refreshing presence failed: %s", error)
+
     async def close(self) -> None:
+        if self._presence_task is not None:
+            self._presence_task.cancel()
         await self._listener.close()
         await self._redis.aclose()
 
@@ -553,7 +626,12 @@ class _RedisFanOut:
         subscribers = self.subscribers.get(thread_id)
         if not subscribers:
             return
-        event_id = event_id_of(payload)
+        try:
+            event_id = event_id_of(payload)
+        except ValueError:  # an announcement (event_id null): not part of the log
+            for subscriber in list(subscribers):
+                await subscriber.deliver(0, payload)
+            return
         last = self.last_seen.get(thread_id)
         events = [(event_id, payload)]
         if last is not None:

@@ -38,3 +38,19 @@ def run_status_frame(run, *, state: str, **extra) -> StatusFrame:
         thread_id=run.thread_id,
         run_id=run.id,
     )
+
+
+def presence_users(members: list[str]) -> list[dict]:
+    """Who is connected: one entry per user, from "<connection>|<username>|<role>"."""
+    users: dict[str, dict] = {}
+    for member in members:
+        _, username, role = member.rsplit("|", 2)
+        entry = users.setdefault(username, {"username": username, "role": role, "connections": 0})
+        entry["connections"] += 1
+    return sorted(users.values(), key=lambda user: user["username"])
+
+
+def presence_frame(thread_id, members: list[str]) -> StatusFrame:
+    return StatusFrame(
+        content={"state": "presence", "users": presence_users(members)}, thread_id=thread_id
+    )

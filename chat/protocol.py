@@ -159,6 +159,12 @@ class Author(BaseModel):
     username: str
 
 
+class ErrorContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    message: str
+
+
 class MessageContent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: UUID
@@ -168,6 +174,7 @@ class MessageContent(BaseModel):
     agent: str | None = None
     run_id: UUID | None = None
     status: str | None = None  # for assistant messages: the run's final status
+    error: ErrorContent | None = None  # for failed replies: why
     created_at: str
 
 
@@ -193,12 +200,6 @@ class StateFrame(ServerFrame):
     type: Literal["state"] = "state"
     content: StateContent
     run_id: UUID
-
-
-class ErrorContent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str
-    message: str
 
 
 class RunCompleteContent(BaseModel):

@@ -43,6 +43,11 @@ def message_content(message: Message) -> dict:
         "agent": message.agent.name if message.agent_id else None,
         "run_id": str(message.run_id) if message.run_id else None,
         "status": message.run.status if message.run_id and message.role == "assistant" else None,
+        "error": (
+            {"code": message.run.error_code, "message": message.run.error}
+            if message.run_id and message.role == "assistant" and message.run.error_code
+            else None
+        ),
         "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
     }
 

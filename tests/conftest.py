@@ -100,7 +100,16 @@ async def worker():
 class Client:
     """A WebsocketCommunicator that speaks the protocol (JSON frames)."""
 
-    def __init__(self, thread_id, user=None, *, query: str = "", headers=None, subprotocols=None):
+    def __init__(
+        self,
+        thread_id,
+        user=None,
+        *,
+        query: str = "",
+        headers=None,
+        subprotocols=None,
+        presence: bool = False,
+    ):
         from config.asgi import application
 
         path = f"/ws/threads/{thread_id}/" + (f"?{query}" if query else "")
@@ -110,6 +119,9 @@ class Client:
         if user is not None:
             self.communicator.scope["user"] = user
         self.frames: list[dict] = []
+        # Presence announcements come whenever anyone joins or leaves; tests that
+        # are not about presence do not see them.
+        self.presence = presence
 
     async def connect(self):
         return await self.communicator.connect(timeout=5)
@@ -118,9 +130,11 @@ class Client:
         await self.communicator.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
 
     async def receive(self, timeout: float = 5.0) -> dict:
-        frame = json.loads(await self.communicator.receive_from(timeout=timeout))
-        self.frames.append(frame)
-        return frame
+        while True:
+            frame = json.loads(await self.communicator.receive_from(timeout=timeout))
+            if self.presence or not _is_presence(frame):
+                self.frames.append(frame)
+                return frame
 
     async def receive_until(self, predicate, timeout: float = 10.0) -> list[dict]:
         seen = []
@@ -137,6 +151,11 @@ class Client:
 
     async def close(self):
         await self.communicator.disconnect()
+
+
+def _is_presence(frame: dict) -> bool:
+    content = frame.get("content")
+    return frame["type"] == "status" and isinstance(content, dict) and content.get("state") == "presence"
 
 
 @pytest.fixture

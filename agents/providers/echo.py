@@ -64,7 +64,7 @@ class EchoProvider(Provider):
         interval = 1.0 / rate if rate > 0 else 0.0
         next_at = time.monotonic()
         for count, word in enumerate(words, start=1):
-            if interval:
+            if interval and count > 1:  # the first word comes at once, then the pace
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:

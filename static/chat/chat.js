@@ -491,6 +491,7 @@
   }
 
   function applySnapshot(content) {
+    if (content.presence) showPresence(content.presence);
     // Keep the HTML already rendered for complete replies, keyed by message id.
     el.list.querySelectorAll("li.msg-agent[data-message-id]").forEach(function (item) {
       var body = item.querySelector(".msg-body.markdown");
@@ -500,7 +501,7 @@
     (content.messages || []).forEach(function (message) {
       if (message.role === "assistant") {
         var run = ensureRun(message.run_id || "message:" + message.id);
-        finishRun(run, { text: message.text, status: message.status || "completed", messageId: message.id, quiet: true });
+        finishRun(run, { text: message.text, status: message.status || "completed", error: message.error, messageId: message.id, quiet: true });
       } else {
         appendUserMessage(message);
       }

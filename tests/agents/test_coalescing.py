@@ -59,24 +59,39 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def test_the_first_token_goes_out_at_once():
+    published = Published()
+    stream = stream_for(published, chunk_size=1000)
+    stream.add("First")
+    await published.wait_for(1)
+    assert published.chunks == [(0, "First", "")]
+    stream.add(" then")
+    await settle()
+    assert len(published.chunks) == 1  # later tokens are coalesced
+    await stream.close()
+    assert published.texts == ["First", " then"]
+
+
 async def test_tokens_are_held_until_chunk_size_characters_wait():
     published = Published()
     stream = stream_for(published, chunk_size=10)
+    stream.add(">")
+    await published.wait_for(1)
 
     stream.add("Hello")
     stream.add(", ")
     await settle()
-    assert published.chunks == []
+    assert len(published.chunks) == 1
 
     stream.add("world")  # 12 characters wait now: one chunk, tokens never split
-    await published.wait_for(1)
-    assert published.chunks == [(0, "Hello, world", "")]
+    await published.wait_for(2)
+    assert published.chunks[1] == (1, "Hello, world", ">")
 
     stream.add("!")
     await settle()
-    assert len(published.chunks) == 1
+    assert len(published.chunks) == 2
     await stream.close()
-    assert published.texts == ["Hello, world", "!"]
+    assert published.texts == [">", "Hello, world", "!"]
 
 
 async def test_trickling_tokens_are_flushed_once_the_oldest_is_a_window_old():
@@ -85,23 +100,25 @@ async def test_trickling_tokens_are_flushed_once_the_oldest_is_a_window_old():
     stream = stream_for(published, window=window)
     loop = asyncio.get_running_loop()
 
+    stream.add("Some ")  # the first token goes out at once
+    await published.wait_for(1)
     first_added = loop.time()
     stream.add("slow ")
     await asyncio.sleep(window / 3)
     stream.add("tokens ")
     await settle()
-    assert published.chunks == []  # younger than the window: still waiting
+    assert len(published.chunks) == 1  # younger than the window: still waiting
 
-    await published.wait_for(1)
+    await published.wait_for(2)
     # The window runs from the oldest waiting token, not the newest.
     assert loop.time() - first_added < window * 3
     assert loop.time() - first_added >= window * 0.9
-    assert published.chunks == [(0, "slow tokens ", "")]
+    assert published.chunks[1] == (1, "slow tokens ", "Some ")
 
     stream.add("more")
-    await published.wait_for(2)
+    await published.wait_for(3)
     await stream.close()
-    assert published.texts == ["slow tokens ", "more"]
+    assert published.texts == ["Some ", "slow tokens ", "more"]
 
 
 async def test_unbuffered_stream_sends_every_token_as_its_own_chunk():
@@ -151,22 +168,24 @@ async def test_drain_is_an_ordering_barrier_for_events_published_outside_the_str
     published = Published(delay=0.01)
     stream = stream_for(published, chunk_size=1000)
 
+    stream.add("Just ")
     stream.add("before ")
     stream.add("the tool call ")
     await stream.drain()
     # Everything added before drain() is published by the time it returns...
-    assert "".join(published.texts) == "before the tool call "
+    assert "".join(published.texts) == "Just before the tool call "
     published.timeline.append("state:tool_call")
     stream.add("after")
     await stream.close()
 
     # ...so an event published right after it sits between the two texts.
     assert published.timeline == [
+        "chunk:Just ",
         "chunk:before the tool call ",
         "state:tool_call",
         "chunk:after",
     ]
-    assert [index for index, _text, _before in published.chunks] == [0, 1]
+    assert [index for index, _text, _before in published.chunks] == [0, 1, 2]
 
 
 async def test_drain_with_nothing_waiting_returns_at_once():

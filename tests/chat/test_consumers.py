@@ -20,6 +20,12 @@ async def joined(client, user=None):
     assert status["type"] == "status" and status["content"]["state"] == "connected"
     snapshot = await client.receive()
     assert snapshot["content"]["state"] in ("snapshot", "resynced")
+    if client.presence:  # then everyone, this socket included, hears who is here
+        username = status["content"]["user"]
+        await client.receive_until(
+            lambda f: f["content"].get("state") == "presence"
+            and username in [u["username"] for u in f["content"]["users"]]
+        )
     return status, snapshot
 
 
@@ -60,7 +66,8 @@ async def test_two_sockets_receive_identical_frames_in_identical_order(
     chunks = [f for f in owner_frames if f["type"] == "response"]
     assert [c["stream_index"] for c in chunks] == list(range(len(chunks)))
     assert "".join(c["content"] for c in chunks) == "one two three four five"
-    assert owner_frames[0]["type"] == "message" and owner_frames[0]["request_id"] == "q1"
+    assert events(owner_frames)[0]["type"] == "message"
+    assert events(owner_frames)[0]["request_id"] == "q1"
     assert owner_frames[-1]["content"]["status"] == "completed"
     assert await count(Message, thread=thread, role="assistant", text="one two three four five") == 1
 
@@ -204,7 +211,7 @@ async def test_reconnecting_with_last_event_id_resumes_exactly(thread, users, wo
     second = client_for(thread.id, users[Role.OWNER], query=f"last_event_id={last_event_id}")
     assert (await second.connect())[0]
     assert (await second.receive())["content"]["state"] == "connected"
-    rest = await second.receive_until(until_complete)
+    rest = events(await second.receive_until(until_complete))
     ids = [f["event_id"] for f in rest]
     assert ids == list(range(last_event_id + 1, last_event_id + 1 + len(ids)))
     chunks = [f for f in seen + rest if f["type"] == "response"]
@@ -379,3 +386,20 @@ async def test_snapshot_carries_history(thread, users, worker, client_for):
     texts = [(m["role"], m["text"]) for m in snapshot["content"]["messages"]]
     assert texts == [("user", "remember me"), ("assistant", "remember me")]
     assert json.dumps(snapshot)  # plain JSON
+
+
+async def test_presence_lists_who_is_connected_and_is_not_an_event(thread, users, client_for):
+    owner = client_for(thread.id, users[Role.OWNER], presence=True)
+    await joined(owner)
+    observer = client_for(thread.id, users[Role.OBSERVER], presence=True)
+    _, snapshot = await joined(observer)
+    assert [u["username"] for u in snapshot["content"]["presence"]] == ["observer", "owner"]
+    news = await owner.receive_until(lambda f: f["content"].get("state") == "presence")
+    assert news[-1]["event_id"] is None
+    assert {u["username"]: u["role"] for u in news[-1]["content"]["users"]} == {
+        "owner": "owner",
+        "observer": "observer",
+    }
+    await observer.close()
+    left = await owner.receive_until(lambda f: f["content"].get("state") == "presence")
+    assert [u["username"] for u in left[-1]["content"]["users"]] == ["owner"]

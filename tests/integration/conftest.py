@@ -264,9 +264,13 @@ class Socket:
         await self.connection.send(json.dumps(frame))
 
     async def receive(self, timeout: float = 30) -> dict:
-        frame = json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
-        self.frames.append(frame)
-        return frame
+        """The next frame, skipping presence news (who joined or left)."""
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+            content = frame["content"]
+            if not (isinstance(content, dict) and content.get("state") == "presence"):
+                self.frames.append(frame)
+                return frame
 
     async def receive_until(self, predicate, timeout: float = 30) -> list[dict]:
         loop = asyncio.get_running_loop()
