@@ -8,6 +8,7 @@ answer. docs/api.md describes the endpoints for client authors.
 
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -32,10 +33,13 @@ from agents.serializers import RunFilterSerializer, RunSerializer
 from chat import services
 from chat.api_errors import ErrorDocumentingSchema
 from chat.errors import ErrorCode, ServiceError
+from chat.eventlog import get_event_log
+from chat.events import presence_users
 from chat.models import Message, Role, Thread, ThreadMember
 from chat.permissions import can_manage, can_write, permission_error, thread_roles
 from chat.selectors import thread_get_for_user, thread_list_for_user
 from chat.serializers import (
+    ThreadDetailSerializer,
     ErrorSerializer,
     MemberCreateSerializer,
     MemberSerializer,
@@ -202,10 +206,13 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         )
         return self._render(thread, Role.OWNER, status_code=status.HTTP_201_CREATED)
 
-    @extend_schema(responses=ThreadSerializer, summary="One thread")
+    @extend_schema(responses=ThreadDetailSerializer, summary="One thread, with its presence")
     def retrieve(self, request, pk=None):
         thread, role = thread_for(request, pk)
-        return self._render(thread, role)
+        response = self._render(thread, role)
+        members = async_to_sync(get_event_log().presence_list)(str(thread.id))
+        response.data["presence"] = presence_users(members)
+        return response
 
     @extend_schema(
         request=ThreadUpdateSerializer,

@@ -114,6 +114,10 @@ class EventLog(abc.ABC):
         processes, without logging it: ephemeral news such as presence."""
 
     @abc.abstractmethod
+    async def presence_list(self, thread_id: str) -> list[str]:
+        """Every connection present in the thread, all processes."""
+
+    @abc.abstractmethod
     async def presence_set(self, thread_id: str, member: str, present: bool) -> list[str]:
         """Add or remove one connection (`member`: "<connection>|<username>|<role>")
         from the thread's presence; return every connection present, all processes."""
@@ -223,6 +227,9 @@ class MemoryEventLog(EventLog):
         thread = self._threads.get(thread_id)
         for subscriber in list(thread.subscribers if thread else ()):
             await subscriber.deliver(0, payload)
+
+    async def presence_list(self, thread_id):
+        return sorted(self._presence.get(thread_id, ()))
 
     async def presence_set(self, thread_id, member, present):
         members = self._presence.setdefault(thread_id, set())
@@ -437,6 +444,10 @@ class RedisEventLog(EventLog):
 
     async def announce(self, thread_id, payload):
         await self._redis.publish(_keys(thread_id)[4], payload)
+
+    async def presence_list(self, thread_id):
+        key = f"parley:{{{thread_id}}}:presence"
+        return await self._redis.zrangebyscore(key, time.time(), "+inf")
 
     async def presence_set(self, thread_id, member, present):
         local = self._local_presence.setdefault(thread_id, set())

@@ -92,6 +92,22 @@ class ThreadSerializer(serializers.ModelSerializer):
         return getattr(role, "value", role)
 
 
+class PresenceSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    role = serializers.CharField()
+    connections = serializers.IntegerField(help_text="Open sockets of this user.")
+
+
+class ThreadDetailSerializer(ThreadSerializer):
+    """One thread, with who is connected to it now (all web processes)."""
+
+    presence = PresenceSerializer(many=True, read_only=True)
+
+    class Meta(ThreadSerializer.Meta):
+        fields = [*ThreadSerializer.Meta.fields, "presence"]
+        read_only_fields = fields
+
+
 class ThreadCreateSerializer(serializers.Serializer):
     agent = serializers.CharField(max_length=64, help_text="The agent's name.")
     title = serializers.CharField(

@@ -403,3 +403,19 @@ async def test_presence_lists_who_is_connected_and_is_not_an_event(thread, users
     await observer.close()
     left = await owner.receive_until(lambda f: f["content"].get("state") == "presence")
     assert [u["username"] for u in left[-1]["content"]["users"]] == ["owner"]
+
+
+async def test_thread_detail_in_the_api_shows_who_is_connected(thread, users, client_for):
+    from asgiref.sync import sync_to_async
+    from rest_framework.test import APIClient
+
+    owner = client_for(thread.id, users[Role.OWNER])
+    await joined(owner)
+
+    def detail():
+        api = APIClient()
+        api.force_authenticate(users[Role.PARTICIPANT])
+        return api.get(f"/api/threads/{thread.id}/").json()
+
+    body = await sync_to_async(detail)()
+    assert body["presence"] == [{"username": "owner", "role": "owner", "connections": 1}]
