@@ -126,6 +126,16 @@ class Client:
     async def connect(self):
         return await self.communicator.connect(timeout=5)
 
+    async def join(self) -> tuple[dict, dict]:
+        """Connect and read the greeting: (`connected` status, snapshot)."""
+        connected, _ = await self.connect()
+        assert connected
+        status = await self.receive()
+        assert status["type"] == "status" and status["content"]["state"] == "connected"
+        snapshot = await self.receive()
+        assert snapshot["content"]["state"] in ("snapshot", "resynced")
+        return status, snapshot
+
     async def send(self, frame: dict | str) -> None:
         await self.communicator.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
 

@@ -12,16 +12,8 @@ from chat.models import Role, Thread
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 async def joined(client):
-    connected, _ = await client.connect()
-    assert connected
-    assert (await client.receive())["content"]["state"] == "connected"
-    assert (await client.receive())["content"]["state"] in ("snapshot", "resynced")
+    await client.join()
     return client
 
 

@@ -13,13 +13,8 @@ from chat.models import Message, Role
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def joined(client, user=None):
-    connected, _ = await client.connect()
-    assert connected
-    status = await client.receive()
-    assert status["type"] == "status" and status["content"]["state"] == "connected"
-    snapshot = await client.receive()
-    assert snapshot["content"]["state"] in ("snapshot", "resynced")
+async def joined(client):
+    status, snapshot = await client.join()
     if client.presence:  # then everyone, this socket included, hears who is here
         username = status["content"]["user"]
         await client.receive_until(
