@@ -55,10 +55,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import anthropic
 import httpx2  # the SDK's HTTP client; mid-stream it lets transport errors through
@@ -76,13 +74,20 @@ from agents.providers.base import (
     TextDelta,
     Usage,
 )
+from agents.providers.http import (
+    api_key_env_problem,
+    bad_response,
+    connection_failure,
+    error_message,
+    is_http_url,
+    resolve_api_key,
+    status_failure,
+    timeout_failure,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-DEFAULT_HOST = "api.anthropic.com"
-# The SDK refuses to start without some key; keyless local servers ignore it.
-PLACEHOLDER_KEY = "not-needed"
 
 # Parameters the provider sets itself; extra_params cannot replace them.
 FIXED_PARAMS = frozenset(
@@ -103,7 +108,6 @@ CREATE_PARAMS = (
     - {"self"}
     - FIXED_PARAMS
 )
-ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # In-stream `event: error` types, by the code they map to.
 STREAM_ERROR_CODES = {
     "overloaded_error": AgentErrorCode.PROVIDER_UNAVAILABLE,
@@ -120,7 +124,7 @@ class AnthropicProvider(Provider):
     needs_api_key = True
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        api_key = _resolve_api_key(request)
+        api_key = resolve_api_key(request, default_base_url=DEFAULT_BASE_URL)
         arguments = _create_arguments(request)
         responded = False
         try:
@@ -156,19 +160,18 @@ class AnthropicProvider(Provider):
         if not str(getattr(agent, "model", "") or "").strip():
             problems["model"] = "Set the model name, e.g. claude-sonnet-4-5."
         base_url = str(getattr(agent, "base_url", "") or "").strip()
-        if base_url and not _is_http_url(base_url):
+        if base_url and not is_http_url(base_url):
             problems["base_url"] = "Use an http:// or https:// URL."
         env_name = str(getattr(agent, "api_key_env", "") or "").strip()
-        if env_name and not ENV_VAR_NAME.match(env_name):
-            problems["api_key_env"] = (
-                "Give the name of the environment variable that holds the key "
-                "(letters, digits, underscores), never the key itself."
-            )
-        elif not env_name and _is_default_endpoint(base_url):
-            problems["api_key_env"] = (
-                "The Anthropic endpoint needs an API key: name the environment "
-                "variable that holds it, e.g. ANTHROPIC_API_KEY."
-            )
+        key_problem = api_key_env_problem(
+            env_name,
+            base_url,
+            default_base_url=DEFAULT_BASE_URL,
+            missing="The Anthropic endpoint needs an API key: name the environment "
+            "variable that holds it, e.g. ANTHROPIC_API_KEY.",
+        )
+        if key_problem:
+            problems["api_key_env"] = key_problem
         extra = getattr(agent, "extra_params", None)
         if extra is not None and not isinstance(extra, dict):
             problems["extra_params"] = "Use a JSON object."
@@ -180,29 +183,6 @@ class AnthropicProvider(Provider):
                     "fields set them."
                 )
         return problems
-
-
-def _resolve_api_key(request: ProviderRequest) -> str:
-    """The key to send: the agent's, or the placeholder for a keyless server."""
-    api_key = (request.api_key or "").strip()
-    if api_key:
-        return api_key
-    if _is_default_endpoint(request.base_url):
-        raise ProviderError(
-            AgentErrorCode.PROVIDER_KEY_MISSING,
-            "The agent has no API key: set the environment variable its "
-            "api_key_env names.",
-        )
-    return PLACEHOLDER_KEY
-
-
-def _is_default_endpoint(base_url: str | None) -> bool:
-    return not base_url or urlsplit(base_url).hostname == DEFAULT_HOST
-
-
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _create_arguments(request: ProviderRequest) -> dict[str, Any]:
@@ -243,17 +223,17 @@ async def _stream_events(events: Any) -> AsyncIterator[ProviderEvent]:
     async for event in events:
         kind = getattr(event, "type", None)
         if not isinstance(kind, str):
-            raise _bad_response("The provider sent a stream event without a type.")
+            raise bad_response("The provider sent a stream event without a type.")
         if kind == "message_start":
             if started:
-                raise _bad_response("The provider started a second message.")
+                raise bad_response("The provider started a second message.")
             started = True
             usage = getattr(getattr(event, "message", None), "usage", None)
             input_tokens = _input_tokens(usage) or input_tokens
             output_tokens = getattr(usage, "output_tokens", None)
             continue
         if not started:
-            raise _bad_response("The provider's stream did not start with a message.")
+            raise bad_response("The provider's stream did not start with a message.")
         if kind == "content_block_start":
             index = getattr(event, "index", None)
             block = getattr(event, "content_block", None)
@@ -275,7 +255,7 @@ async def _stream_events(events: Any) -> AsyncIterator[ProviderEvent]:
         elif kind == "content_block_delta":
             index = getattr(event, "index", None)
             if index not in open_blocks:
-                raise _bad_response(
+                raise bad_response(
                     "The provider sent a delta for a content block it never started."
                 )
             delta = getattr(event, "delta", None)
@@ -327,7 +307,7 @@ def _input_tokens(usage: Any) -> int | None:
 def _message_events(message: Any) -> list[ProviderEvent]:
     content = getattr(message, "content", None)
     if not isinstance(message, Message) or not isinstance(content, list):
-        raise _bad_response("The provider's reply is not a message.")
+        raise bad_response("The provider's reply is not a message.")
     events: list[ProviderEvent] = []
     text = "".join(
         block.text
@@ -358,76 +338,21 @@ def _message_events(message: Any) -> list[ProviderEvent]:
     return events
 
 
-def _bad_response(message: str) -> ProviderError:
-    return ProviderError(AgentErrorCode.PROVIDER_BAD_RESPONSE, message)
-
-
 def _failure(error: Exception, *, responded: bool, api_key: str) -> ProviderError:
     """The user-facing ProviderError for an exception from the SDK or transport."""
-    code = AgentErrorCode
     if isinstance(error, anthropic.APIStatusError):
-        return _status_failure(error, api_key=api_key)
+        if error.status_code < 400:  # an `event: error` inside a 200 stream
+            return _stream_error_failure(error, api_key=api_key)
+        return status_failure(error.status_code, error.body, api_key=api_key)
     if isinstance(error, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ProviderError(
-            code.PROVIDER_TIMEOUT,
-            "The provider did not answer in time; try again later.",
-        )
+        return timeout_failure()
     if isinstance(error, anthropic.APIConnectionError | httpx2.TransportError):
-        if responded:
-            return ProviderError(
-                code.PROVIDER_CONNECTION_LOST,
-                "The connection to the provider was lost before the reply was "
-                "complete.",
-            )
-        return ProviderError(
-            code.PROVIDER_UNAVAILABLE,
-            "Could not connect to the provider; check the agent's base URL or "
-            "try again later.",
-        )
+        return connection_failure(responded=responded)
     if isinstance(error, anthropic.APIResponseValidationError | ValueError):
-        return _bad_response("The provider sent a reply that could not be read.")
+        return bad_response("The provider sent a reply that could not be read.")
     logger.warning("Unexpected error from the Anthropic SDK", exc_info=error)
-    return ProviderError(code.PROVIDER_ERROR, "The provider call failed unexpectedly.")
-
-
-def _status_failure(error: anthropic.APIStatusError, *, api_key: str) -> ProviderError:
-    code = AgentErrorCode
-    status = error.status_code
-    if status < 400:
-        return _stream_error_failure(error, api_key=api_key)
-    if status in (401, 403):
-        if api_key == PLACEHOLDER_KEY:
-            return ProviderError(
-                code.PROVIDER_AUTH_FAILED,
-                f"The server at the agent's base URL wants an API key (HTTP "
-                f"{status}): set api_key_env to the variable that holds it.",
-            )
-        return ProviderError(
-            code.PROVIDER_AUTH_FAILED,
-            f"The provider rejected the API key (HTTP {status}); check the key in "
-            "the environment variable the agent names.",
-        )
-    if status == 429:
-        return ProviderError(
-            code.PROVIDER_RATE_LIMITED,
-            "The provider is rate limiting requests (HTTP 429); try again later.",
-        )
-    if status == 408:
-        return ProviderError(
-            code.PROVIDER_TIMEOUT, "The provider timed out (HTTP 408); try again later."
-        )
-    if status >= 500:
-        return ProviderError(
-            code.PROVIDER_UNAVAILABLE,
-            f"The provider is unavailable (HTTP {status}); try again later.",
-        )
-    detail = _error_message(error.body, api_key)
     return ProviderError(
-        code.PROVIDER_ERROR,
-        f"The provider refused the request (HTTP {status}): {detail}"
-        if detail
-        else f"The provider refused the request (HTTP {status}); check the agent's "
-        "model and base URL.",
+        AgentErrorCode.PROVIDER_ERROR, "The provider call failed unexpectedly."
     )
 
 
@@ -448,27 +373,13 @@ def _stream_error_failure(
         return ProviderError(
             code, f"The provider stopped the reply ({details['type']})."
         )
-    detail = _error_message(body, api_key)
+    detail = error_message(body, api_key)
     return ProviderError(
         code,
         f"The provider stopped the reply: {detail}"
         if detail
         else "The provider stopped the reply with an error.",
     )
-
-
-def _error_message(body: object, api_key: str) -> str:
-    """The server's own one-line explanation from an error body, or "" when there
-    is none or it quotes the key (or a recognisable part of it)."""
-    error = body.get("error", body) if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    if not isinstance(message, str):
-        return ""
-    message = " ".join(message.split())[:200]
-    secrets = [api_key] if api_key != PLACEHOLDER_KEY else []
-    if len(api_key) >= 16:
-        secrets += [api_key[:8], api_key[-8:]]
-    return "" if any(secret in message for secret in secrets) else message
 
 
 provider = AnthropicProvider()

@@ -51,10 +51,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2  # the SDK's HTTP client; it lets some transport errors through
 import openai
@@ -71,13 +69,20 @@ from agents.providers.base import (
     TextDelta,
     Usage,
 )
+from agents.providers.http import (
+    api_key_env_problem,
+    bad_response,
+    connection_failure,
+    error_message,
+    is_http_url,
+    resolve_api_key,
+    status_failure,
+    timeout_failure,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_HOST = "api.openai.com"
-# The SDK refuses to start without some key; keyless local servers ignore it.
-PLACEHOLDER_KEY = "not-needed"
 
 # Parameters the provider sets itself; extra_params cannot replace them.
 FIXED_PARAMS = frozenset(
@@ -100,7 +105,6 @@ CREATE_PARAMS = (
     - FIXED_PARAMS
     - DROPPABLE_PARAMS
 )
-ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class OpenAIProvider(Provider):
@@ -108,7 +112,7 @@ class OpenAIProvider(Provider):
     needs_api_key = True
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        api_key = _resolve_api_key(request)
+        api_key = resolve_api_key(request, default_base_url=DEFAULT_BASE_URL)
         arguments = _create_arguments(request)
         responded = False
         try:
@@ -148,21 +152,20 @@ class OpenAIProvider(Provider):
                 "Set the model name, e.g. gpt-4o-mini, or llama3.1 for Ollama."
             )
         base_url = str(getattr(agent, "base_url", "") or "").strip()
-        if base_url and not _is_http_url(base_url):
+        if base_url and not is_http_url(base_url):
             problems["base_url"] = (
                 "Use an http:// or https:// URL, e.g. http://localhost:11434/v1."
             )
         env_name = str(getattr(agent, "api_key_env", "") or "").strip()
-        if env_name and not ENV_VAR_NAME.match(env_name):
-            problems["api_key_env"] = (
-                "Give the name of the environment variable that holds the key "
-                "(letters, digits, underscores), never the key itself."
-            )
-        elif not env_name and _is_default_endpoint(base_url):
-            problems["api_key_env"] = (
-                "The OpenAI endpoint needs an API key: name the environment "
-                "variable that holds it, e.g. OPENAI_API_KEY."
-            )
+        key_problem = api_key_env_problem(
+            env_name,
+            base_url,
+            default_base_url=DEFAULT_BASE_URL,
+            missing="The OpenAI endpoint needs an API key: name the environment "
+            "variable that holds it, e.g. OPENAI_API_KEY.",
+        )
+        if key_problem:
+            problems["api_key_env"] = key_problem
         extra = getattr(agent, "extra_params", None)
         if extra is not None and not isinstance(extra, dict):
             problems["extra_params"] = "Use a JSON object."
@@ -180,29 +183,6 @@ class OpenAIProvider(Provider):
                     "them out)."
                 )
         return problems
-
-
-def _resolve_api_key(request: ProviderRequest) -> str:
-    """The key to send: the agent's, or the placeholder for a keyless server."""
-    api_key = (request.api_key or "").strip()
-    if api_key:
-        return api_key
-    if _is_default_endpoint(request.base_url):
-        raise ProviderError(
-            AgentErrorCode.PROVIDER_KEY_MISSING,
-            "The agent has no API key: set the environment variable its "
-            "api_key_env names.",
-        )
-    return PLACEHOLDER_KEY
-
-
-def _is_default_endpoint(base_url: str | None) -> bool:
-    return not base_url or urlsplit(base_url).hostname == DEFAULT_HOST
-
-
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _create_arguments(request: ProviderRequest) -> dict[str, Any]:
@@ -250,9 +230,8 @@ async def _chunk_events(
         if not isinstance(chunk, ChatCompletionChunk) or not isinstance(
             choices, list | None
         ):
-            raise ProviderError(
-                AgentErrorCode.PROVIDER_BAD_RESPONSE,
-                "The provider sent a stream event that is not a chat completion chunk.",
+            raise bad_response(
+                "The provider sent a stream event that is not a chat completion chunk."
             )
         if getattr(chunk, "usage", None) is not None:
             usage = chunk.usage
@@ -297,10 +276,7 @@ def _tool_call_update(calls: dict[int, dict[str, Any]], call: Any) -> StateUpdat
 def _completion_events(completion: Any) -> list[ProviderEvent]:
     choices = getattr(completion, "choices", None)
     if not isinstance(completion, ChatCompletion) or not isinstance(choices, list):
-        raise ProviderError(
-            AgentErrorCode.PROVIDER_BAD_RESPONSE,
-            "The provider's reply is not a chat completion.",
-        )
+        raise bad_response("The provider's reply is not a chat completion.")
     events: list[ProviderEvent] = []
     message = getattr(choices[0], "message", None) if choices else None
     text = getattr(message, "content", None) or getattr(message, "refusal", None)
@@ -331,73 +307,19 @@ def _usage(usage: Any) -> Usage:
 
 def _failure(error: Exception, *, responded: bool, api_key: str) -> ProviderError:
     """The user-facing ProviderError for an exception from the SDK or transport."""
-    code = AgentErrorCode
     if isinstance(error, openai.APIStatusError):
-        return _status_failure(error, api_key=api_key)
+        return status_failure(error.status_code, error.body, api_key=api_key)
     if isinstance(error, openai.APITimeoutError | httpx2.TimeoutException):
-        return ProviderError(
-            code.PROVIDER_TIMEOUT,
-            "The provider did not answer in time; try again later.",
-        )
+        return timeout_failure()
     if isinstance(error, openai.APIConnectionError | httpx2.TransportError):
-        if responded:
-            return ProviderError(
-                code.PROVIDER_CONNECTION_LOST,
-                "The connection to the provider was lost before the reply was "
-                "complete.",
-            )
-        return ProviderError(
-            code.PROVIDER_UNAVAILABLE,
-            "Could not connect to the provider; check the agent's base URL or "
-            "try again later.",
-        )
+        return connection_failure(responded=responded)
     if isinstance(error, openai.APIResponseValidationError | ValueError):
-        return ProviderError(
-            code.PROVIDER_BAD_RESPONSE,
-            "The provider sent a reply that could not be read.",
-        )
+        return bad_response("The provider sent a reply that could not be read.")
     if isinstance(error, openai.APIError):
         return _stream_error_failure(error, api_key=api_key)
     logger.warning("Unexpected error from the OpenAI SDK", exc_info=error)
-    return ProviderError(code.PROVIDER_ERROR, "The provider call failed unexpectedly.")
-
-
-def _status_failure(error: openai.APIStatusError, *, api_key: str) -> ProviderError:
-    code = AgentErrorCode
-    status = error.status_code
-    if status in (401, 403):
-        if api_key == PLACEHOLDER_KEY:
-            return ProviderError(
-                code.PROVIDER_AUTH_FAILED,
-                f"The server at the agent's base URL wants an API key (HTTP "
-                f"{status}): set api_key_env to the variable that holds it.",
-            )
-        return ProviderError(
-            code.PROVIDER_AUTH_FAILED,
-            f"The provider rejected the API key (HTTP {status}); check the key in "
-            "the environment variable the agent names.",
-        )
-    if status == 429:
-        return ProviderError(
-            code.PROVIDER_RATE_LIMITED,
-            "The provider is rate limiting requests (HTTP 429); try again later.",
-        )
-    if status == 408:
-        return ProviderError(
-            code.PROVIDER_TIMEOUT, "The provider timed out (HTTP 408); try again later."
-        )
-    if status >= 500:
-        return ProviderError(
-            code.PROVIDER_UNAVAILABLE,
-            f"The provider is unavailable (HTTP {status}); try again later.",
-        )
-    detail = _error_message(error.body, api_key)
     return ProviderError(
-        code.PROVIDER_ERROR,
-        f"The provider refused the request (HTTP {status}): {detail}"
-        if detail
-        else f"The provider refused the request (HTTP {status}); check the agent's "
-        "model and base URL.",
+        AgentErrorCode.PROVIDER_ERROR, "The provider call failed unexpectedly."
     )
 
 
@@ -415,27 +337,13 @@ def _stream_error_failure(error: openai.APIError, *, api_key: str) -> ProviderEr
             AgentErrorCode.PROVIDER_UNAVAILABLE,
             "The provider failed while replying; try again later.",
         )
-    detail = _error_message(body, api_key)
+    detail = error_message(body, api_key)
     return ProviderError(
         AgentErrorCode.PROVIDER_ERROR,
         f"The provider stopped the reply: {detail}"
         if detail
         else "The provider stopped the reply with an error.",
     )
-
-
-def _error_message(body: object, api_key: str) -> str:
-    """The server's own one-line explanation from an error body, or "" when there
-    is none or it quotes the key (or a recognisable part of it)."""
-    error = body.get("error", body) if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    if not isinstance(message, str):
-        return ""
-    message = " ".join(message.split())[:200]
-    secrets = [api_key] if api_key != PLACEHOLDER_KEY else []
-    if len(api_key) >= 16:
-        secrets += [api_key[:8], api_key[-8:]]
-    return "" if any(secret in message for secret in secrets) else message
 
 
 provider = OpenAIProvider()
