@@ -1,9 +1,9 @@
 """Error codes of the agents app (runs and providers), used in frames and API errors."""
 
-from enum import Enum
+from enum import StrEnum
 
 
-class AgentErrorCode(str, Enum):
+class AgentErrorCode(StrEnum):
     AGENT_NOT_FOUND = "agent_not_found"
     AGENT_DISABLED = "agent_disabled"
     PROVIDER_KEY_MISSING = "provider_key_missing"

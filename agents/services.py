@@ -19,9 +19,14 @@ from django.utils import timezone
 from agents.errors import AgentErrorCode
 from agents.models import FINAL_RUN_STATUSES, Run, RunStatus
 from chat.errors import ErrorCode, ServiceError
-from chat.events import publish_now, publish_on_commit, run_status_frame
+from chat.events import publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Thread
-from chat.protocol import ErrorContent, RunCompleteContent, StateCompleteFrame, error_frame
+from chat.protocol import (
+    ErrorContent,
+    RunCompleteContent,
+    StateCompleteFrame,
+    error_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +258,3 @@ def run_sweep(*, read_partial_text=None) -> list[Run]:
         run_dispatch_next(thread_id=thread_id)
     return failed
 
-
-def run_publish_status(run: Run, state: str, **extra) -> None:
-    publish_now(run.thread_id, run_status_frame(run, state=state, **extra))

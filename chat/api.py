@@ -39,13 +39,13 @@ from chat.models import Message, Role, Thread, ThreadMember
 from chat.permissions import can_manage, can_write, permission_error, thread_roles
 from chat.selectors import thread_get_for_user, thread_list_for_user
 from chat.serializers import (
-    ThreadDetailSerializer,
     ErrorSerializer,
     MemberCreateSerializer,
     MemberSerializer,
     MessageSerializer,
     RunCreateSerializer,
     ThreadCreateSerializer,
+    ThreadDetailSerializer,
     ThreadFilterSerializer,
     ThreadSerializer,
     ThreadUpdateSerializer,

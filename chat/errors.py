@@ -1,9 +1,9 @@
 """Error codes of the chat app, used in `error` frames and API errors alike."""
 
-from enum import Enum
+from enum import Enum, StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json"
     UNKNOWN_TYPE = "unknown_type"
     INVALID_FRAME = "invalid_frame"

@@ -211,6 +211,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two choice sets share the field name "role": name them.
+    "ENUM_NAME_OVERRIDES": {
+        "CallerRoleEnum": "chat.serializers.CALLER_ROLE_CHOICES",
+        "MemberRoleEnum": "chat.serializers.MEMBER_ROLE_CHOICES",
+    },
 }
 
 # --- Security (production) --------------------------------------------------
