@@ -24,6 +24,7 @@ import abc
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -329,28 +330,54 @@ def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
     return f"{base}:seq", f"{base}:log", f"{base}:runs", f"{base}:text:", f"{base}:events"
 
 
+class _LoopConnection:
+    """A Redis client and the publish batch of one event loop: redis-py's
+    connections belong to the loop that opened them, and synchronous callers
+    (`async_to_sync` outside a server) each bring a loop of their own."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.pending: list[tuple[tuple, list, asyncio.Future]] = []
+        self.flushing = False
+
+
 class RedisEventLog(EventLog):
     def __init__(self, *, url: str, socket_timeout: float = 30.0, **kwargs) -> None:
         super().__init__(**kwargs)
         import redis.asyncio as redis
 
         self.url = url
-        self._redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_keepalive=True,
-            health_check_interval=30,
-        )
+        self._client_options = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": 30,
+        }
+        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Scripts are registered once (their sha) and run on each loop's client.
+        registry = redis.Redis.from_url(url, **self._client_options)
         self._publish_sha: str | None = None
-        self._read_script = self._redis.register_script(READ_AFTER_SCRIPT)
-        self._state_script = self._redis.register_script(STATE_SCRIPT)
-        self._presence_script = self._redis.register_script(PRESENCE_SCRIPT)
+        self._read_script = registry.register_script(READ_AFTER_SCRIPT)
+        self._state_script = registry.register_script(STATE_SCRIPT)
+        self._presence_script = registry.register_script(PRESENCE_SCRIPT)
         self._local_presence: dict[str, set[str]] = {}
         self._presence_task: asyncio.Task | None = None
-        self._pending: list[tuple[tuple, list, asyncio.Future]] = []
-        self._flushing = False
         self._listener = _RedisFanOut(self, url)
+
+    @property
+    def _connection(self) -> _LoopConnection:
+        loop = asyncio.get_running_loop()
+        connection = self._loops.get(loop)
+        if connection is None:
+            import redis.asyncio as redis
+
+            client = redis.Redis.from_url(self.url, **self._client_options)
+            connection = self._loops[loop] = _LoopConnection(client)
+        return connection
+
+    @property
+    def _redis(self):
+        return self._connection.client
 
     # Producer side: every publish of this process in one pipeline per loop turn.
     async def publish(self, thread_id, payload, *, chunk=None, run_ended=None) -> int:
@@ -378,25 +405,26 @@ class RedisEventLog(EventLog):
 
     def _enqueue(self, keys, args) -> asyncio.Future:
         loop = asyncio.get_running_loop()
+        connection = self._connection
         future = loop.create_future()
-        self._pending.append((keys, args, future))
-        if not self._flushing:
-            self._flushing = True
-            loop.create_task(self._flush())
+        connection.pending.append((keys, args, future))
+        if not connection.flushing:
+            connection.flushing = True
+            loop.create_task(self._flush(connection))
         return future
 
-    async def _flush(self) -> None:
+    async def _flush(self, connection: _LoopConnection) -> None:
         from redis.exceptions import NoScriptError
 
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
+            while connection.pending:
+                batch, connection.pending = connection.pending, []
                 try:
-                    results = await self._run_batch(batch)
+                    results = await self._run_batch(connection.client, batch)
                     if any(isinstance(result, NoScriptError) for result in results):
                         # Redis restarted and forgot the script: load it, run again.
                         self._publish_sha = None
-                        results = await self._run_batch(batch)
+                        results = await self._run_batch(connection.client, batch)
                 except Exception as error:  # connection lost: every caller retries
                     results = [error] * len(batch)
                 for (_, _, future), result in zip(batch, results, strict=True):
@@ -407,26 +435,30 @@ class RedisEventLog(EventLog):
                     else:
                         future.set_result(result)
         finally:
-            self._flushing = False
+            connection.flushing = False
 
-    async def _run_batch(self, batch) -> list:
+    async def _run_batch(self, client, batch) -> list:
         if self._publish_sha is None:
-            self._publish_sha = await self._redis.script_load(PUBLISH_SCRIPT)
-        async with self._redis.pipeline(transaction=False) as pipe:
+            self._publish_sha = await client.script_load(PUBLISH_SCRIPT)
+        async with client.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.evalsha(self._publish_sha, len(keys), *keys, *args)
             return await pipe.execute(raise_on_error=False)
 
     async def read_after(self, thread_id, event_id):
         seq_key, log_key, *_ = _keys(thread_id)
-        result = await self._read_script(keys=[seq_key, log_key], args=[event_id, self.max_replay])
+        result = await self._read_script(
+            keys=[seq_key, log_key], args=[event_id, self.max_replay], client=self._redis
+        )
         if int(result[1]) != 1:
             return None
         return [(event_id_of(payload), payload) for payload in result[2:]]
 
     async def thread_state(self, thread_id):
         seq_key, _, runs_key, text_prefix, _ = _keys(thread_id)
-        result = await self._state_script(keys=[seq_key, runs_key], args=[text_prefix])
+        result = await self._state_script(
+            keys=[seq_key, runs_key], args=[text_prefix], client=self._redis
+        )
         state = ThreadLogState(last_event_id=int(result[0]))
         for index in range(1, len(result), 3):
             run_id = result[index]
@@ -458,7 +490,9 @@ class RedisEventLog(EventLog):
             self._presence_task = asyncio.get_running_loop().create_task(self._refresh_presence())
         key = f"parley:{{{thread_id}}}:presence"
         return await self._presence_script(
-            keys=[key], args=[time.time(), PRESENCE_TTL_SECONDS, member, "1" if present else "0"]
+            keys=[key],
+            args=[time.time(), PRESENCE_TTL_SECONDS, member, "1" if present else "0"],
+            client=self._redis,
         )
 
     async def _refresh_presence(self) -> None:
@@ -478,7 +512,9 @@ class RedisEventLog(EventLog):
         if self._presence_task is not None:
             self._presence_task.cancel()
         await self._listener.close()
-        await self._redis.aclose()
+        connection = self._loops.pop(asyncio.get_running_loop(), None)
+        if connection is not None:
+            await connection.client.aclose()
 
 
 class _RedisFanOut:
