@@ -4,6 +4,7 @@ import asyncio
 import signal
 
 import pytest
+import websockets
 
 from tests.integration.conftest import ReplyTracker, Socket
 
@@ -125,16 +126,12 @@ async def test_restarted_daphne_clients_resume_on_another(stack):
     first, second = stack.daphne(), stack.daphne()
     stack.worker()
     words = " ".join(f"w{i}" for i in range(80))
-    tracker = ReplyTracker()
     async with Socket(first.ws_url(thread), tokens["owner"]) as owner:
-        await owner.receive()
-        tracker.apply(await owner.receive())
+        tracker = await open_and_sync(owner)
         await owner.send({"type": "message", "content": words})
         for frame in await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 10):
             tracker.apply(frame)
         first.kill(signal.SIGKILL)
-        import websockets
-
         with pytest.raises((websockets.ConnectionClosed, TimeoutError)):
             while True:
                 tracker.apply(await owner.receive(timeout=5))
@@ -153,10 +150,8 @@ async def test_restarted_redis_clients_end_with_the_right_text_or_a_resync(stack
     web = stack.daphne()
     stack.worker()
     words = " ".join(f"r{i}" for i in range(120))
-    tracker = ReplyTracker()
     async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
-        await owner.receive()
-        tracker.apply(await owner.receive())
+        tracker = await open_and_sync(owner)
         await owner.send({"type": "message", "content": words})
         for frame in await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 5):
             tracker.apply(frame)
@@ -239,8 +234,6 @@ async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
 async def test_an_oversized_frame_closes_with_1009_through_real_daphne(stack):
     setup = stack.setup_thread()
     web = stack.daphne()
-    import websockets
-
     async with Socket(web.ws_url(setup["thread"]), setup["tokens"]["owner"]) as owner:
         await open_and_sync(owner)
         await owner.send({"type": "message", "content": "x" * 70_000})
