@@ -33,7 +33,10 @@ class AgentConfig(models.Model):
     description = models.CharField(max_length=200, blank=True)
     provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES, default="echo")
     model = models.CharField(max_length=200, blank=True)
-    base_url = models.URLField(blank=True, help_text="OpenAI-compatible or Anthropic endpoint; blank = the provider's default.")
+    base_url = models.URLField(
+        blank=True,
+        help_text="OpenAI-compatible or Anthropic endpoint; blank = the provider's default.",
+    )
     api_key_env = models.CharField(
         max_length=100,
         blank=True,
@@ -47,9 +50,12 @@ class AgentConfig(models.Model):
     )
     system_prompt = models.TextField(blank=True)
     persistent = models.BooleanField(
-        default=True, help_text="Send the thread's history as context (trimmed to a budget)."
+        default=True,
+        help_text="Send the thread's history as context (trimmed to a budget).",
     )
-    stream = models.BooleanField(default=True, help_text="Off: the reply arrives as one chunk.")
+    stream = models.BooleanField(
+        default=True, help_text="Off: the reply arrives as one chunk."
+    )
     chunk_size = models.PositiveIntegerField(
         default=256,
         validators=[MinValueValidator(1), MaxValueValidator(65_536)],
@@ -95,16 +101,27 @@ FINAL_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.FAILED
 
 class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    thread = models.ForeignKey("chat.Thread", on_delete=models.CASCADE, related_name="runs")
-    agent = models.ForeignKey(AgentConfig, on_delete=models.PROTECT, related_name="runs")
+    thread = models.ForeignKey(
+        "chat.Thread", on_delete=models.CASCADE, related_name="runs"
+    )
+    agent = models.ForeignKey(
+        AgentConfig, on_delete=models.PROTECT, related_name="runs"
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     prompt = models.ForeignKey(
-        "chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "chat.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     status = models.CharField(
-        max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+        max_length=10,
+        choices=RunStatus.choices,
+        default=RunStatus.QUEUED,
+        db_index=True,
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

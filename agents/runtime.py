@@ -94,7 +94,9 @@ class ChunkStream:
         if self._waiting_length >= self._chunk_size:
             self.flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._window, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(
+                self._window, self.flush
+            )
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -115,7 +117,9 @@ class ChunkStream:
             if isinstance(text, asyncio.Future):
                 text.set_result(None)
                 continue
-            await self._publish_chunk(self.chunks, text, "".join(published) if self.chunks else "")
+            await self._publish_chunk(
+                self.chunks, text, "".join(published) if self.chunks else ""
+            )
             published.append(text)
             self.chunks += 1
 
@@ -302,8 +306,15 @@ class WorkerRuntime:
         status, error_code, error = RunStatus.COMPLETED, "", ""
 
         async def publish_chunk(index: int, text: str, text_before: str) -> None:
-            frame = ResponseFrame(content=text, thread_id=thread_id, run_id=run.id, stream_index=index)
-            chunk = Chunk(run_id=str(run.id), stream_index=index, text=text, text_before=text_before)
+            frame = ResponseFrame(
+                content=text, thread_id=thread_id, run_id=run.id, stream_index=index
+            )
+            chunk = Chunk(
+                run_id=str(run.id),
+                stream_index=index,
+                text=text,
+                text_before=text_before,
+            )
             await publish_with_retry(thread_id, frame, chunk=chunk)
 
         stream = ChunkStream(
@@ -314,7 +325,9 @@ class WorkerRuntime:
         )
         try:
             request, provider = await database_sync_to_async(_request_for)(run)
-            request.ask_human = lambda question, timeout: self.ask_human(run, question, timeout)
+            request.ask_human = lambda question, timeout: self.ask_human(
+                run, question, timeout
+            )
             # An agent that names a key variable needs the key, whatever its
             # base_url; one naming none is left to the provider (a keyless local
             # server gets a placeholder, the default endpoint fails).
@@ -343,12 +356,19 @@ class WorkerRuntime:
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()
             if self.cancel_reasons.get(run_id) == "shutdown":
-                status, error_code = RunStatus.FAILED, AgentErrorCode.WORKER_SHUTDOWN.value
+                status, error_code = (
+                    RunStatus.FAILED,
+                    AgentErrorCode.WORKER_SHUTDOWN.value,
+                )
                 error = "The worker shut down before the reply finished."
             else:
                 status = RunStatus.CANCELLED
         except ProviderError as failure:
-            status, error_code, error = RunStatus.FAILED, failure.code.value, failure.message
+            status, error_code, error = (
+                RunStatus.FAILED,
+                failure.code.value,
+                failure.message,
+            )
         except Exception:
             logger.exception("run %s failed", run_id)
             status, error_code = RunStatus.FAILED, AgentErrorCode.INTERNAL_ERROR.value
@@ -369,12 +389,18 @@ class WorkerRuntime:
             error=error,
         )
 
-    async def _publish_state(self, run: Run, kind: str, data: dict, stream: ChunkStream) -> None:
+    async def _publish_state(
+        self, run: Run, kind: str, data: dict, stream: ChunkStream
+    ) -> None:
         # Keep order: text flushed before the state update must be published first.
         await stream.drain()
         await publish_with_retry(
             run.thread_id,
-            StateFrame(content=StateContent(kind=kind, data=data), thread_id=run.thread_id, run_id=run.id),
+            StateFrame(
+                content=StateContent(kind=kind, data=data),
+                thread_id=run.thread_id,
+                run_id=run.id,
+            ),
         )
 
     async def ask_human(self, run: Run, question: str, timeout: float) -> str | None:
@@ -385,7 +411,9 @@ class WorkerRuntime:
         await publish_with_retry(
             run.thread_id,
             InputRequestFrame(
-                content=InputRequestContent(input_id=input_id, question=question, timeout=timeout),
+                content=InputRequestContent(
+                    input_id=input_id, question=question, timeout=timeout
+                ),
                 thread_id=run.thread_id,
                 run_id=run.id,
             ),
@@ -400,7 +428,11 @@ class WorkerRuntime:
             self._inputs.get(run_id, {}).pop(input_id, None)
         await publish_with_retry(
             run.thread_id,
-            StateFrame(content=StateContent(kind=kind, data=data), thread_id=run.thread_id, run_id=run.id),
+            StateFrame(
+                content=StateContent(kind=kind, data=data),
+                thread_id=run.thread_id,
+                run_id=run.id,
+            ),
         )
         return result
 
@@ -412,7 +444,9 @@ class WorkerRuntime:
             self.cancel_reasons[run_id] = reason
             task.cancel()
 
-    def answer(self, run_id: str, input_id: str | None, text: str, username: str) -> bool:
+    def answer(
+        self, run_id: str, input_id: str | None, text: str, username: str
+    ) -> bool:
         pending = self._inputs.get(run_id) or {}
         if input_id is None and pending:
             input_id = next(iter(pending))
@@ -438,7 +472,12 @@ class WorkerRuntime:
             if message.get("type") == "run.cancel":
                 self.cancel(message["run_id"])
             elif message.get("type") == "run.input":
-                self.answer(message["run_id"], message.get("input_id"), message["text"], message.get("username", ""))
+                self.answer(
+                    message["run_id"],
+                    message.get("input_id"),
+                    message["text"],
+                    message.get("username", ""),
+                )
 
     async def _keep_leases(self) -> None:
         interval = max(settings.PARLEY_LEASE_SECONDS / 3, 0.5)
@@ -469,7 +508,9 @@ class WorkerRuntime:
             try:
                 state = await log.thread_state(str(thread_id))
                 progress = state.runs.get(run_id)
-                partial[run_id] = (progress.text, progress.next_stream_index) if progress else ("", 0)
+                partial[run_id] = (
+                    (progress.text, progress.next_stream_index) if progress else ("", 0)
+                )
             except Exception:
                 partial[run_id] = ("", 0)
         return await database_sync_to_async(services.run_sweep)(

@@ -39,7 +39,9 @@ def send_to_channel(channel: str, message: dict) -> bool:
         async_to_sync(get_channel_layer().send)(channel, message)
         return True
     except Exception as error:  # the sweeper re-dispatches what was not delivered
-        logger.warning("could not send %s to %s: %s", message.get("type"), channel, error)
+        logger.warning(
+            "could not send %s to %s: %s", message.get("type"), channel, error
+        )
         return False
 
 
@@ -47,7 +49,9 @@ def run_dispatch(*, run: Run) -> None:
     """Hand the run to a worker once the transaction commits."""
     run_id = str(run.id)
     transaction.on_commit(
-        lambda: send_to_channel(AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id})
+        lambda: send_to_channel(
+            AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id}
+        )
     )
 
 
@@ -75,7 +79,9 @@ def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
         if run is None or run.status != RunStatus.QUEUED:
             return None
         Thread.objects.select_for_update().filter(pk=run.thread_id).first()
-        if Run.objects.filter(thread_id=run.thread_id, status=RunStatus.RUNNING).exists():
+        if Run.objects.filter(
+            thread_id=run.thread_id, status=RunStatus.RUNNING
+        ).exists():
             return None  # dispatched again when the running one ends
         head = (
             Run.objects.filter(thread_id=run.thread_id, status=RunStatus.QUEUED)
@@ -90,7 +96,9 @@ def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
         run.started_at = now
         run.worker_channel = worker_channel
         run.lease_expires_at = now + timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
-        run.save(update_fields=["status", "started_at", "worker_channel", "lease_expires_at"])
+        run.save(
+            update_fields=["status", "started_at", "worker_channel", "lease_expires_at"]
+        )
         publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
     return Run.objects.select_related("agent", "thread", "prompt").get(pk=run.pk)
 
@@ -104,16 +112,23 @@ def run_renew_leases(*, worker_channel: str, run_ids: list[str]) -> list[str]:
         pk__in=run_ids, worker_channel=worker_channel, status=RunStatus.RUNNING
     )
     runs.update(lease_expires_at=expires)
-    return [str(pk) for pk in runs.filter(cancel_requested=True).values_list("pk", flat=True)]
+    return [
+        str(pk)
+        for pk in runs.filter(cancel_requested=True).values_list("pk", flat=True)
+    ]
 
 
-def _complete_frame(run: Run, *, text: str, message: Message | None, chunks: int) -> StateCompleteFrame:
+def _complete_frame(
+    run: Run, *, text: str, message: Message | None, chunks: int
+) -> StateCompleteFrame:
     return StateCompleteFrame(
         content=RunCompleteContent(
             text=text,
             status=run.status,
             usage=run.usage or {},
-            error=ErrorContent(code=run.error_code, message=run.error) if run.error_code else None,
+            error=ErrorContent(code=run.error_code, message=run.error)
+            if run.error_code
+            else None,
             message_id=message.id if message else None,
             chunks=chunks,
         ),
@@ -156,13 +171,23 @@ def run_finish(
         run.error = error
         run.lease_expires_at = None
         run.save(
-            update_fields=["status", "finished_at", "usage", "error_code", "error", "lease_expires_at"]
+            update_fields=[
+                "status",
+                "finished_at",
+                "usage",
+                "error_code",
+                "error",
+                "lease_expires_at",
+            ]
         )
         Thread.objects.filter(pk=run.thread_id).update(updated_at=run.finished_at)
         thread_id = run.thread_id
         if error_code:
             publish_on_commit(
-                thread_id, error_frame(error_code, error, thread_id=thread_id).model_copy(update={"run_id": run.id})
+                thread_id,
+                error_frame(error_code, error, thread_id=thread_id).model_copy(
+                    update={"run_id": run.id}
+                ),
             )
         publish_on_commit(
             thread_id,
@@ -193,11 +218,15 @@ def run_cancel(*, run: Run) -> Run:
             publish_on_commit(run.thread_id, run_status_frame(run, state="cancelling"))
             channel, run_id = run.worker_channel, str(run.id)
             transaction.on_commit(
-                lambda: send_to_channel(channel, {"type": "run.cancel", "run_id": run_id})
+                lambda: send_to_channel(
+                    channel, {"type": "run.cancel", "run_id": run_id}
+                )
             )
         else:
             raise ServiceError(
-                AgentErrorCode.RUN_NOT_ACTIVE, f"The run has already ended ({run.status}).", status=409
+                AgentErrorCode.RUN_NOT_ACTIVE,
+                f"The run has already ended ({run.status}).",
+                status=409,
             )
     return run
 
@@ -205,13 +234,21 @@ def run_cancel(*, run: Run) -> Run:
 def run_active_for_thread(*, thread_id) -> Run | None:
     return (
         Run.objects.filter(thread_id=thread_id, status=RunStatus.RUNNING).first()
-        or Run.objects.filter(thread_id=thread_id, status=RunStatus.QUEUED).order_by("created_at").first()
+        or Run.objects.filter(thread_id=thread_id, status=RunStatus.QUEUED)
+        .order_by("created_at")
+        .first()
     )
 
 
-def run_input_submit(*, run: Run, input_id: str | None, text: str, username: str) -> None:
+def run_input_submit(
+    *, run: Run, input_id: str | None, text: str, username: str
+) -> None:
     if run.status != RunStatus.RUNNING:
-        raise ServiceError(AgentErrorCode.INPUT_NOT_PENDING, "The run is not waiting for input.", status=409)
+        raise ServiceError(
+            AgentErrorCode.INPUT_NOT_PENDING,
+            "The run is not waiting for input.",
+            status=409,
+        )
     if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
         raise ServiceError(ErrorCode.MESSAGE_TOO_LONG, "The answer is too long.")
     send_to_channel(
@@ -250,11 +287,10 @@ def run_sweep(*, read_partial_text=None) -> list[Run]:
             failed.append(ended)
     stuck_before = now - timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
     stuck_threads = set(
-        Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=stuck_before).values_list(
-            "thread_id", flat=True
-        )
+        Run.objects.filter(
+            status=RunStatus.QUEUED, created_at__lt=stuck_before
+        ).values_list("thread_id", flat=True)
     )
     for thread_id in stuck_threads:
         run_dispatch_next(thread_id=thread_id)
     return failed
-

@@ -22,7 +22,9 @@ def agent_config_errors(agent) -> dict[str, str]:
     """
     errors: dict[str, str] = {}
     if agent.provider not in PROVIDER_NAMES:
-        errors["provider"] = f"Unknown provider; choose one of {', '.join(sorted(PROVIDER_NAMES))}."
+        errors["provider"] = (
+            f"Unknown provider; choose one of {', '.join(sorted(PROVIDER_NAMES))}."
+        )
         return errors
     temperature = agent.temperature
     if (
@@ -43,12 +45,16 @@ def agent_config_errors(agent) -> dict[str, str]:
     if agent.busy_policy not in BusyPolicy.values:
         errors["busy_policy"] = f"One of {', '.join(BusyPolicy.values)}."
     if agent.api_key_env and not ENV_VAR_NAME.match(agent.api_key_env):
-        errors["api_key_env"] = "The name of an environment variable, e.g. OPENAI_API_KEY."
+        errors["api_key_env"] = (
+            "The name of an environment variable, e.g. OPENAI_API_KEY."
+        )
     if agent.base_url and urlsplit(agent.base_url).scheme not in ("http", "https"):
         errors["base_url"] = "An http:// or https:// URL."
     if _contains_nul(agent.extra_params) or _contains_nul(agent.allowed_overrides):
         # PostgreSQL cannot store NUL in text or JSON.
-        errors.setdefault("extra_params", "Text may not contain NUL (\\u0000) characters.")
+        errors.setdefault(
+            "extra_params", "Text may not contain NUL (\\u0000) characters."
+        )
     if agent.provider == "echo" and isinstance(agent.extra_params, dict):
         problem = _echo_params_problem(agent.extra_params)
         if problem:
@@ -64,14 +70,20 @@ def _contains_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+        return any(
+            _contains_nul(key) or _contains_nul(item) for key, item in value.items()
+        )
     if isinstance(value, list | tuple):
         return any(_contains_nul(item) for item in value)
     return False
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _echo_params_problem(params: dict) -> str | None:
@@ -89,7 +101,9 @@ def _echo_params_problem(params: dict) -> str | None:
 def agent_config_warnings(agent) -> list[str]:
     """Problems that do not block saving but will fail runs (e.g. a key not set here)."""
     if agent.api_key_env and not os.environ.get(agent.api_key_env):
-        return [f"The environment variable {agent.api_key_env} is not set in this process."]
+        return [
+            f"The environment variable {agent.api_key_env} is not set in this process."
+        ]
     return []
 
 
@@ -101,11 +115,15 @@ def thread_config_errors(agent, overrides: Any) -> dict[str, str]:
         if key not in agent.allowed_overrides:
             errors[key] = f"This agent does not allow overriding {key!r}."
         elif key == "temperature" and (
-            not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 2
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not 0 <= value <= 2
         ):
             errors[key] = "A number between 0 and 2."
         elif key == "max_tokens" and (
-            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 200_000
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 1 <= value <= 200_000
         ):
             errors[key] = "An integer between 1 and 200000."
         elif key == "stream" and not isinstance(value, bool):

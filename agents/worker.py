@@ -51,7 +51,9 @@ class AgentWorkerServer(Worker):
             await runtime.wait_for_slot()
             receive = asyncio.ensure_future(self.channel_layer.receive(channel))
             stop = asyncio.ensure_future(self.stopping.wait())
-            done, _ = await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {receive, stop}, return_when=asyncio.FIRST_COMPLETED
+            )
             stop.cancel()
             if receive not in done:
                 receive.cancel()
@@ -60,14 +62,18 @@ class AgentWorkerServer(Worker):
                 message = receive.result()
                 delay = 0.1
             except Exception as error:
-                logger.warning("agent-runs: channel layer unavailable (%s); retrying", error)
+                logger.warning(
+                    "agent-runs: channel layer unavailable (%s); retrying", error
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             if message.get("type") != "run.start":
                 logger.warning("agent-runs: ignoring %r", message.get("type"))
                 continue
-            queue = self.get_or_create_application_instance(channel, {"type": "channel", "channel": channel})
+            queue = self.get_or_create_application_instance(
+                channel, {"type": "channel", "channel": channel}
+            )
             await queue.put(message)
 
 

@@ -263,6 +263,10 @@ class StreamLoad:
         self.spec = spec
         self.tokens = spec["tokens"]
         self.latencies = array("q")
+        # p99 per second of the point: shows whether latency is a burst (start,
+        # end of the runs) or steady.
+        self.by_second: dict[int, array] = {}
+        self.started_ns = 0
         self.counts: dict[int, bytearray] = {}
         self.first_response: array = array("q")
         self.errors: list = []
@@ -296,7 +300,10 @@ class StreamLoad:
                     if counts[index] < 255:
                         counts[index] += 1
                 if self.measure:
-                    self.latencies.append((received - int(stamp)) // 1000)
+                    latency = (received - int(stamp)) // 1000
+                    self.latencies.append(latency)
+                    second = (received - self.started_ns) // 1_000_000_000
+                    self.by_second.setdefault(second, array("q")).append(latency)
         elif kind == "state_complete":
             if sock.thread is not None and sock.thread.get("sent_ns") and not sock.done:
                 sock.done = True
@@ -338,7 +345,7 @@ class StreamLoad:
         self.pending = sum(len(t["live"]) for t in runnable)
         message = words(self.tokens, self.spec.get("pad", 0))
         stagger = self.spec.get("stagger_s", 1.0)
-        started = now_ns()
+        started = self.started_ns = now_ns()
         rng = random.Random(7)
         order = list(runnable)
         rng.shuffle(order)
@@ -395,6 +402,10 @@ class StreamLoad:
             if window
             else None,
             "latency": latency_stats(self.latencies),
+            "p99_ms_by_second": {
+                second: round(percentile(sorted(values), 99) / 1000, 1)
+                for second, values in sorted(self.by_second.items())
+            },
             "first_response": {
                 "samples": len(first),
                 "p50_ms": None if not first else round(percentile(first, 50) / 1000, 2),

@@ -206,7 +206,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         )
         return self._render(thread, Role.OWNER, status_code=status.HTTP_201_CREATED)
 
-    @extend_schema(responses=ThreadDetailSerializer, summary="One thread, with its presence")
+    @extend_schema(
+        responses=ThreadDetailSerializer, summary="One thread, with its presence"
+    )
     def retrieve(self, request, pk=None):
         thread, role = thread_for(request, pk)
         response = self._render(thread, role)

@@ -64,10 +64,16 @@ class TokenAuthMiddleware:
                 )
             else:
                 session = scope.get("session")
-                session_key = getattr(session, "session_key", None) if session is not None else None
+                session_key = (
+                    getattr(session, "session_key", None)
+                    if session is not None
+                    else None
+                )
                 scope = dict(
                     scope,
-                    credential_group=credential_group("session", session_key) if session_key else None,
+                    credential_group=credential_group("session", session_key)
+                    if session_key
+                    else None,
                 )
         return await self.inner(scope, receive, send)
 
@@ -83,7 +89,11 @@ def origin_allowed(scope) -> bool:
         return False
     if f"{parsed.scheme}://{parsed.netloc}" in settings.CSRF_TRUSTED_ORIGINS:
         return True
-    host = next((v for k, v in scope.get("headers", []) if k == b"host"), b"").decode("latin1")
+    host = next((v for k, v in scope.get("headers", []) if k == b"host"), b"").decode(
+        "latin1"
+    )
     if host and parsed.netloc == host:
         return True
-    return validate_host(parsed.hostname, settings.ALLOWED_HOSTS) and parsed.netloc == host
+    return (
+        validate_host(parsed.hostname, settings.ALLOWED_HOSTS) and parsed.netloc == host
+    )

@@ -156,20 +156,28 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await self.accept(self.subprotocol)
         raw_send = _innermost_send(self.base_send)
         self._raw_send = raw_send or self.base_send
-        self._transport = getattr(raw_send.args[0], "transport", None) if raw_send else None
+        self._transport = (
+            getattr(raw_send.args[0], "transport", None) if raw_send else None
+        )
         group = self.scope.get("credential_group")
         if group:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.send_frame(
             StatusFrame(
-                content={"state": "connected", "role": self.role.value, "user": user.username},
+                content={
+                    "state": "connected",
+                    "role": self.role.value,
+                    "user": user.username,
+                },
                 thread_id=self.thread_id,
             )
         )
         await log.subscribe(self.thread_id, self)
         self.subscribed = True
         await self.sync(self._query_last_event_id())
-        await log.announce(self.thread_id, frame_json(presence_frame(self.thread_id, present)))
+        await log.announce(
+            self.thread_id, frame_json(presence_frame(self.thread_id, present))
+        )
 
     async def _refuse(self, code: int) -> None:
         await self.accept(self.subprotocol)
@@ -192,8 +200,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             log = get_event_log()
             await log.unsubscribe(self.thread_id, self)
             try:
-                present = await log.presence_set(self.thread_id, self.presence_member, False)
-                await log.announce(self.thread_id, frame_json(presence_frame(self.thread_id, present)))
+                present = await log.presence_set(
+                    self.thread_id, self.presence_member, False
+                )
+                await log.announce(
+                    self.thread_id, frame_json(presence_frame(self.thread_id, present))
+                )
             except Exception as error:  # Redis away: the entry expires by itself
                 logger.info("presence of a closed socket not updated: %s", error)
         group = self.scope.get("credential_group")
@@ -286,10 +298,14 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 snapshot = await database_sync_to_async(thread_snapshot)(
                     thread=self.thread, log_state=log_state
                 )
-                present = await log.presence_set(self.thread_id, self.presence_member, True)
+                present = await log.presence_set(
+                    self.thread_id, self.presence_member, True
+                )
                 snapshot["presence"] = presence_users(present)
                 await self.send_frame(
-                    StatusFrame(content={"state": state, **snapshot}, thread_id=self.thread_id)
+                    StatusFrame(
+                        content={"state": state, **snapshot}, thread_id=self.thread_id
+                    )
                 )
                 self.last_sent_event_id = snapshot["last_event_id"]
             else:
@@ -326,7 +342,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             return
         if bytes_data is not None:
             await self.send_frame(
-                error_frame(ErrorCode.INVALID_FRAME, "Frames are JSON text, not binary.", thread_id=self.thread_id)
+                error_frame(
+                    ErrorCode.INVALID_FRAME,
+                    "Frames are JSON text, not binary.",
+                    thread_id=self.thread_id,
+                )
             )
             return
         if len(text_data) > settings.PARLEY_MAX_FRAME_BYTES or (
@@ -345,12 +365,19 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             frame = parse_client_frame(text_data)
         except ProtocolError as error:
             await self.send_frame(
-                error_frame(error.code, error.message, thread_id=self.thread_id, request_id=request_id_of(text_data))
+                error_frame(
+                    error.code,
+                    error.message,
+                    thread_id=self.thread_id,
+                    request_id=request_id_of(text_data),
+                )
             )
             return
         if frame.type not in OBSERVER_FRAME_TYPES and not can_write(self.role):
             await self._error(
-                frame, ErrorCode.READ_ONLY, "You are observing this thread; you cannot write to it."
+                frame,
+                ErrorCode.READ_ONLY,
+                "You are observing this thread; you cannot write to it.",
             )
             return
         handler = self.handlers[frame.type]
@@ -360,31 +387,50 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._error(frame, error.code, error.message)
         except Exception:
             logger.exception("handling a %s frame failed", frame.type)
-            await self._error(frame, ErrorCode.SERVER_ERROR, "Something went wrong; nothing was changed.")
+            await self._error(
+                frame,
+                ErrorCode.SERVER_ERROR,
+                "Something went wrong; nothing was changed.",
+            )
 
     async def _close_frame_too_large(self) -> None:
         """Close with 1009. Autobahn (under daphne) lets an application close only
         with 1000 or 3000-4999, so send the close frame through its protocol
         object, as it does itself for oversized messages."""
-        protocol = self._raw_send.args[0] if isinstance(self._raw_send, functools.partial) else None
+        protocol = (
+            self._raw_send.args[0]
+            if isinstance(self._raw_send, functools.partial)
+            else None
+        )
         send_close = getattr(protocol, "sendCloseFrame", None)
         if send_close is None:
             await self.close(close_codes.CLOSE_FRAME_TOO_LARGE)
             return
-        send_close(code=close_codes.CLOSE_FRAME_TOO_LARGE, reasonUtf8=b"frame too large", isReply=False)
+        send_close(
+            code=close_codes.CLOSE_FRAME_TOO_LARGE,
+            reasonUtf8=b"frame too large",
+            isReply=False,
+        )
 
     async def _error(self, frame, code, message: str) -> None:
         await self.send_frame(
-            error_frame(code, message, thread_id=self.thread_id, request_id=frame.request_id)
+            error_frame(
+                code, message, thread_id=self.thread_id, request_id=frame.request_id
+            )
         )
 
     async def on_message(self, frame: MessageIn) -> None:
         await database_sync_to_async(services.message_post)(
-            thread=self.thread, user=self.user, text=frame.content, request_id=frame.request_id
+            thread=self.thread,
+            user=self.user,
+            text=frame.content,
+            request_id=frame.request_id,
         )
 
     async def on_config(self, frame: ConfigIn) -> None:
-        await database_sync_to_async(services.thread_update)(thread=self.thread, config=frame.content)
+        await database_sync_to_async(services.thread_update)(
+            thread=self.thread, config=frame.content
+        )
 
     async def on_cancel(self, frame: CancelIn) -> None:
         run_id = frame.content.run_id if frame.content else None
@@ -400,7 +446,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
 
     async def on_ping(self, frame: PingIn) -> None:
-        await self.send_frame(PongFrame(thread_id=self.thread_id, request_id=frame.request_id))
+        await self.send_frame(
+            PongFrame(thread_id=self.thread_id, request_id=frame.request_id)
+        )
 
     async def on_resume(self, frame: ResumeIn) -> None:
         # last_event_id null asks for a fresh snapshot (a client saw a gap).
@@ -432,7 +480,9 @@ def _run_in_thread(*, thread_id: str, run_id) -> Run:
     else:
         run = run_services.run_active_for_thread(thread_id=thread_id)
     if run is None:
-        raise ServiceError(AgentErrorCode.RUN_NOT_FOUND, "No such run in this thread.", status=404)
+        raise ServiceError(
+            AgentErrorCode.RUN_NOT_FOUND, "No such run in this thread.", status=404
+        )
     return run
 
 
@@ -440,7 +490,9 @@ def _cancel(*, thread_id: str, run_id) -> None:
     run_services.run_cancel(run=_run_in_thread(thread_id=thread_id, run_id=run_id))
 
 
-def _submit_input(*, thread_id: str, run_id, input_id, text: str, username: str) -> None:
+def _submit_input(
+    *, thread_id: str, run_id, input_id, text: str, username: str
+) -> None:
     run_services.run_input_submit(
         run=_run_in_thread(thread_id=thread_id, run_id=run_id),
         input_id=input_id,

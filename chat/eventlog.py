@@ -92,7 +92,9 @@ class EventLog(abc.ABC):
         """Append one event (a frame's JSON without event_id); return its event_id."""
 
     @abc.abstractmethod
-    async def read_after(self, thread_id: str, event_id: int) -> list[tuple[int, str]] | None:
+    async def read_after(
+        self, thread_id: str, event_id: int
+    ) -> list[tuple[int, str]] | None:
         """Events after `event_id` in order, or None when they are not all in the window."""
 
     @abc.abstractmethod
@@ -119,7 +121,9 @@ class EventLog(abc.ABC):
         """Every connection present in the thread, all processes."""
 
     @abc.abstractmethod
-    async def presence_set(self, thread_id: str, member: str, present: bool) -> list[str]:
+    async def presence_set(
+        self, thread_id: str, member: str, present: bool
+    ) -> list[str]:
         """Add or remove one connection (`member`: "<connection>|<username>|<role>")
         from the thread's presence; return every connection present, all processes."""
 
@@ -186,7 +190,9 @@ class MemoryEventLog(EventLog):
             try:
                 await subscriber.deliver(event_id, text)
             except Exception:
-                logger.exception("delivering event %s of thread %s failed", event_id, thread_id)
+                logger.exception(
+                    "delivering event %s of thread %s failed", event_id, thread_id
+                )
         return event_id
 
     async def read_after(self, thread_id, event_id):
@@ -207,7 +213,9 @@ class MemoryEventLog(EventLog):
         if thread is None:
             return ThreadLogState(last_event_id=0)
         runs = {
-            run_id: RunProgress(run_id, progress.next_stream_index, "".join(thread.run_parts[run_id]))
+            run_id: RunProgress(
+                run_id, progress.next_stream_index, "".join(thread.run_parts[run_id])
+            )
             for run_id, progress in thread.runs.items()
         }
         return ThreadLogState(last_event_id=thread.sequence, runs=runs)
@@ -327,7 +335,13 @@ PRESENCE_TTL_SECONDS = 60
 
 def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
     base = f"parley:{{{thread_id}}}"
-    return f"{base}:seq", f"{base}:log", f"{base}:runs", f"{base}:text:", f"{base}:events"
+    return (
+        f"{base}:seq",
+        f"{base}:log",
+        f"{base}:runs",
+        f"{base}:text:",
+        f"{base}:events",
+    )
 
 
 class _LoopConnection:
@@ -448,7 +462,9 @@ class RedisEventLog(EventLog):
     async def read_after(self, thread_id, event_id):
         seq_key, log_key, *_ = _keys(thread_id)
         result = await self._read_script(
-            keys=[seq_key, log_key], args=[event_id, self.max_replay], client=self._redis
+            keys=[seq_key, log_key],
+            args=[event_id, self.max_replay],
+            client=self._redis,
         )
         if int(result[1]) != 1:
             return None
@@ -462,7 +478,9 @@ class RedisEventLog(EventLog):
         state = ThreadLogState(last_event_id=int(result[0]))
         for index in range(1, len(result), 3):
             run_id = result[index]
-            state.runs[run_id] = RunProgress(run_id, int(result[index + 1]), result[index + 2])
+            state.runs[run_id] = RunProgress(
+                run_id, int(result[index + 1]), result[index + 2]
+            )
         return state
 
     async def subscribe(self, thread_id, subscriber):
@@ -487,7 +505,9 @@ class RedisEventLog(EventLog):
         if not local:
             del self._local_presence[thread_id]
         if self._presence_task is None or self._presence_task.done():
-            self._presence_task = asyncio.get_running_loop().create_task(self._refresh_presence())
+            self._presence_task = asyncio.get_running_loop().create_task(
+                self._refresh_presence()
+            )
         key = f"parley:{{{thread_id}}}:presence"
         return await self._presence_script(
             keys=[key],
@@ -503,7 +523,10 @@ class RedisEventLog(EventLog):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for thread_id, members in list(self._local_presence.items()):
                         if members:
-                            pipe.zadd(f"parley:{{{thread_id}}}:presence", dict.fromkeys(members, expires))
+                            pipe.zadd(
+                                f"parley:{{{thread_id}}}:presence",
+                                dict.fromkeys(members, expires),
+                            )
                     await pipe.execute()
             except Exception as error:
                 logger.info("refreshing presence failed: %s", error)
@@ -591,9 +614,15 @@ class _RedisFanOut:
         first = True
         while True:
             try:
-                reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                reader, self._writer = await asyncio.open_connection(
+                    self.host, self.port
+                )
                 if self.password:
-                    auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+                    auth = (
+                        ("AUTH", self.username, self.password)
+                        if self.username
+                        else ("AUTH", self.password)
+                    )
                     self._send(*auth)
                     reply = await reader.readline()
                     if not reply.startswith(b"+OK"):
@@ -698,7 +727,9 @@ class _RedisFanOut:
                 try:
                     await subscriber.deliver(eid, text)
                 except Exception:
-                    logger.exception("delivering event %s of thread %s failed", eid, thread_id)
+                    logger.exception(
+                        "delivering event %s of thread %s failed", eid, thread_id
+                    )
 
     async def close(self) -> None:
         if self._task is not None:
@@ -728,7 +759,9 @@ def get_event_log() -> EventLog:
         }
         if settings.REDIS_URL:
             _event_log = RedisEventLog(
-                url=settings.REDIS_URL, socket_timeout=settings.REDIS_SOCKET_TIMEOUT, **options
+                url=settings.REDIS_URL,
+                socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+                **options,
             )
         else:
             _event_log = MemoryEventLog(**options)

@@ -15,7 +15,11 @@ from chat.protocol import ServerFrame, StatusFrame, event_json
 
 
 async def publish(
-    thread_id, frame: ServerFrame, *, chunk: Chunk | None = None, run_ended: str | None = None
+    thread_id,
+    frame: ServerFrame,
+    *,
+    chunk: Chunk | None = None,
+    run_ended: str | None = None,
 ) -> int:
     return await get_event_log().publish(
         str(thread_id), event_json(frame), chunk=chunk, run_ended=run_ended
@@ -27,7 +31,9 @@ def publish_now(thread_id, frame: ServerFrame, *, run_ended: str | None = None) 
     return async_to_sync(publish)(thread_id, frame, run_ended=run_ended)
 
 
-def publish_on_commit(thread_id, frame: ServerFrame, *, run_ended: str | None = None) -> None:
+def publish_on_commit(
+    thread_id, frame: ServerFrame, *, run_ended: str | None = None
+) -> None:
     transaction.on_commit(lambda: publish_now(thread_id, frame, run_ended=run_ended))
 
 
@@ -45,12 +51,15 @@ def presence_users(members: list[str]) -> list[dict]:
     users: dict[str, dict] = {}
     for member in members:
         _, username, role = member.rsplit("|", 2)
-        entry = users.setdefault(username, {"username": username, "role": role, "connections": 0})
+        entry = users.setdefault(
+            username, {"username": username, "role": role, "connections": 0}
+        )
         entry["connections"] += 1
     return sorted(users.values(), key=lambda user: user["username"])
 
 
 def presence_frame(thread_id, members: list[str]) -> StatusFrame:
     return StatusFrame(
-        content={"state": "presence", "users": presence_users(members)}, thread_id=thread_id
+        content={"state": "presence", "users": presence_users(members)},
+        thread_id=thread_id,
     )

@@ -18,9 +18,13 @@ class Thread(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_threads"
     )
-    agent = models.ForeignKey("agents.AgentConfig", on_delete=models.PROTECT, related_name="threads")
+    agent = models.ForeignKey(
+        "agents.AgentConfig", on_delete=models.PROTECT, related_name="threads"
+    )
     title = models.CharField(max_length=200, blank=True)
-    config = models.JSONField(default=dict, blank=True, help_text="Per-thread agent overrides.")
+    config = models.JSONField(
+        default=dict, blank=True, help_text="Per-thread agent overrides."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -36,14 +40,20 @@ class ThreadMember(models.Model):
 
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="members")
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="thread_memberships"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="thread_memberships",
     )
-    role = models.CharField(max_length=12, choices=MEMBER_ROLES, default=Role.PARTICIPANT)
+    role = models.CharField(
+        max_length=12, choices=MEMBER_ROLES, default=Role.PARTICIPANT
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["thread", "user"], name="unique_thread_member")
+            models.UniqueConstraint(
+                fields=["thread", "user"], name="unique_thread_member"
+            )
         ]
 
     def __str__(self) -> str:
@@ -57,7 +67,9 @@ class MessageRole(models.TextChoices):
 
 class Message(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="messages"
+    )
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -67,7 +79,11 @@ class Message(models.Model):
     role = models.CharField(max_length=10, choices=MessageRole.choices)
     text = models.TextField(blank=True)
     run = models.ForeignKey(
-        "agents.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+        "agents.Run",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

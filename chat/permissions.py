@@ -15,7 +15,9 @@ def thread_role(*, thread: Thread, user) -> Role | None:
     if thread.owner_id == user.pk:
         return Role.OWNER
     member_role = (
-        ThreadMember.objects.filter(thread=thread, user=user).values_list("role", flat=True).first()
+        ThreadMember.objects.filter(thread=thread, user=user)
+        .values_list("role", flat=True)
+        .first()
     )
     if member_role:
         return Role(member_role)
@@ -44,7 +46,9 @@ def thread_roles(*, threads, user) -> dict:
     if user is None or not user.is_authenticated or not threads:
         return {}
     memberships = dict(
-        ThreadMember.objects.filter(thread__in=threads, user=user).values_list("thread_id", "role")
+        ThreadMember.objects.filter(thread__in=threads, user=user).values_list(
+            "thread_id", "role"
+        )
     )
     roles = {}
     for thread in threads:
@@ -70,4 +74,6 @@ def permission_error(role: Role | None, *, action: str):
             f"You are observing this thread; you cannot {action}.",
             status=403,
         )
-    return ServiceError(ErrorCode.FORBIDDEN, f"Your role does not allow you to {action}.", status=403)
+    return ServiceError(
+        ErrorCode.FORBIDDEN, f"Your role does not allow you to {action}.", status=403
+    )

@@ -98,7 +98,9 @@ InboundFrame = Annotated[
     Field(discriminator="type"),
 ]
 _inbound_adapter: TypeAdapter[InboundFrame] = TypeAdapter(InboundFrame)
-CLIENT_FRAME_TYPES = frozenset({"message", "config", "cancel", "input", "ping", "resume"})
+CLIENT_FRAME_TYPES = frozenset(
+    {"message", "config", "cancel", "input", "ping", "resume"}
+)
 # Frames an observer may send: reading, never writing.
 OBSERVER_FRAME_TYPES = frozenset({"ping", "resume"})
 
@@ -108,7 +110,9 @@ def parse_client_frame(text: str) -> InboundFrame:
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        raise ProtocolError(ErrorCode.INVALID_JSON, "The frame is not valid JSON.") from None
+        raise ProtocolError(
+            ErrorCode.INVALID_JSON, "The frame is not valid JSON."
+        ) from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "A frame must be a JSON object.")
     frame_type = data.get("type")
@@ -124,7 +128,8 @@ def parse_client_frame(text: str) -> InboundFrame:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"][1:]) or "frame"
         raise ProtocolError(
-            ErrorCode.INVALID_FRAME, f"Invalid {frame_type} frame: {where}: {first['msg']}."
+            ErrorCode.INVALID_FRAME,
+            f"Invalid {frame_type} frame: {where}: {first['msg']}.",
         ) from None
 
 
@@ -279,7 +284,11 @@ def event_json(frame: ServerFrame) -> str:
 
 
 def error_frame(
-    code: Any, message: str, *, thread_id: UUID | str | None = None, request_id: str | None = None
+    code: Any,
+    message: str,
+    *,
+    thread_id: UUID | str | None = None,
+    request_id: str | None = None,
 ) -> ErrorFrame:
     code_value = code.value if hasattr(code, "value") else str(code)
     return ErrorFrame(

@@ -27,7 +27,9 @@ def thread_get_for_user(*, thread_id, user) -> tuple[Thread, Role]:
     try:
         thread = Thread.objects.select_related("agent", "owner").get(pk=thread_id)
     except (Thread.DoesNotExist, ValidationError, ValueError, TypeError):
-        raise ServiceError(ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404) from None
+        raise ServiceError(
+            ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404
+        ) from None
     role = thread_role(thread=thread, user=user)
     if not can_read(role):
         raise ServiceError(ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404)
@@ -42,7 +44,9 @@ def message_content(message: Message) -> dict:
         "author": {"username": message.author.username} if message.author_id else None,
         "agent": message.agent.name if message.agent_id else None,
         "run_id": str(message.run_id) if message.run_id else None,
-        "status": message.run.status if message.run_id and message.role == "assistant" else None,
+        "status": message.run.status
+        if message.run_id and message.role == "assistant"
+        else None,
         "error": (
             {"code": message.run.error_code, "message": message.run.error}
             if message.run_id and message.role == "assistant" and message.run.error_code
@@ -74,12 +78,16 @@ def thread_snapshot(*, thread: Thread, log_state: ThreadLogState) -> dict:
     """History plus runs in flight with their text so far, consistent with
     `log_state` (read before this, so events after it may already show here;
     clients ignore what they already have, see docs/protocol.md)."""
-    messages = message_history(thread=thread, max_chars=settings.PARLEY_SNAPSHOT_MAX_CHARS)
-    finished_runs = {str(m.run_id) for m in messages if m.role == "assistant" and m.run_id}
+    messages = message_history(
+        thread=thread, max_chars=settings.PARLEY_SNAPSHOT_MAX_CHARS
+    )
+    finished_runs = {
+        str(m.run_id) for m in messages if m.role == "assistant" and m.run_id
+    }
     runs = []
-    for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).order_by(
-        "created_at"
-    ):
+    for run in Run.objects.filter(
+        thread=thread, status__in=ACTIVE_RUN_STATUSES
+    ).order_by("created_at"):
         run_id = str(run.id)
         if run_id in finished_runs:
             continue

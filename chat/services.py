@@ -24,30 +24,48 @@ from chat.selectors import message_content
 def agent_get_enabled(*, name: str) -> AgentConfig:
     agent = AgentConfig.objects.filter(name=name).first()
     if agent is None:
-        raise ServiceError(AgentErrorCode.AGENT_NOT_FOUND, f"No agent named {name!r}.", status=400)
+        raise ServiceError(
+            AgentErrorCode.AGENT_NOT_FOUND, f"No agent named {name!r}.", status=400
+        )
     if not agent.enabled:
-        raise ServiceError(AgentErrorCode.AGENT_DISABLED, f"The agent {name!r} is disabled.", status=400)
+        raise ServiceError(
+            AgentErrorCode.AGENT_DISABLED,
+            f"The agent {name!r} is disabled.",
+            status=400,
+        )
     return agent
 
 
-def thread_create(*, owner, agent_name: str, title: str = "", config: dict | None = None) -> Thread:
+def thread_create(
+    *, owner, agent_name: str, title: str = "", config: dict | None = None
+) -> Thread:
     agent = agent_get_enabled(name=agent_name)
     overrides = config or {}
     errors = thread_config_errors(agent, overrides)
     if errors:
         raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
-    return Thread.objects.create(owner=owner, agent=agent, title=title[:200], config=overrides)
+    return Thread.objects.create(
+        owner=owner, agent=agent, title=title[:200], config=overrides
+    )
 
 
-def thread_update(*, thread: Thread, title: str | None = None, config: dict | None = None) -> Thread:
+def thread_update(
+    *, thread: Thread, title: str | None = None, config: dict | None = None
+) -> Thread:
     with transaction.atomic():
         # Merge into the stored overrides and check the stored agent, not the
         # caller's copies: a socket holds its thread for its whole life, and
         # other sockets (or staff editing the agent) may have changed them since.
         stored = (
-            Thread.objects.select_for_update(of=("self",)).select_related("agent").get(pk=thread.pk)
+            Thread.objects.select_for_update(of=("self",))
+            .select_related("agent")
+            .get(pk=thread.pk)
         )
-        thread.title, thread.config, thread.agent = stored.title, stored.config, stored.agent
+        thread.title, thread.config, thread.agent = (
+            stored.title,
+            stored.config,
+            stored.agent,
+        )
         fields = ["updated_at"]
         if title is not None:
             thread.title = title[:200]
@@ -62,7 +80,11 @@ def thread_update(*, thread: Thread, title: str | None = None, config: dict | No
         publish_on_commit(
             thread.id,
             StatusFrame(
-                content={"state": "thread_updated", "title": thread.title, "config": thread.config},
+                content={
+                    "state": "thread_updated",
+                    "title": thread.title,
+                    "config": thread.config,
+                },
                 thread_id=thread.id,
             ),
         )
@@ -75,7 +97,9 @@ def thread_reset(*, thread: Thread) -> None:
         for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES):
             run_cancel(run=run)
         Message.objects.filter(thread=thread).delete()
-        Run.objects.filter(thread=thread).exclude(status__in=ACTIVE_RUN_STATUSES).delete()
+        Run.objects.filter(thread=thread).exclude(
+            status__in=ACTIVE_RUN_STATUSES
+        ).delete()
         thread.save(update_fields=["updated_at"])
         publish_on_commit(
             thread.id, StatusFrame(content={"state": "reset"}, thread_id=thread.id)
@@ -94,12 +118,18 @@ def thread_delete(*, thread: Thread) -> None:
 
 def member_add(*, thread: Thread, username: str, role: str) -> ThreadMember:
     if role not in (Role.PARTICIPANT, Role.OBSERVER):
-        raise ServiceError(ErrorCode.VALIDATION_ERROR, "role must be participant or observer.")
+        raise ServiceError(
+            ErrorCode.VALIDATION_ERROR, "role must be participant or observer."
+        )
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
-        raise ServiceError(ErrorCode.USER_NOT_FOUND, f"No user named {username!r}.", status=400)
+        raise ServiceError(
+            ErrorCode.USER_NOT_FOUND, f"No user named {username!r}.", status=400
+        )
     if user.pk == thread.owner_id:
-        raise ServiceError(ErrorCode.VALIDATION_ERROR, "The owner is already in the thread.")
+        raise ServiceError(
+            ErrorCode.VALIDATION_ERROR, "The owner is already in the thread."
+        )
     member, _ = ThreadMember.objects.update_or_create(
         thread=thread, user=user, defaults={"role": role}
     )
@@ -130,7 +160,9 @@ def _check_message_rate(user) -> None:
         )
 
 
-def message_post(*, thread: Thread, user, text: str, request_id: str | None = None) -> Run:
+def message_post(
+    *, thread: Thread, user, text: str, request_id: str | None = None
+) -> Run:
     """A user message enters the thread and an agent run is queued for it.
 
     What happens when the thread is busy follows the agent's busy policy.
@@ -138,7 +170,9 @@ def message_post(*, thread: Thread, user, text: str, request_id: str | None = No
     if not text.strip():
         raise ServiceError(ErrorCode.VALIDATION_ERROR, "The message is empty.")
     if "\x00" in text:
-        raise ServiceError(ErrorCode.VALIDATION_ERROR, "The message contains a NUL character.")
+        raise ServiceError(
+            ErrorCode.VALIDATION_ERROR, "The message contains a NUL character."
+        )
     if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
         raise ServiceError(
             ErrorCode.MESSAGE_TOO_LONG,
@@ -149,11 +183,15 @@ def message_post(*, thread: Thread, user, text: str, request_id: str | None = No
     _check_message_rate(user)
     with transaction.atomic():
         thread = (
-            Thread.objects.select_for_update(of=("self",)).select_related("agent").get(pk=thread.pk)
+            Thread.objects.select_for_update(of=("self",))
+            .select_related("agent")
+            .get(pk=thread.pk)
         )
         agent = thread.agent
         if not agent.enabled:
-            raise ServiceError(AgentErrorCode.AGENT_DISABLED, f"The agent {agent.name!r} is disabled.")
+            raise ServiceError(
+                AgentErrorCode.AGENT_DISABLED, f"The agent {agent.name!r} is disabled."
+            )
         active = list(Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES))
         if active and agent.busy_policy == BusyPolicy.REJECT:
             raise ServiceError(
@@ -164,7 +202,9 @@ def message_post(*, thread: Thread, user, text: str, request_id: str | None = No
         user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
         if (
             user_limit > 0
-            and Run.objects.filter(requested_by=user, status__in=ACTIVE_RUN_STATUSES).count()
+            and Run.objects.filter(
+                requested_by=user, status__in=ACTIVE_RUN_STATUSES
+            ).count()
             >= user_limit
         ):
             raise ServiceError(
@@ -176,7 +216,11 @@ def message_post(*, thread: Thread, user, text: str, request_id: str | None = No
             thread=thread, author=user, role=MessageRole.USER, text=text
         )
         run = Run.objects.create(
-            thread=thread, agent=agent, requested_by=user, prompt=message, status=RunStatus.QUEUED
+            thread=thread,
+            agent=agent,
+            requested_by=user,
+            prompt=message,
+            status=RunStatus.QUEUED,
         )
         message.run = run
         message.save(update_fields=["run"])

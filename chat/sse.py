@@ -51,7 +51,9 @@ async def _user_of(request):
     header = request.headers.get("Authorization", "")
     kind, _, key = header.partition(" ")
     if kind.lower() == "token" and key:
-        token = await Token.objects.select_related("user").filter(key=key.strip()).afirst()
+        token = (
+            await Token.objects.select_related("user").filter(key=key.strip()).afirst()
+        )
         return token.user if token and token.user.is_active else None
     user = await request.auser()
     return user if user.is_authenticated else None
@@ -99,13 +101,19 @@ async def _events(thread, *, last_event_id: int | None, run_id: str | None):
             replay = await log.read_after(thread_id, 0)  # the run's events so far
         if replay is None:
             state = await log.thread_state(thread_id)
-            snapshot = await sync_to_async(thread_snapshot)(thread=thread, log_state=state)
+            snapshot = await sync_to_async(thread_snapshot)(
+                thread=thread, log_state=state
+            )
             if run_id is not None:
                 snapshot = await sync_to_async(_run_snapshot)(run_id, snapshot)
             yield _sse(None, "snapshot", json.dumps(snapshot))
             last_sent = state.last_event_id
             if run_id is not None and snapshot.get("ended"):
-                yield _sse(None, "end", json.dumps({"run_id": run_id, "status": snapshot["status"]}))
+                yield _sse(
+                    None,
+                    "end",
+                    json.dumps({"run_id": run_id, "status": snapshot["status"]}),
+                )
                 return
         else:
             last_sent = last_event_id or 0
@@ -142,11 +150,23 @@ async def _events(thread, *, last_event_id: int | None, run_id: str | None):
 def _run_snapshot(run_id: str, snapshot: dict) -> dict:
     run = Run.objects.get(pk=run_id)
     ended = run.status in FINAL_RUN_STATUSES
-    text = next((m["text"] for m in snapshot["messages"] if m["run_id"] == run_id and m["role"] == "assistant"), None)
+    text = next(
+        (
+            m["text"]
+            for m in snapshot["messages"]
+            if m["run_id"] == run_id and m["role"] == "assistant"
+        ),
+        None,
+    )
     if text is None:
         text = next((r["text"] for r in snapshot["runs"] if r["run_id"] == run_id), "")
-    return {"run_id": run_id, "status": run.status, "ended": ended, "text": text,
-            "last_event_id": snapshot["last_event_id"]}
+    return {
+        "run_id": run_id,
+        "status": run.status,
+        "ended": ended,
+        "text": text,
+        "last_event_id": snapshot["last_event_id"],
+    }
 
 
 def _stream(generator) -> StreamingHttpResponse:
@@ -159,9 +179,15 @@ def _stream(generator) -> StreamingHttpResponse:
 async def thread_stream(request, thread_id):
     user = await _user_of(request)
     if user is None:
-        return _error(ErrorCode.NOT_AUTHENTICATED, "Authentication credentials were not provided.", 401)
+        return _error(
+            ErrorCode.NOT_AUTHENTICATED,
+            "Authentication credentials were not provided.",
+            401,
+        )
     try:
-        thread, _ = await sync_to_async(thread_get_for_user)(thread_id=thread_id, user=user)
+        thread, _ = await sync_to_async(thread_get_for_user)(
+            thread_id=thread_id, user=user
+        )
     except ServiceError as error:
         return _error(error.code, error.message, error.status)
     return _stream(_events(thread, last_event_id=_last_event_id(request), run_id=None))
@@ -170,15 +196,23 @@ async def thread_stream(request, thread_id):
 async def run_stream(request, run_id):
     user = await _user_of(request)
     if user is None:
-        return _error(ErrorCode.NOT_AUTHENTICATED, "Authentication credentials were not provided.", 401)
+        return _error(
+            ErrorCode.NOT_AUTHENTICATED,
+            "Authentication credentials were not provided.",
+            401,
+        )
     run = await Run.objects.filter(pk=run_id).afirst() if _is_uuid(run_id) else None
     if run is None:
         return _error(ErrorCode.NOT_FOUND, "No such run.", 404)
     try:
-        thread, _ = await sync_to_async(thread_get_for_user)(thread_id=run.thread_id, user=user)
+        thread, _ = await sync_to_async(thread_get_for_user)(
+            thread_id=run.thread_id, user=user
+        )
     except ServiceError:
         return _error(ErrorCode.NOT_FOUND, "No such run.", 404)
-    return _stream(_events(thread, last_event_id=_last_event_id(request), run_id=str(run.id)))
+    return _stream(
+        _events(thread, last_event_id=_last_event_id(request), run_id=str(run.id))
+    )
 
 
 def _is_uuid(value) -> bool:

@@ -24,7 +24,9 @@ urlpatterns = [
     ),
     # --- Server-Sent Events (chat/sse.py, built by the lead) -------------------
     path("runs/<str:run_id>/stream/", sse.run_stream, name="api-run-stream"),
-    path("threads/<uuid:thread_id>/stream/", sse.thread_stream, name="api-thread-stream"),
+    path(
+        "threads/<uuid:thread_id>/stream/", sse.thread_stream, name="api-thread-stream"
+    ),
     # ---------------------------------------------------------------------------
     *router.urls,
     # Keep last: any other /api/ path is a JSON 404, never Django's HTML page.

@@ -24,7 +24,9 @@ from chat.auth import TokenAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 http_application = (
-    ASGIStaticFilesHandler(django_asgi_app) if settings.PARLEY_SERVE_STATIC else django_asgi_app
+    ASGIStaticFilesHandler(django_asgi_app)
+    if settings.PARLEY_SERVE_STATIC
+    else django_asgi_app
 )
 
 
@@ -44,7 +46,9 @@ application = EmbeddedWorkerStarter(
     ProtocolTypeRouter(
         {
             "http": http_application,
-            "websocket": AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
+            "websocket": AuthMiddlewareStack(
+                TokenAuthMiddleware(URLRouter(websocket_urlpatterns))
+            ),
             "channel": worker_application(),
         }
     )

@@ -22,7 +22,9 @@ def fresh_process_state(settings):
     Tests talk plain HTTP to the test client, also in the production-settings pass.
     """
     settings.SECURE_SSL_REDIRECT = False
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher"
+    ]  # fast
     from django.core.cache import cache
 
     import agents.worker
@@ -41,7 +43,9 @@ def fresh_process_state(settings):
 @pytest.fixture
 def make_user(db):
     def make(username: str, **extra):
-        return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+        return get_user_model().objects.create_user(
+            username=username, password=PASSWORD, **extra
+        )
 
     return make
 
@@ -67,8 +71,12 @@ def echo_agent(db):
 @pytest.fixture
 def thread(users, echo_agent):
     thread = Thread.objects.create(owner=users[Role.OWNER], agent=echo_agent, title="t")
-    ThreadMember.objects.create(thread=thread, user=users[Role.PARTICIPANT], role=Role.PARTICIPANT)
-    ThreadMember.objects.create(thread=thread, user=users[Role.OBSERVER], role=Role.OBSERVER)
+    ThreadMember.objects.create(
+        thread=thread, user=users[Role.PARTICIPANT], role=Role.PARTICIPANT
+    )
+    ThreadMember.objects.create(
+        thread=thread, user=users[Role.OBSERVER], role=Role.OBSERVER
+    )
     return thread
 
 
@@ -137,7 +145,9 @@ class Client:
         return status, snapshot
 
     async def send(self, frame: dict | str) -> None:
-        await self.communicator.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+        await self.communicator.send_to(
+            text_data=frame if isinstance(frame, str) else json.dumps(frame)
+        )
 
     async def receive(self, timeout: float = 5.0) -> dict:
         while True:
@@ -157,7 +167,9 @@ class Client:
                 return seen
 
     async def receive_type(self, frame_type: str, timeout: float = 10.0) -> dict:
-        return (await self.receive_until(lambda f: f["type"] == frame_type, timeout))[-1]
+        return (await self.receive_until(lambda f: f["type"] == frame_type, timeout))[
+            -1
+        ]
 
     async def close(self):
         await self.communicator.disconnect()
@@ -165,7 +177,11 @@ class Client:
 
 def _is_presence(frame: dict) -> bool:
     content = frame.get("content")
-    return frame["type"] == "status" and isinstance(content, dict) and content.get("state") == "presence"
+    return (
+        frame["type"] == "status"
+        and isinstance(content, dict)
+        and content.get("state") == "presence"
+    )
 
 
 @pytest.fixture

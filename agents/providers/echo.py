@@ -71,12 +71,14 @@ class EchoProvider(Provider):
                     await asyncio.sleep(delay)
             if stamp:
                 stripped = word.rstrip()
-                word = f"{stripped}@{time.monotonic_ns()}{word[len(stripped):]}"
+                word = f"{stripped}@{time.monotonic_ns()}{word[len(stripped) :]}"
             yield TextDelta(word)
             if count % 100 == 0:
                 yield StateUpdate(kind="usage", data={"output_tokens": count})
         if fail:
-            raise ProviderError(AgentErrorCode.PROVIDER_ERROR, "The echo agent failed on request.")
+            raise ProviderError(
+                AgentErrorCode.PROVIDER_ERROR, "The echo agent failed on request."
+            )
         yield Usage(input_tokens=len(words), output_tokens=len(words))
 
 

@@ -18,8 +18,10 @@ async def joined(client):
     if client.presence:  # then everyone, this socket included, hears who is here
         username = status["content"]["user"]
         await client.receive_until(
-            lambda f: f["content"].get("state") == "presence"
-            and username in [u["username"] for u in f["content"]["users"]]
+            lambda f: (
+                f["content"].get("state") == "presence"
+                and username in [u["username"] for u in f["content"]["users"]]
+            )
         )
     return status, snapshot
 
@@ -51,7 +53,9 @@ async def test_two_sockets_receive_identical_frames_in_identical_order(
     await joined(owner)
     await joined(participant)
 
-    await owner.send({"type": "message", "content": "one two three four five", "request_id": "q1"})
+    await owner.send(
+        {"type": "message", "content": "one two three four five", "request_id": "q1"}
+    )
     owner_frames = await owner.receive_until(until_complete)
     participant_frames = await participant.receive_until(until_complete)
 
@@ -64,10 +68,17 @@ async def test_two_sockets_receive_identical_frames_in_identical_order(
     assert events(owner_frames)[0]["type"] == "message"
     assert events(owner_frames)[0]["request_id"] == "q1"
     assert owner_frames[-1]["content"]["status"] == "completed"
-    assert await count(Message, thread=thread, role="assistant", text="one two three four five") == 1
+    assert (
+        await count(
+            Message, thread=thread, role="assistant", text="one two three four five"
+        )
+        == 1
+    )
 
 
-async def test_observer_receives_everything_and_cannot_write(thread, users, worker, client_for):
+async def test_observer_receives_everything_and_cannot_write(
+    thread, users, worker, client_for
+):
     owner = client_for(thread.id, users[Role.OWNER])
     observer = client_for(thread.id, users[Role.OBSERVER])
     await joined(owner)
@@ -80,7 +91,9 @@ async def test_observer_receives_everything_and_cannot_write(thread, users, work
         ("cancel", None),
         ("input", {"run_id": "00000000-0000-0000-0000-000000000000", "text": "x"}),
     ]:
-        await observer.send({"type": frame_type, "content": content, "request_id": frame_type})
+        await observer.send(
+            {"type": frame_type, "content": content, "request_id": frame_type}
+        )
         error = await observer.receive()
         assert error["type"] == "error"
         assert error["content"]["code"] == "read_only"
@@ -120,7 +133,9 @@ async def test_stranger_gets_4403_and_unknown_thread_4404_and_anonymous_4401(
 
 
 async def test_foreign_origin_is_refused(thread, users, client_for):
-    client = client_for(thread.id, users[Role.OWNER], headers=[(b"origin", b"https://evil.example")])
+    client = client_for(
+        thread.id, users[Role.OWNER], headers=[(b"origin", b"https://evil.example")]
+    )
     connected, _ = await client.connect()
     assert not connected
     same_site = client_for(
@@ -141,7 +156,9 @@ async def test_foreign_origin_is_refused(thread, users, client_for):
         ('"just a string"', "invalid_frame"),
     ],
 )
-async def test_bad_frames_get_an_error_and_the_socket_survives(thread, users, client_for, text, code):
+async def test_bad_frames_get_an_error_and_the_socket_survives(
+    thread, users, client_for, text, code
+):
     owner = client_for(thread.id, users[Role.OWNER])
     await joined(owner)
     await owner.send(text)
@@ -159,7 +176,9 @@ async def test_binary_frames_get_an_error(thread, users, client_for):
     assert (await owner.receive())["content"]["code"] == "invalid_frame"
 
 
-async def test_oversized_frame_closes_with_1009_and_writes_nothing(thread, users, client_for, settings):
+async def test_oversized_frame_closes_with_1009_and_writes_nothing(
+    thread, users, client_for, settings
+):
     settings.PARLEY_MAX_FRAME_BYTES = 1000
     owner = client_for(thread.id, users[Role.OWNER])
     await joined(owner)
@@ -170,13 +189,17 @@ async def test_oversized_frame_closes_with_1009_and_writes_nothing(thread, users
     assert await count(Message, thread=thread) == 0
 
 
-async def test_too_long_message_is_refused_without_closing(thread, users, client_for, settings):
+async def test_too_long_message_is_refused_without_closing(
+    thread, users, client_for, settings
+):
     settings.PARLEY_MAX_MESSAGE_CHARS = 10
     owner = client_for(thread.id, users[Role.OWNER])
     await joined(owner)
     await owner.send({"type": "message", "content": "x" * 11, "request_id": "long"})
     error = await owner.receive()
-    assert error["content"]["code"] == "message_too_long" and error["request_id"] == "long"
+    assert (
+        error["content"]["code"] == "message_too_long" and error["request_id"] == "long"
+    )
     assert await count(Message, thread=thread) == 0
 
 
@@ -192,18 +215,24 @@ async def test_message_rate_limit_per_user(thread, users, worker, client_for, se
     assert frame["content"]["code"] == "rate_limited"
 
 
-async def test_reconnecting_with_last_event_id_resumes_exactly(thread, users, worker, client_for):
+async def test_reconnecting_with_last_event_id_resumes_exactly(
+    thread, users, worker, client_for
+):
     thread.agent.extra_params = {"tokens_per_second": 40}
     await database_sync_to_async(thread.agent.save)()
     words = " ".join(f"w{i}" for i in range(30))
     first = client_for(thread.id, users[Role.OWNER])
     await joined(first)
     await first.send({"type": "message", "content": words})
-    seen = await first.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 5)
+    seen = await first.receive_until(
+        lambda f: f["type"] == "response" and f["stream_index"] >= 5
+    )
     last_event_id = seen[-1]["event_id"]
     await first.close()
 
-    second = client_for(thread.id, users[Role.OWNER], query=f"last_event_id={last_event_id}")
+    second = client_for(
+        thread.id, users[Role.OWNER], query=f"last_event_id={last_event_id}"
+    )
     assert (await second.connect())[0]
     assert (await second.receive())["content"]["state"] == "connected"
     rest = events(await second.receive_until(until_complete))
@@ -214,7 +243,9 @@ async def test_reconnecting_with_last_event_id_resumes_exactly(thread, users, wo
     assert "".join(c["content"] for c in chunks) == words == rest[-1]["content"]["text"]
 
 
-async def test_resume_from_outside_the_window_gets_resynced_snapshot(thread, users, worker, client_for):
+async def test_resume_from_outside_the_window_gets_resynced_snapshot(
+    thread, users, worker, client_for
+):
     client = client_for(thread.id, users[Role.OWNER], query="last_event_id=999")
     assert (await client.connect())[0]
     await client.receive()
@@ -232,7 +263,9 @@ async def test_a_socket_opened_mid_stream_sees_the_text_so_far_then_the_rest(
     owner = client_for(thread.id, users[Role.OWNER])
     await joined(owner)
     await owner.send({"type": "message", "content": words})
-    await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 4)
+    await owner.receive_until(
+        lambda f: f["type"] == "response" and f["stream_index"] >= 4
+    )
 
     late = client_for(thread.id, users[Role.PARTICIPANT])
     assert (await late.connect())[0]
@@ -251,7 +284,9 @@ async def test_a_socket_opened_mid_stream_sees_the_text_so_far_then_the_rest(
     assert text == words == rest[-1]["content"]["text"]
 
 
-async def test_cancel_keeps_the_partial_reply_and_tells_everyone(thread, users, worker, client_for):
+async def test_cancel_keeps_the_partial_reply_and_tells_everyone(
+    thread, users, worker, client_for
+):
     thread.agent.extra_params = {"tokens_per_second": 20}
     await database_sync_to_async(thread.agent.save)()
     owner = client_for(thread.id, users[Role.OWNER])
@@ -259,7 +294,9 @@ async def test_cancel_keeps_the_partial_reply_and_tells_everyone(thread, users, 
     await joined(owner)
     await joined(participant)
     await owner.send({"type": "message", "content": " ".join(["word"] * 200)})
-    await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 2)
+    await owner.receive_until(
+        lambda f: f["type"] == "response" and f["stream_index"] >= 2
+    )
     started = asyncio.get_running_loop().time()
     await participant.send({"type": "cancel", "content": None})
     done = (await owner.receive_until(until_complete))[-1]
@@ -274,17 +311,22 @@ async def test_cancel_keeps_the_partial_reply_and_tells_everyone(thread, users, 
     assert await count(Message, run=run, role="assistant", text=partial) == 1
 
 
-async def test_enqueue_policy_runs_messages_one_after_another(thread, users, worker, client_for):
+async def test_enqueue_policy_runs_messages_one_after_another(
+    thread, users, worker, client_for
+):
     owner = client_for(thread.id, users[Role.OWNER])
     await joined(owner)
     await owner.send({"type": "message", "content": "first reply"})
     await owner.send({"type": "message", "content": "second reply"})
     frames = await owner.receive_until(
-        lambda f: until_complete(f) and f["content"]["text"] == "second reply", timeout=15
+        lambda f: until_complete(f) and f["content"]["text"] == "second reply",
+        timeout=15,
     )
     completes = [f["content"]["text"] for f in frames if f["type"] == "state_complete"]
     assert completes == ["first reply", "second reply"]
-    queued = [f for f in frames if f["type"] == "status" and f["content"]["state"] == "queued"]
+    queued = [
+        f for f in frames if f["type"] == "status" and f["content"]["state"] == "queued"
+    ]
     assert [q["content"]["position"] for q in queued] == [0, 1]
 
 
@@ -317,7 +359,9 @@ async def test_interrupt_policy_cancels_then_answers(thread, users, worker, clie
     assert statuses == ["cancelled", "completed"]
 
 
-async def test_provider_failure_reports_error_and_keeps_partial_text(thread, users, worker, client_for):
+async def test_provider_failure_reports_error_and_keeps_partial_text(
+    thread, users, worker, client_for
+):
     owner = client_for(thread.id, users[Role.OWNER])
     await joined(owner)
     await owner.send({"type": "message", "content": "/fail partial words here"})
@@ -340,7 +384,11 @@ async def test_input_request_is_answered_by_a_participant_not_an_observer(
     await owner.send({"type": "message", "content": "/ask Which colour?"})
     request = await participant.receive_type("input_request")
     assert request["content"]["question"] == "Which colour?"
-    answer = {"run_id": request["run_id"], "input_id": request["content"]["input_id"], "text": "blue"}
+    answer = {
+        "run_id": request["run_id"],
+        "input_id": request["content"]["input_id"],
+        "text": "blue",
+    }
     await observer.receive_type("input_request")
     await observer.send({"type": "input", "content": answer})
     assert (await observer.receive_type("error"))["content"]["code"] == "read_only"
@@ -349,14 +397,18 @@ async def test_input_request_is_answered_by_a_participant_not_an_observer(
     assert done["content"]["text"] == "You answered: blue"
 
 
-async def test_input_request_times_out_with_a_documented_outcome(thread, users, worker, client_for):
+async def test_input_request_times_out_with_a_documented_outcome(
+    thread, users, worker, client_for
+):
     thread.agent.extra_params = {"tokens_per_second": 200, "input_timeout": 0.3}
     await database_sync_to_async(thread.agent.save)()
     owner = client_for(thread.id, users[Role.OWNER])
     await joined(owner)
     await owner.send({"type": "message", "content": "/ask Anyone?"})
     frames = await owner.receive_until(until_complete)
-    assert any(f["type"] == "state" and f["content"]["kind"] == "input_timeout" for f in frames)
+    assert any(
+        f["type"] == "state" and f["content"]["kind"] == "input_timeout" for f in frames
+    )
     assert frames[-1]["content"]["text"] == "No answer within 0.3 s."
 
 
@@ -383,12 +435,17 @@ async def test_snapshot_carries_history(thread, users, worker, client_for):
     assert json.dumps(snapshot)  # plain JSON
 
 
-async def test_presence_lists_who_is_connected_and_is_not_an_event(thread, users, client_for):
+async def test_presence_lists_who_is_connected_and_is_not_an_event(
+    thread, users, client_for
+):
     owner = client_for(thread.id, users[Role.OWNER], presence=True)
     await joined(owner)
     observer = client_for(thread.id, users[Role.OBSERVER], presence=True)
     _, snapshot = await joined(observer)
-    assert [u["username"] for u in snapshot["content"]["presence"]] == ["observer", "owner"]
+    assert [u["username"] for u in snapshot["content"]["presence"]] == [
+        "observer",
+        "owner",
+    ]
     news = await owner.receive_until(lambda f: f["content"].get("state") == "presence")
     assert news[-1]["event_id"] is None
     assert {u["username"]: u["role"] for u in news[-1]["content"]["users"]} == {
@@ -400,7 +457,9 @@ async def test_presence_lists_who_is_connected_and_is_not_an_event(thread, users
     assert [u["username"] for u in left[-1]["content"]["users"]] == ["owner"]
 
 
-async def test_thread_detail_in_the_api_shows_who_is_connected(thread, users, client_for):
+async def test_thread_detail_in_the_api_shows_who_is_connected(
+    thread, users, client_for
+):
     from asgiref.sync import sync_to_async
     from rest_framework.test import APIClient
 
@@ -413,4 +472,6 @@ async def test_thread_detail_in_the_api_shows_who_is_connected(thread, users, cl
         return api.get(f"/api/threads/{thread.id}/").json()
 
     body = await sync_to_async(detail)()
-    assert body["presence"] == [{"username": "owner", "role": "owner", "connections": 1}]
+    assert body["presence"] == [
+        {"username": "owner", "role": "owner", "connections": 1}
+    ]

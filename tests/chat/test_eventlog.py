@@ -18,13 +18,18 @@ from chat.eventlog import Chunk, MemoryEventLog, RedisEventLog
 
 
 def make_logs():
-    logs = [("memory", lambda: MemoryEventLog(max_events=50, ttl_seconds=60, max_replay=40))]
+    logs = [
+        ("memory", lambda: MemoryEventLog(max_events=50, ttl_seconds=60, max_replay=40))
+    ]
     if os.environ.get("REDIS_URL"):
         logs.append(
             (
                 "redis",
                 lambda: RedisEventLog(
-                    url=os.environ["REDIS_URL"], max_events=50, ttl_seconds=60, max_replay=40
+                    url=os.environ["REDIS_URL"],
+                    max_events=50,
+                    ttl_seconds=60,
+                    max_replay=40,
                 ),
             )
         )
@@ -61,19 +66,32 @@ async def test_ids_replay_and_run_text(name, make_log):
     await log.subscribe(thread, recorder)
     text = ""
     for index, word in enumerate(["alpha ", "beta ", "gamma"]):
-        await log.publish(thread, chunk_frame(run, index, word), chunk=Chunk(run, index, word, text))
+        await log.publish(
+            thread, chunk_frame(run, index, word), chunk=Chunk(run, index, word, text)
+        )
         text += word
     await asyncio.sleep(0.2)  # pub/sub delivery
     assert [event_id for event_id, _ in recorder.events] == [1, 2, 3]
     assert json.loads(recorder.events[0][1])["event_id"] == 1
-    assert [json.loads(p)["content"] for _, p in await log.read_after(thread, 1)] == ["beta ", "gamma"]
+    assert [json.loads(p)["content"] for _, p in await log.read_after(thread, 1)] == [
+        "beta ",
+        "gamma",
+    ]
     assert await log.read_after(thread, 3) == []
     assert await log.read_after(thread, 99) is None  # from the future: the log was lost
     state = await log.thread_state(thread)
     assert state.last_event_id == 3
-    assert state.runs[run].text == "alpha beta gamma" and state.runs[run].next_stream_index == 3
+    assert (
+        state.runs[run].text == "alpha beta gamma"
+        and state.runs[run].next_stream_index == 3
+    )
     # A retried publish of a chunk already in the log is not applied twice.
-    assert await log.publish(thread, chunk_frame(run, 1, "beta "), chunk=Chunk(run, 1, "beta ")) == 0
+    assert (
+        await log.publish(
+            thread, chunk_frame(run, 1, "beta "), chunk=Chunk(run, 1, "beta ")
+        )
+        == 0
+    )
     await log.publish(thread, '{"type":"state_complete"}', run_ended=run)
     assert run not in (await log.thread_state(thread)).runs
     await log.unsubscribe(thread, recorder)
@@ -147,9 +165,15 @@ class ProtocolClient:
 
 
 @pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
-    words=st.lists(st.text(alphabet="abcxyz ", min_size=1, max_size=6), min_size=1, max_size=60),
+    words=st.lists(
+        st.text(alphabet="abcxyz ", min_size=1, max_size=6), min_size=1, max_size=60
+    ),
     drops=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 70)), max_size=6),
 )
 def test_random_disconnects_never_lose_or_double_a_chunk(name, make_log, words, drops):
@@ -167,14 +191,21 @@ def test_random_disconnects_never_lose_or_double_a_chunk(name, make_log, words, 
                 await client.disconnect()
             if index in back_at and not client.connected:
                 await client.connect(run)
-            await log.publish(thread, chunk_frame(run, index, word), chunk=Chunk(run, index, word, text))
+            await log.publish(
+                thread,
+                chunk_frame(run, index, word),
+                chunk=Chunk(run, index, word, text),
+            )
             text += word
             if name == "redis":
                 await asyncio.sleep(0)
         if not client.connected:
             await client.connect(run)
         deadline = asyncio.get_running_loop().time() + 5
-        while client.next_index < len(words) and asyncio.get_running_loop().time() < deadline:
+        while (
+            client.next_index < len(words)
+            and asyncio.get_running_loop().time() < deadline
+        ):
             await asyncio.sleep(0.01)
         await client.disconnect()
         await log.close()

@@ -37,7 +37,10 @@ CLIENT_FRAMES = [
     {"type": "config", "content": {"temperature": 0.2}},
     {"type": "cancel", "content": None},
     {"type": "cancel", "content": {"run_id": str(RUN)}},
-    {"type": "input", "content": {"run_id": str(RUN), "text": "yes", "input_id": "a:1"}},
+    {
+        "type": "input",
+        "content": {"run_id": str(RUN), "text": "yes", "input_id": "a:1"},
+    },
     {"type": "ping", "content": None},
     {"type": "resume", "content": {"last_event_id": 12}},
     # The full envelope is accepted too.
@@ -74,7 +77,11 @@ SERVER_FRAMES = [
         thread_id=THREAD,
     ),
     ResponseFrame(content="chunk", thread_id=THREAD, run_id=RUN, stream_index=0),
-    StateFrame(content=StateContent(kind="usage", data={"output_tokens": 3}), thread_id=THREAD, run_id=RUN),
+    StateFrame(
+        content=StateContent(kind="usage", data={"output_tokens": 3}),
+        thread_id=THREAD,
+        run_id=RUN,
+    ),
     StateCompleteFrame(
         content=RunCompleteContent(text="all", status="completed", chunks=1),
         thread_id=THREAD,
@@ -82,7 +89,9 @@ SERVER_FRAMES = [
     ),
     StatusFrame(content={"state": "connected", "role": "owner"}, thread_id=THREAD),
     InputRequestFrame(
-        content=InputRequestContent(input_id="r:1", question="?", timeout=5), thread_id=THREAD, run_id=RUN
+        content=InputRequestContent(input_id="r:1", question="?", timeout=5),
+        thread_id=THREAD,
+        run_id=RUN,
     ),
     ErrorFrame(content=ErrorContent(code="read_only", message="no"), thread_id=THREAD),
     PongFrame(thread_id=THREAD, request_id="p"),
@@ -93,7 +102,14 @@ SERVER_FRAMES = [
 def test_server_frames_round_trip_directly_and_as_events(frame):
     direct = json.loads(frame_json(frame))
     assert set(direct) == {
-        "type", "content", "thread_id", "run_id", "stream_index", "event_id", "request_id", "timestamp"
+        "type",
+        "content",
+        "thread_id",
+        "run_id",
+        "stream_index",
+        "event_id",
+        "request_id",
+        "timestamp",
     }
     assert parse_server_frame(frame_json(frame)) == frame
     as_event = with_event_id(event_json(frame), 41)
@@ -114,9 +130,15 @@ def test_server_frames_round_trip_directly_and_as_events(frame):
         ('{"type": "message", "content": 5}', ErrorCode.INVALID_FRAME),
         ('{"type": "message", "content": "x", "surprise": 1}', ErrorCode.INVALID_FRAME),
         ('{"type": "input", "content": {"text": "no run"}}', ErrorCode.INVALID_FRAME),
-        ('{"type": "cancel", "content": {"run_id": "not-a-uuid"}}', ErrorCode.INVALID_FRAME),
+        (
+            '{"type": "cancel", "content": {"run_id": "not-a-uuid"}}',
+            ErrorCode.INVALID_FRAME,
+        ),
         ('{"type": "config", "content": "temperature"}', ErrorCode.INVALID_FRAME),
-        ('{"type": "resume", "content": {"last_event_id": -1}}', ErrorCode.INVALID_FRAME),
+        (
+            '{"type": "resume", "content": {"last_event_id": -1}}',
+            ErrorCode.INVALID_FRAME,
+        ),
     ],
 )
 def test_bad_frames_are_named(text, code):

@@ -34,7 +34,10 @@ pytestmark = pytest.mark.integration
 
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs DATABASE_URL (PostgreSQL) and REDIS_URL")
-    if not (os.environ.get("DATABASE_URL", "").startswith("postgres") and os.environ.get("REDIS_URL")):
+    if not (
+        os.environ.get("DATABASE_URL", "").startswith("postgres")
+        and os.environ.get("REDIS_URL")
+    ):
         for item in items:
             if item.get_closest_marker("integration"):
                 item.add_marker(skip)
@@ -54,8 +57,19 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            [
+                shutil.which("redis-server") or "/usr/bin/redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -119,25 +133,33 @@ class Stack:
 
     def manage(self, *args: str, input_text: str | None = None) -> str:
         result = subprocess.run(
-            [PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-            text=True, input=input_text, timeout=120,
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input_text,
+            timeout=120,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}")
+            raise RuntimeError(
+                f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}"
+            )
         return result.stdout
 
     def python(self, code: str) -> object:
         """Run Django code in the stack's database; the code sets `result` (JSON)."""
-        script = (
-            "import json\n" + code + "\nprint('RESULT=' + json.dumps(result))\n"
-        )
+        script = "import json\n" + code + "\nprint('RESULT=' + json.dumps(result))\n"
         out = self.manage("shell", "-c", script)
         line = next(line for line in out.splitlines() if line.startswith("RESULT="))
-        return json.loads(line[len("RESULT="):])
+        return json.loads(line[len("RESULT=") :])
 
     def setup_thread(self, *, tokens_per_second: float = 50, **agent_fields) -> dict:
         """Users owner/participant/observer with tokens, an echo agent and a thread."""
-        fields = {"extra_params": {"tokens_per_second": tokens_per_second}, **agent_fields}
+        fields = {
+            "extra_params": {"tokens_per_second": tokens_per_second},
+            **agent_fields,
+        }
         return self.python(
             "from django.contrib.auth import get_user_model\n"
             "from rest_framework.authtoken.models import Token\n"
@@ -155,18 +177,23 @@ class Stack:
     def daphne(self) -> Process:
         port = free_port()
         process = self._spawn(
-            [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], f"daphne-{port}"
+            [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            f"daphne-{port}",
         )
         wait_for_http(f"http://127.0.0.1:{port}/healthz")
         return Process(process, port)
 
     def worker(self) -> Process:
-        process = self._spawn([PYTHON, "manage.py", "runworker", "agent-runs"], "worker")
+        process = self._spawn(
+            [PYTHON, "manage.py", "runworker", "agent-runs"], "worker"
+        )
         return Process(process, None)
 
     def _spawn(self, command: list[str], name: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}-{len(self.processes)}.log", "w")
-        process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes.append(process)
         return process
 
@@ -182,7 +209,10 @@ class Stack:
             pass
 
     def dump_logs(self) -> str:
-        return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log")))
+        return "\n".join(
+            f"== {p.name}\n{p.read_text()[-3000:]}"
+            for p in sorted(self.logs.glob("*.log"))
+        )
 
 
 class Process:
@@ -198,7 +228,9 @@ class Process:
         self.popen.send_signal(signum)
 
     def ws_url(self, thread_id: str, query: str = "") -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/threads/{thread_id}/" + (f"?{query}" if query else "")
+        return f"ws://127.0.0.1:{self.port}/ws/threads/{thread_id}/" + (
+            f"?{query}" if query else ""
+        )
 
 
 def wait_for_http(url: str, timeout: float = 30) -> None:
@@ -253,7 +285,9 @@ class Socket:
             sock.setblocking(False)
             options["sock"] = sock
         self.connection = await websockets.connect(
-            self.url, additional_headers={"Authorization": f"Token {self.token}"}, **options
+            self.url,
+            additional_headers={"Authorization": f"Token {self.token}"},
+            **options,
         )
         return self
 
@@ -297,23 +331,41 @@ class ReplyTracker:
 
     def apply(self, frame: dict) -> None:
         content = frame["content"]
-        if frame["type"] == "status" and content.get("state") in ("snapshot", "resynced"):
+        if frame["type"] == "status" and content.get("state") in (
+            "snapshot",
+            "resynced",
+        ):
             self.resynced += content["state"] == "resynced"
             self.last_event_id = content["last_event_id"]
             for run in content["runs"]:
-                self.runs[run["run_id"]] = {"text": run["text"], "next": run["next_stream_index"], "final": None}
+                self.runs[run["run_id"]] = {
+                    "text": run["text"],
+                    "next": run["next_stream_index"],
+                    "final": None,
+                }
             for message in content["messages"]:
                 if message["role"] == "assistant" and message["run_id"]:
-                    self.runs[message["run_id"]] = {"text": message["text"], "next": None, "final": message["text"]}
+                    self.runs[message["run_id"]] = {
+                        "text": message["text"],
+                        "next": None,
+                        "final": message["text"],
+                    }
             return
         if frame["event_id"] is not None:
-            assert self.last_event_id is None or frame["event_id"] == self.last_event_id + 1, (
-                f"event {frame['event_id']} after {self.last_event_id}"
-            )
+            assert (
+                self.last_event_id is None
+                or frame["event_id"] == self.last_event_id + 1
+            ), f"event {frame['event_id']} after {self.last_event_id}"
             self.last_event_id = frame["event_id"]
         if frame["type"] == "response":
-            run = self.runs.setdefault(frame["run_id"], {"text": "", "next": 0, "final": None})
-            if run["final"] is not None or run["next"] is None or frame["stream_index"] < run["next"]:
+            run = self.runs.setdefault(
+                frame["run_id"], {"text": "", "next": 0, "final": None}
+            )
+            if (
+                run["final"] is not None
+                or run["next"] is None
+                or frame["stream_index"] < run["next"]
+            ):
                 return
             if frame["stream_index"] > run["next"]:
                 # A gap: the documented client rule is to ask for a snapshot.
@@ -324,5 +376,7 @@ class ReplyTracker:
             run["text"] += frame["content"]
             run["next"] += 1
         elif frame["type"] == "state_complete":
-            run = self.runs.setdefault(frame["run_id"], {"text": "", "next": 0, "final": None})
+            run = self.runs.setdefault(
+                frame["run_id"], {"text": "", "next": 0, "final": None}
+            )
             run["final"] = content["text"]

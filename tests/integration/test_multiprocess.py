@@ -36,13 +36,17 @@ async def test_three_clients_on_two_daphnes_get_the_same_complete_stream(stack):
     ):
         trackers = [await open_and_sync(s) for s in (owner, participant, observer)]
         await owner.send({"type": "message", "content": words})
-        streams = [await s.receive_until(complete) for s in (owner, participant, observer)]
+        streams = [
+            await s.receive_until(complete) for s in (owner, participant, observer)
+        ]
     for tracker, frames in zip(trackers, streams, strict=True):
         for frame in frames:
             tracker.apply(frame)
         (run,) = tracker.runs.values()
         assert run["text"] == run["final"] == words
-    event_frames = [[f for f in frames if f["event_id"] is not None] for frames in streams]
+    event_frames = [
+        [f for f in frames if f["event_id"] is not None] for frames in streams
+    ]
     assert event_frames[0] == event_frames[1] == event_frames[2]
     stored = stack.python(
         "from chat.models import Message\n"
@@ -58,7 +62,9 @@ async def test_a_socket_idle_past_ten_seconds_on_redis_still_receives(stack):
     stack.worker()
     async with Socket(web.ws_url(thread), tokens["observer"]) as idle:
         await open_and_sync(idle)
-        await asyncio.sleep(12)  # longer than redis-py's 5 s default read timeout, twice
+        await asyncio.sleep(
+            12
+        )  # longer than redis-py's 5 s default read timeout, twice
         async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
             await open_and_sync(owner)
             await owner.send({"type": "message", "content": "still there?"})
@@ -80,7 +86,9 @@ async def test_killed_worker_fails_its_run_and_another_worker_keeps_serving(stac
         await open_and_sync(owner)
         await open_and_sync(observer)
         await owner.send({"type": "message", "content": " ".join(["slow"] * 200)})
-        await observer.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 2)
+        await observer.receive_until(
+            lambda f: f["type"] == "response" and f["stream_index"] >= 2
+        )
         stack.worker()  # the survivor
         doomed.kill(signal.SIGKILL)
         killed_at = asyncio.get_running_loop().time()
@@ -94,7 +102,11 @@ async def test_killed_worker_fails_its_run_and_another_worker_keeps_serving(stac
 
         await owner.send({"type": "message", "content": "after the crash"})
         again = await observer.receive_until(complete, timeout=30)
-        assert again[-1]["content"] == {**again[-1]["content"], "status": "completed", "text": "after the crash"}
+        assert again[-1]["content"] == {
+            **again[-1]["content"],
+            "status": "completed",
+            "text": "after the crash",
+        }
 
 
 async def test_sigterm_lets_a_worker_finish_then_fails_what_is_left(tmp_path):
@@ -129,13 +141,17 @@ async def test_restarted_daphne_clients_resume_on_another(stack):
     async with Socket(first.ws_url(thread), tokens["owner"]) as owner:
         tracker = await open_and_sync(owner)
         await owner.send({"type": "message", "content": words})
-        for frame in await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 10):
+        for frame in await owner.receive_until(
+            lambda f: f["type"] == "response" and f["stream_index"] >= 10
+        ):
             tracker.apply(frame)
         first.kill(signal.SIGKILL)
         with pytest.raises((websockets.ConnectionClosed, TimeoutError)):
             while True:
                 tracker.apply(await owner.receive(timeout=5))
-    async with Socket(second.ws_url(thread, f"last_event_id={tracker.last_event_id}"), tokens["owner"]) as again:
+    async with Socket(
+        second.ws_url(thread, f"last_event_id={tracker.last_event_id}"), tokens["owner"]
+    ) as again:
         assert (await again.receive())["content"]["state"] == "connected"
         for frame in await again.receive_until(complete):
             tracker.apply(frame)
@@ -153,7 +169,9 @@ async def test_restarted_redis_clients_end_with_the_right_text_or_a_resync(stack
     async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
         tracker = await open_and_sync(owner)
         await owner.send({"type": "message", "content": words})
-        for frame in await owner.receive_until(lambda f: f["type"] == "response" and f["stream_index"] >= 5):
+        for frame in await owner.receive_until(
+            lambda f: f["type"] == "response" and f["stream_index"] >= 5
+        ):
             tracker.apply(frame)
         stack.redis.kill()
         await asyncio.sleep(1.0)
@@ -202,7 +220,12 @@ async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
         rss_before = web.rss
         async with (
             Socket(web.ws_url(thread), tokens["owner"]) as owner,
-            Socket(web.ws_url(thread), tokens["observer"], max_queue=2, receive_buffer=65536) as stalled,
+            Socket(
+                web.ws_url(thread),
+                tokens["observer"],
+                max_queue=2,
+                receive_buffer=65536,
+            ) as stalled,
         ):
             await open_and_sync(owner)
             tracker = await open_and_sync(stalled)
@@ -219,10 +242,15 @@ async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
             while True:
                 frame = await stalled.receive(timeout=60)
                 tracker.apply(frame)
-                if frame["type"] == "status" and frame["content"]["state"] == "resynced":
+                if (
+                    frame["type"] == "status"
+                    and frame["content"]["state"] == "resynced"
+                ):
                     break
             # The resync carries every reply, none cut short or doubled.
-            finished = [r["final"] for r in tracker.runs.values() if r["final"] is not None]
+            finished = [
+                r["final"] for r in tracker.runs.values() if r["final"] is not None
+            ]
         assert finals == [reply] * 60
         assert tracker.resynced >= 1
         assert len(finished) >= 1 and set(finished) == {reply}

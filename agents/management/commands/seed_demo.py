@@ -43,7 +43,8 @@ class Command(BaseCommand):
             AgentConfig.objects.get_or_create(name=fields["name"], defaults=fields)
         User = get_user_model()
         user, created = User.objects.get_or_create(
-            username=options["username"], defaults={"is_staff": True, "is_superuser": True}
+            username=options["username"],
+            defaults={"is_staff": True, "is_superuser": True},
         )
         if created:
             user.set_password(options["password"])
