@@ -35,7 +35,7 @@ from agents.providers.base import (
 )
 from agents.validation import effective_config
 from chat.eventlog import Chunk, get_event_log
-from chat.events import publish
+from chat.events import call_service, publish
 from chat.models import Message, MessageRole
 from chat.protocol import (
     InputRequestContent,
@@ -52,7 +52,7 @@ PUBLISH_RETRY_SECONDS = 60.0
 
 class ChunkStream:
     """Coalesces tokens into chunks: flush at `chunk_size` characters or when the
-    oldest waiting token is `window` seconds old, whichever comes first (the
+    oldest waiting token is `window()` seconds old, whichever comes first (the
     first token of a reply goes out at once: time to first token matters). Chunks
     are published in order by one task, numbered 0, 1, 2 ... without gaps."""
 
@@ -61,7 +61,7 @@ class ChunkStream:
         publish_chunk: Callable[[int, str, str], Awaitable[None]],
         *,
         chunk_size: int,
-        window: float,
+        window: Callable[[], float],
         buffered: bool,
     ) -> None:
         self._publish_chunk = publish_chunk
@@ -95,7 +95,7 @@ class ChunkStream:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(
-                self._window, self.flush
+                self._window(), self.flush
             )
 
     def flush(self) -> None:
@@ -227,6 +227,20 @@ def _request_for(run: Run) -> tuple[ProviderRequest, object]:
     return request, get_provider(agent.provider)
 
 
+def _claim_and_prepare(
+    *, run_id: str, worker_channel: str
+) -> tuple[Run, tuple[ProviderRequest, object] | Exception] | None:
+    """Claim the run and build its provider request (or the error building it
+    raised, which fails the run like a provider error would)."""
+    run = services.run_claim(run_id=run_id, worker_channel=worker_channel)
+    if run is None:
+        return None
+    try:
+        return run, _request_for(run)
+    except Exception as error:
+        return run, error
+
+
 class WorkerRuntime:
     def __init__(self) -> None:
         self.channel_name: str | None = None
@@ -255,6 +269,18 @@ class WorkerRuntime:
         ]
         logger.info("agent worker %s started", self.channel_name)
 
+    def flush_window(self) -> float:
+        """Seconds a token may wait to share a chunk: PARLEY_FLUSH_WINDOW_MS
+        while the worker is lightly loaded, stretching with the number of runs
+        in flight up to PARLEY_FLUSH_WINDOW_MAX_MS. Every chunk costs the same
+        to publish and deliver whatever it holds, so under load fewer, fuller
+        chunks keep latency bounded where one chunk per token would not."""
+        base = settings.PARLEY_FLUSH_WINDOW_MS
+        stretch = len(self.tasks) / settings.PARLEY_FLUSH_WINDOW_RUNS
+        return (
+            min(settings.PARLEY_FLUSH_WINDOW_MAX_MS, max(base, base * stretch)) / 1000
+        )
+
     async def wait_for_slot(self) -> None:
         await self._slots.acquire()
         self._slots.release()
@@ -262,7 +288,7 @@ class WorkerRuntime:
     async def submit(self, run_id: str) -> None:
         if not self.accepting:
             # Hand it back for another worker; the sweeper catches it otherwise.
-            await database_sync_to_async(services.send_to_channel)(
+            await services.send_to_channel(
                 services.AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id}
             )
             return
@@ -295,11 +321,13 @@ class WorkerRuntime:
 
     # --- one run -----------------------------------------------------------
     async def execute(self, run_id: str) -> None:
-        run = await database_sync_to_async(services.run_claim)(
-            run_id=run_id, worker_channel=self.channel_name
+        # One database hop from `run.start` to calling the provider.
+        claimed = await call_service(
+            _claim_and_prepare, run_id=run_id, worker_channel=self.channel_name
         )
-        if run is None:
+        if claimed is None:
             return
+        run, prepared = claimed
         thread_id = run.thread_id
         agent = run.agent
         usage: dict = {}
@@ -320,11 +348,13 @@ class WorkerRuntime:
         stream = ChunkStream(
             publish_chunk,
             chunk_size=agent.chunk_size,
-            window=settings.PARLEY_FLUSH_WINDOW_MS / 1000,
+            window=self.flush_window,
             buffered=agent.buffer_chunks,
         )
         try:
-            request, provider = await database_sync_to_async(_request_for)(run)
+            if isinstance(prepared, Exception):
+                raise prepared
+            request, provider = prepared
             request.ask_human = lambda question, timeout: self.ask_human(
                 run, question, timeout
             )
@@ -379,7 +409,8 @@ class WorkerRuntime:
             # interrupt saving it (it would stay `running` until swept).
             self.cancel_reasons.setdefault(run_id, "finishing")
         await stream.close()
-        await database_sync_to_async(services.run_finish)(
+        await call_service(
+            services.run_finish,
             run_id=run_id,
             status=status,
             text=stream.text,
@@ -513,8 +544,9 @@ class WorkerRuntime:
                 )
             except Exception:
                 partial[run_id] = ("", 0)
-        return await database_sync_to_async(services.run_sweep)(
-            read_partial_text=lambda run: partial.get(str(run.id), ("", 0))
+        return await call_service(
+            services.run_sweep,
+            read_partial_text=lambda run: partial.get(str(run.id), ("", 0)),
         )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -19,7 +19,7 @@ from django.utils import timezone
 from agents.errors import AgentErrorCode
 from agents.models import FINAL_RUN_STATUSES, Run, RunStatus
 from chat.errors import ErrorCode, ServiceError
-from chat.events import publish_on_commit, run_status_frame
+from chat.events import after_commit, publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Thread
 from chat.protocol import (
     ErrorContent,
@@ -33,10 +33,10 @@ logger = logging.getLogger(__name__)
 AGENT_RUNS_CHANNEL = "agent-runs"
 
 
-def send_to_channel(channel: str, message: dict) -> bool:
-    """Send on the channel layer from sync code; False (logged) when the layer is down."""
+async def send_to_channel(channel: str, message: dict) -> bool:
+    """Send on the channel layer; False (logged) when the layer is down."""
     try:
-        async_to_sync(get_channel_layer().send)(channel, message)
+        await get_channel_layer().send(channel, message)
         return True
     except Exception as error:  # the sweeper re-dispatches what was not delivered
         logger.warning(
@@ -47,11 +47,20 @@ def send_to_channel(channel: str, message: dict) -> bool:
 
 def run_dispatch(*, run: Run) -> None:
     """Hand the run to a worker once the transaction commits."""
-    run_id = str(run.id)
-    transaction.on_commit(
-        lambda: send_to_channel(
-            AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id}
+    message = {"type": "run.start", "run_id": str(run.id)}
+    after_commit(partial(send_to_channel, AGENT_RUNS_CHANNEL, message))
+
+
+def _thread_head_run(thread_id) -> tuple | None:
+    """(pk, status) of the run the thread is on: its running run, else its
+    oldest queued one. Call with the thread row locked."""
+    return (
+        Run.objects.filter(
+            thread_id=thread_id, status__in=(RunStatus.RUNNING, RunStatus.QUEUED)
         )
+        .order_by("-status", "created_at")  # "running" sorts before "queued"
+        .values_list("pk", "status")
+        .first()
     )
 
 
@@ -59,48 +68,54 @@ def run_dispatch_next(*, thread_id) -> Run | None:
     """Start the thread's oldest queued run, unless one is already running."""
     with transaction.atomic():
         Thread.objects.select_for_update().filter(pk=thread_id).first()
-        if Run.objects.filter(thread_id=thread_id, status=RunStatus.RUNNING).exists():
-            return None
-        run = (
-            Run.objects.filter(thread_id=thread_id, status=RunStatus.QUEUED)
-            .order_by("created_at")
-            .first()
-        )
-        if run is not None:
-            run_dispatch(run=run)
-        return run
+        return _dispatch_head(thread_id)
+
+
+def _dispatch_head(thread_id) -> Run | None:
+    head = _thread_head_run(thread_id)
+    if head is None or head[1] == RunStatus.RUNNING:
+        return None
+    run = Run(pk=head[0], thread_id=thread_id)
+    run_dispatch(run=run)
+    return run
 
 
 def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
-    """Mark a queued run running under this worker's lease; None if not claimable."""
+    """Mark a queued run running under this worker's lease; None if not claimable.
+
+    Returns the run with its agent, thread and prompt. Few statements: every
+    run pays for this before its first token.
+    """
     now = timezone.now()
+    run = (
+        Run.objects.select_related("agent", "thread", "prompt")
+        .filter(pk=run_id, status=RunStatus.QUEUED)
+        .first()
+    )
+    if run is None:
+        return None
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.status != RunStatus.QUEUED:
-            return None
+        # The thread's lock orders claims, dispatches and new messages.
         Thread.objects.select_for_update().filter(pk=run.thread_id).first()
-        if Run.objects.filter(
-            thread_id=run.thread_id, status=RunStatus.RUNNING
-        ).exists():
-            return None  # dispatched again when the running one ends
-        head = (
-            Run.objects.filter(thread_id=run.thread_id, status=RunStatus.QUEUED)
-            .order_by("created_at")
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if head != run.pk:
-            run_dispatch(run=Run(pk=head))
-            return None
+        head = _thread_head_run(run.thread_id)
+        if head is None or head[0] != run.pk:
+            if head is not None and head[1] == RunStatus.QUEUED:
+                run_dispatch(run=Run(pk=head[0]))
+            return None  # a running run dispatches the next when it ends
         run.status = RunStatus.RUNNING
         run.started_at = now
         run.worker_channel = worker_channel
         run.lease_expires_at = now + timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
-        run.save(
-            update_fields=["status", "started_at", "worker_channel", "lease_expires_at"]
+        claimed = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=run.status,
+            started_at=run.started_at,
+            worker_channel=run.worker_channel,
+            lease_expires_at=run.lease_expires_at,
         )
+        if not claimed:  # cancelled meanwhile
+            return None
         publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
-    return Run.objects.select_related("agent", "thread", "prompt").get(pk=run.pk)
+    return run
 
 
 def run_renew_leases(*, worker_channel: str, run_ids: list[str]) -> list[str]:
@@ -180,6 +195,7 @@ def run_finish(
                 "lease_expires_at",
             ]
         )
+        # Updating the thread also locks it for dispatching its next run.
         Thread.objects.filter(pk=run.thread_id).update(updated_at=run.finished_at)
         thread_id = run.thread_id
         if error_code:
@@ -194,7 +210,7 @@ def run_finish(
             _complete_frame(run, text=text, message=message, chunks=chunks),
             run_ended=str(run.id),
         )
-        transaction.on_commit(lambda: run_dispatch_next(thread_id=thread_id))
+        _dispatch_head(thread_id)
     return run
 
 
@@ -216,12 +232,8 @@ def run_cancel(*, run: Run) -> Run:
                 run.cancel_requested = True
                 run.save(update_fields=["cancel_requested"])
             publish_on_commit(run.thread_id, run_status_frame(run, state="cancelling"))
-            channel, run_id = run.worker_channel, str(run.id)
-            transaction.on_commit(
-                lambda: send_to_channel(
-                    channel, {"type": "run.cancel", "run_id": run_id}
-                )
-            )
+            message = {"type": "run.cancel", "run_id": str(run.id)}
+            after_commit(partial(send_to_channel, run.worker_channel, message))
         else:
             raise ServiceError(
                 AgentErrorCode.RUN_NOT_ACTIVE,
@@ -251,16 +263,14 @@ def run_input_submit(
         )
     if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
         raise ServiceError(ErrorCode.MESSAGE_TOO_LONG, "The answer is too long.")
-    send_to_channel(
-        run.worker_channel,
-        {
-            "type": "run.input",
-            "run_id": str(run.id),
-            "input_id": input_id,
-            "text": text,
-            "username": username,
-        },
-    )
+    message = {
+        "type": "run.input",
+        "run_id": str(run.id),
+        "input_id": input_id,
+        "text": text,
+        "username": username,
+    }
+    after_commit(partial(send_to_channel, run.worker_channel, message))
 
 
 def run_sweep(*, read_partial_text=None) -> list[Run]:

@@ -30,7 +30,7 @@ from chat import services
 from chat.auth import SUBPROTOCOL, origin_allowed
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
-from chat.events import presence_frame, presence_users
+from chat.events import call_service, presence_frame, presence_users
 from chat.permissions import can_write
 from chat.protocol import (
     OBSERVER_FRAME_TYPES,
@@ -420,7 +420,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
 
     async def on_message(self, frame: MessageIn) -> None:
-        await database_sync_to_async(services.message_post)(
+        await call_service(
+            services.message_post,
             thread=self.thread,
             user=self.user,
             text=frame.content,
@@ -428,16 +429,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
 
     async def on_config(self, frame: ConfigIn) -> None:
-        await database_sync_to_async(services.thread_update)(
-            thread=self.thread, config=frame.content
+        await call_service(
+            services.thread_update, thread=self.thread, config=frame.content
         )
 
     async def on_cancel(self, frame: CancelIn) -> None:
         run_id = frame.content.run_id if frame.content else None
-        await database_sync_to_async(_cancel)(thread_id=self.thread_id, run_id=run_id)
+        await call_service(_cancel, thread_id=self.thread_id, run_id=run_id)
 
     async def on_input(self, frame: InputIn) -> None:
-        await database_sync_to_async(_submit_input)(
+        await call_service(
+            _submit_input,
             thread_id=self.thread_id,
             run_id=frame.content.run_id,
             input_id=frame.content.input_id,

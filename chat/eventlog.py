@@ -385,7 +385,12 @@ class RedisEventLog(EventLog):
         if connection is None:
             import redis.asyncio as redis
 
-            client = redis.Redis.from_url(self.url, **self._client_options)
+            # A burst of connects asks for many connections at once: wait for
+            # one (redis-py's default pool fails past 100 instead).
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url, max_connections=64, timeout=20, **self._client_options
+            )
+            client = redis.Redis.from_pool(pool)
             connection = self._loops[loop] = _LoopConnection(client)
         return connection
 

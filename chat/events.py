@@ -1,17 +1,38 @@
 """Thread events: build the frame, then publish it to the thread's event log.
 
-Services call `publish_on_commit` inside their transaction, so an event never
-announces something the database does not hold. The worker, which streams,
-calls `publish` directly.
+Services call `publish_on_commit` (and, for other I/O such as channel-layer
+sends, `after_commit`) inside their transaction, so an event never announces
+something the database does not hold.
+
+Async code calls services through `call_service`: the database work runs in
+the database thread and the I/O that follows the commit runs back on the event
+loop, in order, so the database thread never waits for the (busy) loop. Sync
+callers (DRF views, management commands) do that I/O at commit through
+`async_to_sync`. The worker, which streams, calls `publish` directly.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 from asgiref.sync import async_to_sync
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
+from django.conf import settings
 from django.db import transaction
 
 from chat.eventlog import Chunk, get_event_log
 from chat.protocol import ServerFrame, StatusFrame, event_json
+
+logger = logging.getLogger(__name__)
+
+AfterCommitAction = Callable[[], Awaitable[object]]
+
+# The actions a service run by `call_service` left for its caller (per thread).
+_outbox = threading.local()
 
 
 async def publish(
@@ -31,10 +52,64 @@ def publish_now(thread_id, frame: ServerFrame, *, run_ended: str | None = None) 
     return async_to_sync(publish)(thread_id, frame, run_ended=run_ended)
 
 
+def after_commit(action: AfterCommitAction) -> None:
+    """Await `action()` once the current transaction commits: in the async
+    caller when the service runs under `call_service`, else at once."""
+
+    def committed() -> None:
+        pending = getattr(_outbox, "actions", None)
+        if pending is not None:
+            pending.append(action)
+        else:
+            async_to_sync(action)()
+
+    transaction.on_commit(committed)
+
+
 def publish_on_commit(
     thread_id, frame: ServerFrame, *, run_ended: str | None = None
 ) -> None:
-    transaction.on_commit(lambda: publish_now(thread_id, frame, run_ended=run_ended))
+    after_commit(partial(publish, thread_id, frame, run_ended=run_ended))
+
+
+_service_executor: ThreadPoolExecutor | None = None
+
+
+def _run_in_service_thread(function: Callable) -> Awaitable:
+    """channels' database_sync_to_async (fresh connections around the call),
+    on one thread (SQLite) or a pool of PARLEY_SERVICE_THREADS (PostgreSQL)."""
+    global _service_executor
+    if settings.PARLEY_SERVICE_THREADS <= 1:
+        return database_sync_to_async(function)()
+    if _service_executor is None:
+        _service_executor = ThreadPoolExecutor(
+            settings.PARLEY_SERVICE_THREADS, thread_name_prefix="parley-service"
+        )
+    return DatabaseSyncToAsync(
+        function, thread_sensitive=False, executor=_service_executor
+    )()
+
+
+async def call_service(service: Callable, /, **kwargs):
+    """Run a synchronous service in a database thread, then the I/O it left
+    for after its commit (events, channel sends) here, in order."""
+    actions: list[AfterCommitAction] = []
+
+    def run():
+        _outbox.actions = actions
+        try:
+            return service(**kwargs)
+        finally:
+            _outbox.actions = None
+
+    try:
+        return await _run_in_service_thread(run)
+    finally:
+        for action in actions:
+            try:
+                await action()
+            except Exception:  # committed already: a snapshot will show it
+                logger.exception("after-commit action %r failed", action)
 
 
 def run_status_frame(run, *, state: str, **extra) -> StatusFrame:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
+import uuid
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.db import transaction
 from django.utils import timezone
 
@@ -140,17 +142,26 @@ def member_remove(*, thread: Thread, username: str) -> None:
     ThreadMember.objects.filter(thread=thread, user__username=username).delete()
 
 
+@functools.cache
+def _rate_cache():
+    """The default cache, one instance per process. `django.core.cache.cache`
+    is one per async context: called from async code (every socket message)
+    it would open a new Redis connection each time."""
+    return caches.create_connection(DEFAULT_CACHE_ALIAS)
+
+
 def _check_message_rate(user) -> None:
     """Messages per minute per user, counted in the shared cache (all web processes)."""
     limit = settings.PARLEY_MESSAGES_PER_MINUTE
     if limit <= 0:
         return
     key = f"rate:messages:{user.pk}:{int(time.time() // 60)}"
-    cache.add(key, 0, timeout=70)
+    counter = _rate_cache()
+    counter.add(key, 0, timeout=70)
     try:
-        count = cache.incr(key)
+        count = counter.incr(key)
     except ValueError:
-        cache.set(key, 1, timeout=70)
+        counter.set(key, 1, timeout=70)
         count = 1
     if count > limit:
         raise ServiceError(
@@ -212,18 +223,20 @@ def message_post(
                 f"You already have {user_limit} replies running or queued.",
                 status=429,
             )
+        # Message and run point at each other; the foreign keys are checked at
+        # commit, so the run's id can be chosen first (one statement less).
+        run_id = uuid.uuid4()
         message = Message.objects.create(
-            thread=thread, author=user, role=MessageRole.USER, text=text
+            thread=thread, author=user, role=MessageRole.USER, text=text, run_id=run_id
         )
         run = Run.objects.create(
+            id=run_id,
             thread=thread,
             agent=agent,
             requested_by=user,
             prompt=message,
             status=RunStatus.QUEUED,
         )
-        message.run = run
-        message.save(update_fields=["run"])
         Thread.objects.filter(pk=thread.pk).update(updated_at=timezone.now())
         message.author = user
         publish_on_commit(

@@ -169,6 +169,9 @@ else:
                         "socket_timeout": REDIS_SOCKET_TIMEOUT,
                         "socket_keepalive": True,
                         "retry_on_timeout": True,
+                        # redis-py fails (not waits) past its pool's size, 100
+                        # by default; a burst of new messages sends that many.
+                        "max_connections": env_int("REDIS_LAYER_MAX_CONNECTIONS", 1000),
                     }
                 ],
                 "capacity": 10_000,
@@ -245,7 +248,21 @@ PARLEY_MESSAGES_PER_MINUTE = env_int("PARLEY_MESSAGES_PER_MINUTE", 30)
 PARLEY_MAX_CLIENTS_PER_THREAD = env_int("PARLEY_MAX_CLIENTS_PER_THREAD", 50)
 PARLEY_MAX_ACTIVE_RUNS_PER_USER = env_int("PARLEY_MAX_ACTIVE_RUNS_PER_USER", 5)
 PARLEY_WORKER_CONCURRENCY = env_int("PARLEY_WORKER_CONCURRENCY", 1000)
+# Coalescing: a token waits at most PARLEY_FLUSH_WINDOW_MS for others to share
+# its chunk; past PARLEY_FLUSH_WINDOW_RUNS runs in flight on a worker the window
+# grows in proportion, up to PARLEY_FLUSH_WINDOW_MAX_MS (agents/runtime.py).
 PARLEY_FLUSH_WINDOW_MS = env_int("PARLEY_FLUSH_WINDOW_MS", 25)
+PARLEY_FLUSH_WINDOW_MAX_MS = env_int("PARLEY_FLUSH_WINDOW_MAX_MS", 80)
+PARLEY_FLUSH_WINDOW_RUNS = env_int("PARLEY_FLUSH_WINDOW_RUNS", 50)
+# Threads that run services called from async code (chat/events.py): on
+# PostgreSQL several, so one slow round trip does not hold up every socket's
+# message or every run's claim; SQLite has one writer, so one.
+PARLEY_SERVICE_THREADS = env_int(
+    "PARLEY_SERVICE_THREADS",
+    1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 4,
+)
+# sys.setswitchinterval for every process (chat/apps.py); Python's default is 5.
+PARLEY_GIL_SWITCH_INTERVAL_MS = env_float("PARLEY_GIL_SWITCH_INTERVAL_MS", 0.5)
 PARLEY_LEASE_SECONDS = env_int("PARLEY_LEASE_SECONDS", 15)
 PARLEY_SWEEP_INTERVAL_SECONDS = env_float("PARLEY_SWEEP_INTERVAL_SECONDS", 5.0)
 PARLEY_SHUTDOWN_GRACE_SECONDS = env_float("PARLEY_SHUTDOWN_GRACE_SECONDS", 20.0)

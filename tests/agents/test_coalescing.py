@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from agents.runtime import ChunkStream
+from agents.runtime import ChunkStream, WorkerRuntime
 
 LONG = 60.0  # a flush window no test waits for
 
@@ -50,7 +50,8 @@ class Published:
 
 def stream_for(published: Published, **options) -> ChunkStream:
     options = {"chunk_size": 1000, "window": LONG, "buffered": True, **options}
-    return ChunkStream(published, **options)
+    window = options.pop("window")
+    return ChunkStream(published, window=lambda: window, **options)
 
 
 async def settle() -> None:
@@ -225,3 +226,20 @@ async def test_a_publisher_failure_surfaces_instead_of_hanging_the_stream():
     await asyncio.wait_for(stream.close(), 1)
     assert stream.text == "lost"
     assert stream.chunks == 0
+
+
+def test_the_flush_window_stretches_with_the_runs_in_flight(settings):
+    settings.PARLEY_FLUSH_WINDOW_MS = 25
+    settings.PARLEY_FLUSH_WINDOW_MAX_MS = 80
+    settings.PARLEY_FLUSH_WINDOW_RUNS = 50
+    runtime = WorkerRuntime()
+
+    def window_with(runs: int) -> float:
+        runtime.tasks = {str(index): None for index in range(runs)}
+        return round(runtime.flush_window() * 1000, 3)
+
+    assert window_with(0) == 25  # light load: the configured window
+    assert window_with(50) == 25
+    assert window_with(100) == 50  # twice the runs, twice the wait
+    assert window_with(150) == 75
+    assert window_with(1000) == 80  # never more than the maximum
