@@ -281,20 +281,27 @@ class WorkerRuntime:
             min(settings.PARLEY_FLUSH_WINDOW_MAX_MS, max(base, base * stretch)) / 1000
         )
 
-    async def wait_for_slot(self) -> None:
+    async def reserve_slot(self) -> None:
+        """Wait for a free slot and hold it for a run about to be submitted."""
         await self._slots.acquire()
+
+    def release_slot(self) -> None:
         self._slots.release()
 
-    async def submit(self, run_id: str) -> None:
-        if not self.accepting:
-            # Hand it back for another worker; the sweeper catches it otherwise.
-            await services.send_to_channel(
-                services.AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id}
-            )
+    async def submit(self, run_id: str, *, slot_reserved: bool = False) -> None:
+        """Start the run in a task of its own, in a free slot (waiting for one
+        unless the caller reserved it)."""
+        if not self.accepting or run_id in self.tasks:
+            if slot_reserved:
+                self.release_slot()
+            if not self.accepting:
+                # Hand it back for another worker; the sweeper catches it otherwise.
+                await services.send_to_channel(
+                    services.AGENT_RUNS_CHANNEL, {"type": "run.start", "run_id": run_id}
+                )
             return
-        if run_id in self.tasks:
-            return
-        await self._slots.acquire()
+        if not slot_reserved:
+            await self._slots.acquire()
         task = asyncio.get_running_loop().create_task(self.execute(run_id))
         self.tasks[run_id] = task
 

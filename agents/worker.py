@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from channels.consumer import AsyncConsumer
+from channels.layers import InMemoryChannelLayer
 from channels.worker import Worker
 
 from agents.runtime import get_runtime
@@ -18,6 +19,7 @@ from agents.runtime import get_runtime
 logger = logging.getLogger(__name__)
 
 AGENT_RUNS_CHANNEL = "agent-runs"
+RECEIVERS_PER_CHANNEL = 8
 
 
 class AgentRunConsumer(AsyncConsumer):
@@ -27,8 +29,19 @@ class AgentRunConsumer(AsyncConsumer):
     # would tie its life to the channel layer's connection).
     channel_layer_alias = "agent-worker-needs-no-layer"
 
+    async def dispatch(self, message: dict) -> None:
+        # channels' dispatch first closes stale database connections in the
+        # database thread (a hop per message); `run.start` uses no connection
+        # here (the run's own task does, through call_service).
+        if message.get("type") == "run.start":
+            await self.run_start(message)
+        else:
+            await super().dispatch(message)
+
     async def run_start(self, message: dict) -> None:
-        await get_runtime().submit(message["run_id"])
+        await get_runtime().submit(
+            message["run_id"], slot_reserved=message.get("slot_reserved", False)
+        )
 
 
 class AgentWorkerServer(Worker):
@@ -45,36 +58,56 @@ class AgentWorkerServer(Worker):
         await super().handle()
 
     async def listener(self, channel: str) -> None:
+        # Several receives in flight: under load every Redis round trip waits
+        # for a busy event loop, and one at a time would start runs one by one.
+        # (The in-memory layer drops a channel's queue once it is empty,
+        # stranding the other receivers: one there.)
+        receivers = (
+            1
+            if isinstance(self.channel_layer, InMemoryChannelLayer)
+            else RECEIVERS_PER_CHANNEL
+        )
+        await asyncio.gather(*(self._receive_runs(channel) for _ in range(receivers)))
+
+    async def _receive_runs(self, channel: str) -> None:
         runtime = get_runtime()
         delay = 0.1
         while not self.stopping.is_set():
-            await runtime.wait_for_slot()
-            receive = asyncio.ensure_future(self.channel_layer.receive(channel))
-            stop = asyncio.ensure_future(self.stopping.wait())
-            done, _ = await asyncio.wait(
-                {receive, stop}, return_when=asyncio.FIRST_COMPLETED
-            )
-            stop.cancel()
-            if receive not in done:
-                receive.cancel()
-                break
+            # Hold a free slot before taking a run off the channel: a full
+            # worker leaves runs to the others.
+            await runtime.reserve_slot()
+            handed_over = False
             try:
-                message = receive.result()
-                delay = 0.1
-            except Exception as error:
-                logger.warning(
-                    "agent-runs: channel layer unavailable (%s); retrying", error
+                receive = asyncio.ensure_future(self.channel_layer.receive(channel))
+                stop = asyncio.ensure_future(self.stopping.wait())
+                done, _ = await asyncio.wait(
+                    {receive, stop}, return_when=asyncio.FIRST_COMPLETED
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if message.get("type") != "run.start":
-                logger.warning("agent-runs: ignoring %r", message.get("type"))
-                continue
-            queue = self.get_or_create_application_instance(
-                channel, {"type": "channel", "channel": channel}
-            )
-            await queue.put(message)
+                stop.cancel()
+                if receive not in done:
+                    receive.cancel()
+                    break
+                try:
+                    message = receive.result()
+                    delay = 0.1
+                except Exception as error:
+                    logger.warning(
+                        "agent-runs: channel layer unavailable (%s); retrying", error
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if message.get("type") != "run.start":
+                    logger.warning("agent-runs: ignoring %r", message.get("type"))
+                    continue
+                queue = self.get_or_create_application_instance(
+                    channel, {"type": "channel", "channel": channel}
+                )
+                await queue.put({**message, "slot_reserved": True})
+                handed_over = True
+            finally:
+                if not handed_over:
+                    runtime.release_slot()
 
 
 def worker_application():
