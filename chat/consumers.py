@@ -49,6 +49,7 @@ from chat.protocol import (
     request_id_of,
 )
 from chat.selectors import thread_get_for_user, thread_snapshot
+from chat.wire import DirectSender
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +157,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await self.accept(self.subprotocol)
         raw_send = _innermost_send(self.base_send)
         self._raw_send = raw_send or self.base_send
-        self._transport = (
-            getattr(raw_send.args[0], "transport", None) if raw_send else None
+        protocol = raw_send.args[0] if raw_send else None
+        self._transport = getattr(protocol, "transport", None)
+        self._direct = (
+            DirectSender.for_protocol(protocol)
+            if protocol is not None and settings.PARLEY_DIRECT_WEBSOCKET_WRITES
+            else None
         )
         group = self.scope.get("credential_group")
         if group:
@@ -219,6 +224,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame) -> None:
         await self.send(text_data=frame_json(frame))
 
+    async def _send_event(self, payload: str) -> None:
+        """Forward an event frame (already JSON): straight to the socket where
+        chat/wire.py can, else through daphne."""
+        if self._direct is None or not self._direct.send_text(payload):
+            await self._raw_send({"type": "websocket.send", "text": payload})
+
     def backlog_bytes(self) -> int:
         transport = self._transport
         if transport is None:
@@ -232,7 +243,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         """A live thread event (called by the event log, in event_id order)."""
         if event_id == 0:  # an announcement: current news, the snapshot has it too
             if not (self.syncing or self.stalled):
-                await self._raw_send({"type": "websocket.send", "text": payload})
+                await self._send_event(payload)
             return
         if self.syncing:
             self.pending.append((event_id, payload))
@@ -249,7 +260,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.stalled = True
             self.lost_continuity()
             return
-        await self._raw_send({"type": "websocket.send", "text": payload})
+        await self._send_event(payload)
         self.last_sent_event_id = event_id
 
     def lost_continuity(self) -> None:
@@ -311,7 +322,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             else:
                 self.last_sent_event_id = last_event_id
                 for event_id, payload in events:
-                    await self._raw_send({"type": "websocket.send", "text": payload})
+                    await self._send_event(payload)
                     self.last_sent_event_id = event_id
             while self.pending:
                 pending, self.pending = self.pending, []
@@ -321,7 +332,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                     if event_id != self.last_sent_event_id + 1:
                         # Missed between log read and live stream: start over.
                         return await self.sync(None, state="resynced")
-                    await self._raw_send({"type": "websocket.send", "text": payload})
+                    await self._send_event(payload)
                     self.last_sent_event_id = event_id
         finally:
             self.syncing = False

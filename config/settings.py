@@ -261,6 +261,9 @@ PARLEY_SERVICE_THREADS = env_int(
     "PARLEY_SERVICE_THREADS",
     1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 4,
 )
+# Event frames go straight to the socket (chat/wire.py) instead of through
+# autobahn and Twisted's write buffering; 0 sends everything through daphne.
+PARLEY_DIRECT_WEBSOCKET_WRITES = env_bool("PARLEY_DIRECT_WEBSOCKET_WRITES", True)
 # sys.setswitchinterval for every process (chat/apps.py); Python's default is 5.
 PARLEY_GIL_SWITCH_INTERVAL_MS = env_float("PARLEY_GIL_SWITCH_INTERVAL_MS", 0.5)
 PARLEY_LEASE_SECONDS = env_int("PARLEY_LEASE_SECONDS", 15)
