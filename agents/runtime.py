@@ -40,9 +40,9 @@ from chat.models import Message, MessageRole
 from chat.protocol import (
     InputRequestContent,
     InputRequestFrame,
-    ResponseFrame,
     StateContent,
     StateFrame,
+    response_event_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -341,8 +341,8 @@ class WorkerRuntime:
         status, error_code, error = RunStatus.COMPLETED, "", ""
 
         async def publish_chunk(index: int, text: str, text_before: str) -> None:
-            frame = ResponseFrame(
-                content=text, thread_id=thread_id, run_id=run.id, stream_index=index
+            frame = response_event_json(
+                thread_id=thread_id, run_id=run.id, stream_index=index, text=text
             )
             chunk = Chunk(
                 run_id=str(run.id),

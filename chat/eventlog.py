@@ -344,15 +344,143 @@ def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
     )
 
 
-class _LoopConnection:
-    """A Redis client and the publish batch of one event loop: redis-py's
-    connections belong to the loop that opened them, and synchronous callers
-    (`async_to_sync` outside a server) each bring a loop of their own."""
+# --- Plain RESP connections (the hot paths: publishing, fan-out) ---------------
 
-    def __init__(self, client) -> None:
+# Publish batches of one process start at most this often (seconds).
+PUBLISH_BATCH_INTERVAL = 0.002
+
+
+class RedisReplyError(ConnectionError):
+    """Redis answered a command with an error (loading, out of memory, ...);
+    publishers retry as they do while the connection is down."""
+
+
+class _ScriptMissing(RedisReplyError):
+    """NOSCRIPT: Redis restarted and forgot the script."""
+
+
+def _command(*parts: str | int) -> bytes:
+    """One command in RESP."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class _RedisAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    db: int
+
+    @classmethod
+    def from_url(cls, url: str) -> _RedisAddress:
+        parsed = urlparse(url)
+        path = parsed.path.strip("/")
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 6379,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            db=int(path) if path.isdigit() else 0,
+        )
+
+    async def connect(
+        self, *, select_db: bool
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        commands = []
+        if self.password:
+            auth = (self.username, self.password) if self.username else (self.password,)
+            commands.append(_command("AUTH", *auth))
+        if select_db and self.db:
+            commands.append(_command("SELECT", self.db))
+        for command in commands:
+            writer.write(command)
+            reply = await reader.readline()
+            if not reply.startswith(b"+OK"):
+                writer.close()
+                raise ConnectionError(
+                    f"Redis refused {command.split()[2]!r}: {reply!r}"
+                )
+        return reader, writer
+
+
+class _ScriptPipe:
+    """The publish script's own connection on one event loop: a batch of
+    EVALSHA calls is written at once and their replies read in order.
+    (redis-py's pipeline cost the worker more CPU than Redis spent running
+    the script.) Any failure closes the connection: replies would misalign."""
+
+    def __init__(self, address: _RedisAddress, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def load(self, script: str) -> str:
+        [sha] = await self._call([_command("SCRIPT", "LOAD", script)])
+        if isinstance(sha, Exception):
+            raise sha
+        return sha
+
+    async def run(self, sha: str, batch) -> list:
+        return await self._call(
+            [
+                _command("EVALSHA", sha, len(keys), *keys, *args)
+                for keys, args, _ in batch
+            ]
+        )
+
+    async def _call(self, commands: list[bytes]) -> list:
+        try:
+            async with asyncio.timeout(self.timeout):
+                if self._writer is None:
+                    self._reader, self._writer = await self.address.connect(
+                        select_db=True
+                    )
+                self._writer.write(b"".join(commands))
+                return [await self._reply() for _ in commands]
+        except BaseException:
+            self.close()
+            raise
+
+    async def _reply(self) -> int | str | Exception:
+        line = await self._reader.readline()
+        kind, value = line[:1], line[1:-2]
+        if kind == b":":
+            return int(value)
+        if kind == b"$":
+            data = await self._reader.readexactly(int(value) + 2)
+            return data[:-2].decode()
+        if kind == b"-":
+            message = value.decode(errors="replace")
+            if message.startswith("NOSCRIPT"):
+                return _ScriptMissing(message)
+            return RedisReplyError(message)
+        raise ConnectionError(f"Redis closed the connection or answered {line!r}")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+class _LoopConnection:
+    """A Redis client, the publish connection and the publish batch of one
+    event loop: connections belong to the loop that opened them, and
+    synchronous callers (`async_to_sync` outside a server) each bring a loop
+    of their own."""
+
+    def __init__(self, client, pipe: _ScriptPipe) -> None:
         self.client = client
+        self.pipe = pipe
         self.pending: list[tuple[tuple, list, asyncio.Future]] = []
         self.flushing = False
+        self.last_batch_at = float("-inf")
 
 
 class RedisEventLog(EventLog):
@@ -376,7 +504,9 @@ class RedisEventLog(EventLog):
         self._presence_script = registry.register_script(PRESENCE_SCRIPT)
         self._local_presence: dict[str, set[str]] = {}
         self._presence_task: asyncio.Task | None = None
-        self._listener = _RedisFanOut(self, url)
+        self._address = _RedisAddress.from_url(url)
+        self._socket_timeout = socket_timeout
+        self._listener = _RedisFanOut(self, self._address)
 
     @property
     def _connection(self) -> _LoopConnection:
@@ -391,7 +521,8 @@ class RedisEventLog(EventLog):
                 self.url, max_connections=64, timeout=20, **self._client_options
             )
             client = redis.Redis.from_pool(pool)
-            connection = self._loops[loop] = _LoopConnection(client)
+            pipe = _ScriptPipe(self._address, self._socket_timeout)
+            connection = self._loops[loop] = _LoopConnection(client, pipe)
         return connection
 
     @property
@@ -433,17 +564,23 @@ class RedisEventLog(EventLog):
         return future
 
     async def _flush(self, connection: _LoopConnection) -> None:
-        from redis.exceptions import NoScriptError
-
+        loop = asyncio.get_running_loop()
         try:
             while connection.pending:
+                # Under a steady stream, gather publishes for a moment: a batch
+                # costs about one write however many it holds. A publish after
+                # a quiet spell goes at once.
+                wait = connection.last_batch_at + PUBLISH_BATCH_INTERVAL - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                connection.last_batch_at = loop.time()
                 batch, connection.pending = connection.pending, []
                 try:
-                    results = await self._run_batch(connection.client, batch)
-                    if any(isinstance(result, NoScriptError) for result in results):
+                    results = await self._run_batch(connection.pipe, batch)
+                    if any(isinstance(result, _ScriptMissing) for result in results):
                         # Redis restarted and forgot the script: load it, run again.
                         self._publish_sha = None
-                        results = await self._run_batch(connection.client, batch)
+                        results = await self._run_batch(connection.pipe, batch)
                 except Exception as error:  # connection lost: every caller retries
                     results = [error] * len(batch)
                 for (_, _, future), result in zip(batch, results, strict=True):
@@ -456,13 +593,10 @@ class RedisEventLog(EventLog):
         finally:
             connection.flushing = False
 
-    async def _run_batch(self, client, batch) -> list:
+    async def _run_batch(self, pipe: _ScriptPipe, batch) -> list:
         if self._publish_sha is None:
-            self._publish_sha = await client.script_load(PUBLISH_SCRIPT)
-        async with client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self._publish_sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+            self._publish_sha = await pipe.load(PUBLISH_SCRIPT)
+        return await pipe.run(self._publish_sha, batch)
 
     async def read_after(self, thread_id, event_id):
         seq_key, log_key, *_ = _keys(thread_id)
@@ -542,6 +676,7 @@ class RedisEventLog(EventLog):
         await self._listener.close()
         connection = self._loops.pop(asyncio.get_running_loop(), None)
         if connection is not None:
+            connection.pipe.close()
             await connection.client.aclose()
 
 
@@ -553,13 +688,9 @@ class _RedisFanOut:
     always noticed and turned into resyncs.
     """
 
-    def __init__(self, log: RedisEventLog, url: str) -> None:
+    def __init__(self, log: RedisEventLog, address: _RedisAddress) -> None:
         self.log = log
-        parsed = urlparse(url)
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 6379
-        self.password = unquote(parsed.password) if parsed.password else None
-        self.username = unquote(parsed.username) if parsed.username else None
+        self.address = address
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.last_seen: dict[str, int] = {}
         self._confirmations: dict[str, asyncio.Future] = {}
@@ -608,30 +739,15 @@ class _RedisFanOut:
     def _send(self, *parts: str) -> None:
         if self._writer is None:
             raise ConnectionError("not connected to Redis")
-        encoded = [part.encode() for part in parts]
-        out = [f"*{len(encoded)}\r\n".encode()]
-        for part in encoded:
-            out.append(b"$%d\r\n%s\r\n" % (len(part), part))
-        self._writer.write(b"".join(out))
+        self._writer.write(_command(*parts))
 
     async def _run(self) -> None:
         backoff = 0.1
         first = True
         while True:
             try:
-                reader, self._writer = await asyncio.open_connection(
-                    self.host, self.port
-                )
-                if self.password:
-                    auth = (
-                        ("AUTH", self.username, self.password)
-                        if self.username
-                        else ("AUTH", self.password)
-                    )
-                    self._send(*auth)
-                    reply = await reader.readline()
-                    if not reply.startswith(b"+OK"):
-                        raise ConnectionError(f"Redis AUTH failed: {reply!r}")
+                # Pub/sub channels are not per database: no SELECT.
+                reader, self._writer = await self.address.connect(select_db=False)
                 backoff = 0.1
                 self._confirmations.clear()
                 self._connected.set()

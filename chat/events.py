@@ -37,13 +37,15 @@ _outbox = threading.local()
 
 async def publish(
     thread_id,
-    frame: ServerFrame,
+    frame: ServerFrame | str,
     *,
     chunk: Chunk | None = None,
     run_ended: str | None = None,
 ) -> int:
+    """Publish a frame, or its event JSON already made (the worker's chunks)."""
+    payload = frame if isinstance(frame, str) else event_json(frame)
     return await get_event_log().publish(
-        str(thread_id), event_json(frame), chunk=chunk, run_ended=run_ended
+        str(thread_id), payload, chunk=chunk, run_ended=run_ended
     )
 
 

@@ -283,6 +283,21 @@ def event_json(frame: ServerFrame) -> str:
     return frame.model_dump_json(exclude={"event_id"})
 
 
+def response_event_json(
+    *, thread_id: UUID | str, run_id: UUID | str, stream_index: int, text: str
+) -> str:
+    """`event_json(ResponseFrame(...))`, written out directly: the worker makes
+    one per chunk, and building the model costs more than the rest of the
+    chunk's trip to Redis. tests/chat/test_protocol.py checks they agree."""
+    return (
+        '{"type":"response","content":'
+        + json.dumps(text, ensure_ascii=False)
+        + f',"thread_id":"{thread_id}","run_id":"{run_id}",'
+        f'"stream_index":{stream_index},"request_id":null,'
+        f'"timestamp":"{utc_timestamp()}"}}'
+    )
+
+
 def error_frame(
     code: Any,
     message: str,

@@ -255,11 +255,12 @@ PARLEY_FLUSH_WINDOW_MS = env_int("PARLEY_FLUSH_WINDOW_MS", 25)
 PARLEY_FLUSH_WINDOW_MAX_MS = env_int("PARLEY_FLUSH_WINDOW_MAX_MS", 80)
 PARLEY_FLUSH_WINDOW_RUNS = env_int("PARLEY_FLUSH_WINDOW_RUNS", 50)
 # Threads that run services called from async code (chat/events.py): on
-# PostgreSQL several, so one slow round trip does not hold up every socket's
-# message or every run's claim; SQLite has one writer, so one.
+# PostgreSQL two, so one database round trip does not hold up every socket's
+# message or every run's claim (more take the GIL from the event loop: at K=300
+# in bench/, 4 threads started runs slower than 2); SQLite has one writer: one.
 PARLEY_SERVICE_THREADS = env_int(
     "PARLEY_SERVICE_THREADS",
-    1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 4,
+    1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 2,
 )
 # Event frames go straight to the socket (chat/wire.py) instead of through
 # autobahn and Twisted's write buffering; 0 sends everything through daphne.

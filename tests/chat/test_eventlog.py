@@ -214,3 +214,54 @@ def test_random_disconnects_never_lose_or_double_a_chunk(name, make_log, words, 
     client, text = asyncio.run(scenario())
     assert client.text == text
     assert client.applied_indices == list(range(len(words)))
+
+
+redis_only = pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (a real Redis)"
+)
+
+
+def redis_url_with_db(db: int) -> str:
+    base = os.environ["REDIS_URL"].rsplit("/", 1)
+    return (
+        f"{base[0]}/{db}" if base[-1].isdigit() else f"{os.environ['REDIS_URL']}/{db}"
+    )
+
+
+@redis_only
+async def test_the_log_lives_in_the_database_its_url_names_and_survives_a_script_flush():
+    import redis.asyncio as redis
+
+    url = redis_url_with_db(11)
+    log = RedisEventLog(url=url, max_events=50, ttl_seconds=60)
+    other = redis.Redis.from_url(url)
+    thread_id = str(uuid.uuid4())
+    recorder = Recorder()
+    try:
+        await log.subscribe(thread_id, recorder)
+        run_id = str(uuid.uuid4())
+        first = await log.publish(
+            thread_id, chunk_frame(run_id, 0, "a "), chunk=Chunk(run_id, 0, "a ")
+        )
+        # Redis forgets its scripts (as after a restart): publishing loads it again.
+        await other.script_flush()
+        second = await log.publish(
+            thread_id, chunk_frame(run_id, 1, "b"), chunk=Chunk(run_id, 1, "b", "a ")
+        )
+
+        assert (first, second) == (1, 2)
+        assert await other.get(f"parley:{{{thread_id}}}:seq") == b"2"
+        assert await other.get(f"parley:{{{thread_id}}}:text:{run_id}") == b"a b"
+        state = await log.thread_state(thread_id)
+        assert state.runs[run_id].text == "a b"
+        for _ in range(50):
+            if len(recorder.events) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert [event_id for event_id, _ in recorder.events] == [1, 2]
+    finally:
+        await other.delete(
+            *[key async for key in other.scan_iter(f"parley:{{{thread_id}}}*")]
+        )
+        await other.aclose()
+        await log.close()

@@ -4,6 +4,8 @@ import json
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chat.errors import ErrorCode
 from chat.eventlog import with_event_id
@@ -27,6 +29,7 @@ from chat.protocol import (
     frame_json,
     parse_client_frame,
     parse_server_frame,
+    response_event_json,
 )
 
 THREAD = uuid.uuid4()
@@ -146,3 +149,28 @@ def test_bad_frames_are_named(text, code):
         parse_client_frame(text)
     assert raised.value.code == code
     assert raised.value.message
+
+
+@given(text=st.text(), stream_index=st.integers(min_value=0, max_value=10**9))
+def test_the_workers_response_json_is_the_response_frames_json(text, stream_index):
+    thread_id, run_id = uuid.uuid4(), uuid.uuid4()
+
+    fast = json.loads(
+        response_event_json(
+            thread_id=thread_id, run_id=run_id, stream_index=stream_index, text=text
+        )
+    )
+    model = json.loads(
+        event_json(
+            ResponseFrame(
+                content=text,
+                thread_id=thread_id,
+                run_id=run_id,
+                stream_index=stream_index,
+            )
+        )
+    )
+
+    assert list(fast) == list(model)  # same fields, same order
+    assert {**fast, "timestamp": None} == {**model, "timestamp": None}
+    assert ResponseFrame.model_validate({**fast, "event_id": 1}).content == text
