@@ -433,11 +433,18 @@ async def idle_mode(spec: dict) -> dict:
     await wait_go()
     emit("DONE")
     still_open = sum(1 for s in sockets if s is not None and not s.closed.done())
+    # Why the others closed (close code; None: the connection just dropped).
+    close_codes: dict[str, int] = {}
+    for sock in sockets:
+        if sock is not None and sock.closed.done():
+            code = str(sock.closed.result())
+            close_codes[code] = close_codes.get(code, 0) + 1
     for sock in sockets:
         if sock is not None:
             sock.close()
     await asyncio.sleep(0.5)
     connect["still_open_at_end"] = still_open
+    connect["close_codes"] = close_codes
     return connect
 
 

@@ -32,6 +32,7 @@ from agents.models import Run, RunStatus
 from agents.serializers import RunFilterSerializer, RunSerializer
 from chat import services
 from chat.api_errors import ErrorDocumentingSchema
+from chat.caching import shared_cache
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
 from chat.events import presence_users
@@ -66,11 +67,15 @@ class UserThrottle(UserRateThrottle):
     (tests, `override_settings`) applies without a restart. Counts live in the
     default cache: Redis in production, shared by every web process."""
 
+    cache = property(lambda self: shared_cache())
+
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
 class AnonThrottle(AnonRateThrottle):
+    cache = property(lambda self: shared_cache())
+
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 

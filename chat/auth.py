@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import urlparse
 
-from channels.db import database_sync_to_async
+from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import validate_host
 from rest_framework.authtoken.models import Token
+
+from chat.events import call_service
 
 SUBPROTOCOL = "parley"
 TOKEN_SUBPROTOCOL_PREFIX = "token."
@@ -39,43 +41,44 @@ def token_from_scope(scope) -> str | None:
     return None
 
 
-@database_sync_to_async
-def _user_for_token(key: str):
+def _user_for_token(*, key: str):
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()
     return token.user
 
 
-class TokenAuthMiddleware:
-    """Runs inside channels' AuthMiddlewareStack: a token, when given, decides the user."""
+class WebSocketAuthMiddleware:
+    """Who opens a socket: an API token when one is given (one database read),
+    else the session cookie through channels' AuthMiddlewareStack."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.session_auth = AuthMiddlewareStack(_SessionCredential(inner))
+
+    async def __call__(self, scope, receive, send):
+        key = token_from_scope(scope) if scope["type"] == "websocket" else None
+        if key is None:
+            return await self.session_auth(scope, receive, send)
+        scope = dict(
+            scope,
+            user=await call_service(_user_for_token, key=key),
+            credential_group=credential_group("token", key),
+        )
+        return await self.inner(scope, receive, send)
+
+
+class _SessionCredential:
+    """Inside the session stack: remember the session that opened the socket."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket":
-            key = token_from_scope(scope)
-            if key is not None:
-                scope = dict(
-                    scope,
-                    user=await _user_for_token(key),
-                    credential_group=credential_group("token", key),
-                )
-            else:
-                session = scope.get("session")
-                session_key = (
-                    getattr(session, "session_key", None)
-                    if session is not None
-                    else None
-                )
-                scope = dict(
-                    scope,
-                    credential_group=credential_group("session", session_key)
-                    if session_key
-                    else None,
-                )
-        return await self.inner(scope, receive, send)
+        session = scope.get("session")
+        session_key = getattr(session, "session_key", None) if session else None
+        group = credential_group("session", session_key) if session_key else None
+        return await self.inner(dict(scope, credential_group=group), receive, send)
 
 
 def origin_allowed(scope) -> bool:

@@ -15,7 +15,7 @@ import functools
 import logging
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -89,6 +89,15 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
 
+    async def dispatch(self, message: dict) -> None:
+        # As channels' dispatch, without its hop to the database thread to close
+        # stale connections before every message: each database call here goes
+        # through call_service, which does that around the call itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def _receive_from_layer(self) -> dict:
         delay = 0.1
         while True:
@@ -128,11 +137,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             return
         thread_id = self.scope["url_route"]["kwargs"]["thread_id"]
         try:
-            self.thread, self.role = await database_sync_to_async(thread_get_for_user)(
-                thread_id=thread_id, user=user
+            self.thread, self.role = await call_service(
+                thread_get_for_user, thread_id=thread_id, user=user
             )
         except ServiceError:
-            exists = await database_sync_to_async(_thread_exists)(thread_id)
+            exists = await call_service(_thread_exists, thread_id=thread_id)
             await self._refuse(
                 close_codes.CLOSE_FORBIDDEN if exists else close_codes.CLOSE_NOT_FOUND
             )
@@ -306,8 +315,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                     state = "resynced"
             if events is None:
                 log_state = await log.thread_state(self.thread_id)
-                snapshot = await database_sync_to_async(thread_snapshot)(
-                    thread=self.thread, log_state=log_state
+                snapshot = await call_service(
+                    thread_snapshot, thread=self.thread, log_state=log_state
                 )
                 present = await log.presence_set(
                     self.thread_id, self.presence_member, True
@@ -477,7 +486,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     }
 
 
-def _thread_exists(thread_id: str) -> bool:
+def _thread_exists(*, thread_id: str) -> bool:
     from chat.models import Thread
 
     try:

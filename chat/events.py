@@ -93,8 +93,8 @@ def _run_in_service_thread(function: Callable) -> Awaitable:
 
 
 async def call_service(service: Callable, /, **kwargs):
-    """Run a synchronous service in a database thread, then the I/O it left
-    for after its commit (events, channel sends) here, in order."""
+    """Run a synchronous service (or selector) in a database thread, then the
+    I/O it left for after its commit (events, channel sends) here, in order."""
     actions: list[AfterCommitAction] = []
 
     def run():

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,6 +14,7 @@ from agents.errors import AgentErrorCode
 from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, BusyPolicy, Run, RunStatus
 from agents.services import run_cancel, run_dispatch
 from agents.validation import thread_config_errors
+from chat.caching import shared_cache
 from chat.errors import ErrorCode, ServiceError
 from chat.events import publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Role, Thread, ThreadMember
@@ -142,21 +141,13 @@ def member_remove(*, thread: Thread, username: str) -> None:
     ThreadMember.objects.filter(thread=thread, user__username=username).delete()
 
 
-@functools.cache
-def _rate_cache():
-    """The default cache, one instance per process. `django.core.cache.cache`
-    is one per async context: called from async code (every socket message)
-    it would open a new Redis connection each time."""
-    return caches.create_connection(DEFAULT_CACHE_ALIAS)
-
-
 def _check_message_rate(user) -> None:
     """Messages per minute per user, counted in the shared cache (all web processes)."""
     limit = settings.PARLEY_MESSAGES_PER_MINUTE
     if limit <= 0:
         return
     key = f"rate:messages:{user.pk}:{int(time.time() // 60)}"
-    counter = _rate_cache()
+    counter = shared_cache()
     counter.add(key, 0, timeout=70)
     try:
         count = counter.incr(key)

@@ -14,13 +14,12 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from agents.worker import start_embedded_worker, worker_application  # noqa: E402
-from chat.auth import TokenAuthMiddleware  # noqa: E402
+from chat.auth import WebSocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 http_application = (
@@ -46,9 +45,7 @@ application = EmbeddedWorkerStarter(
     ProtocolTypeRouter(
         {
             "http": http_application,
-            "websocket": AuthMiddlewareStack(
-                TokenAuthMiddleware(URLRouter(websocket_urlpatterns))
-            ),
+            "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
             "channel": worker_application(),
         }
     )
