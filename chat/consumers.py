@@ -124,7 +124,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.last_sent_event_id = 0
         self.syncing = False
         self.pending: list[tuple[int, str]] = []
-        self.stalled = False
+        self.resync_pending = False
         self.resync_task: asyncio.Task | None = None
         if not origin_allowed(self.scope):
             await self.close()  # before accept: the handshake is refused (403)
@@ -251,49 +251,51 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def deliver(self, event_id: int, payload: str) -> None:
         """A live thread event (called by the event log, in event_id order)."""
         if event_id == 0:  # an announcement: current news, the snapshot has it too
-            if not (self.syncing or self.stalled):
+            if not (self.syncing or self.resync_pending):
                 await self._send_event(payload)
             return
+        if self.resync_pending:
+            return  # the snapshot that follows holds it
         if self.syncing:
             self.pending.append((event_id, payload))
             if len(self.pending) > MAX_PENDING_EVENTS:
-                self.pending.clear()
                 self.lost_continuity()
             return
-        if self.stalled or event_id <= self.last_sent_event_id:
+        if event_id <= self.last_sent_event_id:
             return
         if event_id != self.last_sent_event_id + 1:
             self.lost_continuity()
             return
         if self.backlog_bytes() > settings.PARLEY_SEND_BUFFER_LIMIT_BYTES:
-            self.stalled = True
-            self.lost_continuity()
+            self.lost_continuity()  # a stalled reader: nothing more until it drains
             return
         await self._send_event(payload)
         self.last_sent_event_id = event_id
 
     def lost_continuity(self) -> None:
-        """Resync this socket from a snapshot (once its send buffer has drained)."""
+        """Drop live events from now on and resync this socket from a snapshot,
+        once its send buffer has drained. Nothing is held meanwhile: a stalled
+        reader costs no memory beyond its send buffer."""
+        self.resync_pending = True
+        self.pending = []
         if self.resync_task is None or self.resync_task.done():
-            self.syncing = True
             self.resync_task = asyncio.get_running_loop().create_task(self._resync())
 
     async def _resync(self) -> None:
         delay = 0.2
-        while True:
+        while self.resync_pending and not self.closed:
             try:
                 limit = settings.PARLEY_SEND_BUFFER_LIMIT_BYTES // 4
                 while self.backlog_bytes() > limit:
                     await asyncio.sleep(0.1)
-                self.stalled = False
+                # From here live events are buffered by sync() until the snapshot
+                # is sent; a new loss during it brings us round again.
+                self.resync_pending = False
                 await self.sync(None, state="resynced")
-                return
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the log is unreachable (Redis restarting)
-                if self.closed:
-                    return
-                self.syncing = True
+                self.resync_pending = True
                 logger.info("resync of thread %s waits: %s", self.thread_id, error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -333,7 +335,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 for event_id, payload in events:
                     await self._send_event(payload)
                     self.last_sent_event_id = event_id
-            while self.pending:
+            while self.pending and not self.resync_pending:
                 pending, self.pending = self.pending, []
                 for event_id, payload in pending:
                     if event_id <= self.last_sent_event_id:
