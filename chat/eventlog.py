@@ -346,8 +346,10 @@ def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
 
 # --- Plain RESP connections (the hot paths: publishing, fan-out) ---------------
 
-# Publish batches of one process start at most this often (seconds).
+# Once batches hold PUBLISH_BATCH_BUSY publishes or more, a process starts one
+# at most every PUBLISH_BATCH_INTERVAL seconds.
 PUBLISH_BATCH_INTERVAL = 0.002
+PUBLISH_BATCH_BUSY = 8
 
 
 class RedisReplyError(ConnectionError):
@@ -481,6 +483,7 @@ class _LoopConnection:
         self.pending: list[tuple[tuple, list, asyncio.Future]] = []
         self.flushing = False
         self.last_batch_at = float("-inf")
+        self.last_batch_size = 0
 
 
 class RedisEventLog(EventLog):
@@ -567,14 +570,18 @@ class RedisEventLog(EventLog):
         loop = asyncio.get_running_loop()
         try:
             while connection.pending:
-                # Under a steady stream, gather publishes for a moment: a batch
-                # costs about one write however many it holds. A publish after
-                # a quiet spell goes at once.
-                wait = connection.last_batch_at + PUBLISH_BATCH_INTERVAL - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                # Under a heavy stream (the last batch was full), gather
+                # publishes for a moment: a batch costs about one write however
+                # many it holds. At light load each goes at once.
+                if connection.last_batch_size >= PUBLISH_BATCH_BUSY:
+                    wait = (
+                        connection.last_batch_at + PUBLISH_BATCH_INTERVAL - loop.time()
+                    )
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 connection.last_batch_at = loop.time()
                 batch, connection.pending = connection.pending, []
+                connection.last_batch_size = len(batch)
                 try:
                     results = await self._run_batch(connection.pipe, batch)
                     if any(isinstance(result, _ScriptMissing) for result in results):

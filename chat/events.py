@@ -13,6 +13,8 @@ callers (DRF views, management commands) do that I/O at commit through
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -107,11 +109,26 @@ async def call_service(service: Callable, /, **kwargs):
     try:
         return await _run_in_service_thread(run)
     finally:
-        for action in actions:
-            try:
-                await action()
-            except Exception:  # committed already: a snapshot will show it
-                logger.exception("after-commit action %r failed", action)
+        await _perform(actions)
+
+
+async def _perform(actions: list[AfterCommitAction]) -> None:
+    """Await the actions in order. A run of publishes starts together: they
+    enter the event log's batch in order and share one Redis round trip."""
+    for together, group in itertools.groupby(actions, key=_is_publish):
+        group = list(group)
+        batches = [group] if together else [[action] for action in group]
+        for batch in batches:
+            results = await asyncio.gather(
+                *(action() for action in batch), return_exceptions=True
+            )
+            for action, result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):  # committed: a snapshot shows it
+                    logger.error("after-commit action %r failed: %r", action, result)
+
+
+def _is_publish(action: AfterCommitAction) -> bool:
+    return isinstance(action, partial) and action.func is publish
 
 
 def run_status_frame(run, *, state: str, **extra) -> StatusFrame:
