@@ -1468,7 +1468,13 @@ def plot(results: dict, path: Path) -> None:
             lo = [p[1] - p[2][0] for p in pts]
             hi = [p[2][1] - p[1] for p in pts]
             axis.errorbar(
-                xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=LABELS[name]
+                xs,
+                ys,
+                yerr=[lo, hi],
+                marker="o",
+                capsize=3,
+                label=LABELS[name],
+                color=f"C{SYSTEMS.index(name)}",  # one colour per system, both panels
             )
         axis.axhline(
             P99_LIMIT_MS,
