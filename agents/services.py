@@ -14,6 +14,7 @@ from functools import partial
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agents.errors import AgentErrorCode
@@ -58,9 +59,25 @@ def _thread_head_run(thread_id) -> tuple | None:
         Run.objects.filter(
             thread_id=thread_id, status__in=(RunStatus.RUNNING, RunStatus.QUEUED)
         )
-        .order_by("-status", "created_at")  # "running" sorts before "queued"
+        .order_by("-status", "created_at", "pk")  # "running" sorts before "queued"
         .values_list("pk", "status")
         .first()
+    )
+
+
+def _runs_ahead_of() -> Exists:
+    """A run of the same thread that must go before the (outer) queued run:
+    one running, or one queued earlier (the order of `_thread_head_run`)."""
+    return Exists(
+        Run.objects.filter(thread_id=OuterRef("thread_id")).filter(
+            Q(status=RunStatus.RUNNING)
+            | Q(status=RunStatus.QUEUED, created_at__lt=OuterRef("created_at"))
+            | Q(
+                status=RunStatus.QUEUED,
+                created_at=OuterRef("created_at"),
+                pk__lt=OuterRef("pk"),
+            )
+        )
     )
 
 
@@ -83,10 +100,12 @@ def _dispatch_head(thread_id) -> Run | None:
 def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
     """Mark a queued run running under this worker's lease; None if not claimable.
 
-    Returns the run with its agent, thread and prompt. Few statements: every
-    run pays for this before its first token.
+    Returns the run with its agent, thread and prompt. Every run pays for this
+    before its first token, so the usual case is two statements: read the run,
+    then one UPDATE that claims it only while it is queued and first in its
+    thread (atomic on its own, so no transaction or thread lock). Otherwise the
+    thread's lock decides, as for dispatches and new messages.
     """
-    now = timezone.now()
     run = (
         Run.objects.select_related("agent", "thread", "prompt")
         .filter(pk=run_id, status=RunStatus.QUEUED)
@@ -94,28 +113,38 @@ def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
     )
     if run is None:
         return None
-    with transaction.atomic():
-        # The thread's lock orders claims, dispatches and new messages.
-        Thread.objects.select_for_update().filter(pk=run.thread_id).first()
-        head = _thread_head_run(run.thread_id)
-        if head is None or head[0] != run.pk:
-            if head is not None and head[1] == RunStatus.QUEUED:
-                run_dispatch(run=Run(pk=head[0]))
-            return None  # a running run dispatches the next when it ends
-        run.status = RunStatus.RUNNING
-        run.started_at = now
-        run.worker_channel = worker_channel
-        run.lease_expires_at = now + timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
-        claimed = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+    now = timezone.now()
+    run.status = RunStatus.RUNNING
+    run.started_at = now
+    run.worker_channel = worker_channel
+    run.lease_expires_at = now + timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
+    if not _claim_if_first(run):
+        with transaction.atomic():
+            Thread.objects.select_for_update().filter(pk=run.thread_id).first()
+            head = _thread_head_run(run.thread_id)
+            if head is None or head[0] != run.pk:
+                if head is not None and head[1] == RunStatus.QUEUED:
+                    run_dispatch(run=Run(pk=head[0]))
+                return None  # a running run dispatches the next when it ends
+            if not _claim_if_first(run):  # cancelled meanwhile
+                return None
+    publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
+    return run
+
+
+def _claim_if_first(run: Run) -> bool:
+    """The claiming UPDATE: only a queued run with no run ahead of it."""
+    claimed = (
+        Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED)
+        .filter(~_runs_ahead_of())
+        .update(
             status=run.status,
             started_at=run.started_at,
             worker_channel=run.worker_channel,
             lease_expires_at=run.lease_expires_at,
         )
-        if not claimed:  # cancelled meanwhile
-            return None
-        publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
-    return run
+    )
+    return bool(claimed)
 
 
 def run_renew_leases(*, worker_channel: str, run_ids: list[str]) -> list[str]:
