@@ -8,13 +8,14 @@ import uuid
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from agents.errors import AgentErrorCode
 from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, BusyPolicy, Run, RunStatus
 from agents.services import run_cancel, run_dispatch
 from agents.validation import thread_config_errors
-from chat.caching import shared_cache
+from chat.caching import counter_increment
 from chat.errors import ErrorCode, ServiceError
 from chat.events import publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Role, Thread, ThreadMember
@@ -147,13 +148,7 @@ def _check_message_rate(user) -> None:
     if limit <= 0:
         return
     key = f"rate:messages:{user.pk}:{int(time.time() // 60)}"
-    counter = shared_cache()
-    counter.add(key, 0, timeout=70)
-    try:
-        count = counter.incr(key)
-    except ValueError:
-        counter.set(key, 1, timeout=70)
-        count = 1
+    count = counter_increment(key, timeout=70)
     if count > limit:
         raise ServiceError(
             ErrorCode.RATE_LIMITED,
@@ -194,21 +189,22 @@ def message_post(
             raise ServiceError(
                 AgentErrorCode.AGENT_DISABLED, f"The agent {agent.name!r} is disabled."
             )
-        active = list(Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES))
-        if active and agent.busy_policy == BusyPolicy.REJECT:
+        # The thread's active runs and the user's, counted in one statement.
+        user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
+        in_thread = Q(thread=thread)
+        by_user = Q(requested_by=user)
+        scope = (in_thread | by_user) if user_limit > 0 else in_thread
+        active = Run.objects.filter(scope, status__in=ACTIVE_RUN_STATUSES).aggregate(
+            in_thread=Count("pk", filter=in_thread),
+            by_user=Count("pk", filter=by_user),
+        )
+        if active["in_thread"] and agent.busy_policy == BusyPolicy.REJECT:
             raise ServiceError(
                 ErrorCode.THREAD_BUSY,
                 "The agent is still answering; wait for it or stop it first.",
                 status=409,
             )
-        user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
-        if (
-            user_limit > 0
-            and Run.objects.filter(
-                requested_by=user, status__in=ACTIVE_RUN_STATUSES
-            ).count()
-            >= user_limit
-        ):
+        if user_limit > 0 and active["by_user"] >= user_limit:
             raise ServiceError(
                 ErrorCode.TOO_MANY_RUNS,
                 f"You already have {user_limit} replies running or queued.",
@@ -240,12 +236,15 @@ def message_post(
             ),
         )
         publish_on_commit(
-            thread.id, run_status_frame(run, state="queued", position=len(active))
+            thread.id,
+            run_status_frame(run, state="queued", position=active["in_thread"]),
         )
-        if not active:
+        if not active["in_thread"]:
             run_dispatch(run=run)
         elif agent.busy_policy == BusyPolicy.INTERRUPT:
-            for other in active:
+            for other in Run.objects.filter(
+                thread=thread, status__in=ACTIVE_RUN_STATUSES
+            ).exclude(pk=run.pk):
                 run_cancel(run=other)
     return run
 

@@ -122,3 +122,45 @@ async def test_worker_concurrency_bounds_runs_in_flight(
         assert later.started_at >= earlier.finished_at
     else:
         assert later.started_at < earlier.finished_at
+
+
+async def test_a_user_over_the_message_rate_gets_rate_limited_and_nothing_is_stored(
+    thread, users, worker, client_for, settings
+):
+    settings.PARLEY_MESSAGES_PER_MINUTE = 2
+    owner = await joined(client_for(thread.id, users[Role.OWNER]))
+
+    for text in ("one", "two"):
+        await owner.send({"type": "message", "content": text})
+        await owner.receive_until(
+            lambda frame, text=text: (
+                until_complete(frame) and frame["content"]["text"] == text
+            )
+        )
+    await owner.send({"type": "message", "content": "three", "request_id": "r3"})
+    error = await owner.receive_type("error")
+
+    assert error["content"]["code"] == "rate_limited"
+    assert error["request_id"] == "r3"
+    texts = await database_sync_to_async(
+        lambda: list(thread.messages.values_list("text", flat=True))
+    )()
+    assert "three" not in texts and {"one", "two"} <= set(texts)
+    # The limit is the user's: another participant still gets through.
+    participant = await joined(client_for(thread.id, users[Role.PARTICIPANT]))
+    await participant.send({"type": "message", "content": "mine"})
+    frames = await participant.receive_until(
+        lambda frame: until_complete(frame) and frame["content"]["text"] == "mine"
+    )
+    assert frames[-1]["content"]["status"] == "completed"
+
+
+def test_counters_count_up_and_start_again_when_they_expire(settings):
+    import time
+
+    from chat.caching import counter_increment
+
+    key = f"test-counter-{time.monotonic_ns()}"
+    assert [counter_increment(key, timeout=1) for _ in range(3)] == [1, 2, 3]
+    time.sleep(1.2)
+    assert counter_increment(key, timeout=1) == 1
