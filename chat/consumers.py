@@ -28,10 +28,11 @@ from agents.models import Run
 from chat import errors as close_codes
 from chat import services
 from chat.auth import SUBPROTOCOL, origin_allowed
+from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
 from chat.events import call_service, presence_frame, presence_users
-from chat.permissions import can_write
+from chat.permissions import can_read, can_write
 from chat.protocol import (
     OBSERVER_FRAME_TYPES,
     CancelIn,
@@ -48,7 +49,6 @@ from chat.protocol import (
     parse_client_frame,
     request_id_of,
 )
-from chat.selectors import thread_get_for_user, thread_snapshot
 from chat.wire import DirectSender
 
 logger = logging.getLogger(__name__)
@@ -131,23 +131,29 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             return
         offered = self.scope.get("subprotocols", [])
         self.subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+        token_key = self.scope.get("auth_token")
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        if token_key is None and (user is None or not user.is_authenticated):
             await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
             return
-        thread_id = self.scope["url_route"]["kwargs"]["thread_id"]
-        try:
-            self.thread, self.role = await call_service(
-                thread_get_for_user, thread_id=thread_id, user=user
-            )
-        except ServiceError:
-            exists = await call_service(_thread_exists, thread_id=thread_id)
+        access = await socket_access(
+            thread_id=self.scope["url_route"]["kwargs"]["thread_id"],
+            user=user,
+            token_key=token_key,
+        )
+        if not access.user.is_authenticated:
+            await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
+            return
+        if access.thread is None or not can_read(access.role):
             await self._refuse(
-                close_codes.CLOSE_FORBIDDEN if exists else close_codes.CLOSE_NOT_FOUND
+                close_codes.CLOSE_NOT_FOUND
+                if access.thread is None
+                else close_codes.CLOSE_FORBIDDEN
             )
             return
+        self.thread, self.role = access.thread, access.role
         self.thread_id = str(self.thread.id)
-        self.user = user
+        self.user = user = self.scope["user"] = access.user
         log = get_event_log()
         self.presence_member = f"{self.channel_name}|{user.username}|{self.role.value}"
         present = await log.presence_set(self.thread_id, self.presence_member, True)
@@ -188,7 +194,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
         await log.subscribe(self.thread_id, self)
         self.subscribed = True
-        await self.sync(self._query_last_event_id())
+        await self.sync(self._query_last_event_id(), present=present)
         await log.announce(
             self.thread_id, frame_json(presence_frame(self.thread_id, present))
         )
@@ -300,11 +306,18 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def sync(self, last_event_id: int | None, *, state: str = "snapshot") -> None:
+    async def sync(
+        self,
+        last_event_id: int | None,
+        *,
+        state: str = "snapshot",
+        present: list[str] | None = None,
+    ) -> None:
         """Bring this socket up to date, then hand over to live delivery.
 
         Live events are buffered meanwhile; the subscription is active before the
         log is read, so nothing falls between the replay and the live stream.
+        `present`: the presence list connect() has just read, if any.
         """
         self.syncing = True
         self.pending = []
@@ -317,12 +330,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                     state = "resynced"
             if events is None:
                 log_state = await log.thread_state(self.thread_id)
-                snapshot = await call_service(
-                    thread_snapshot, thread=self.thread, log_state=log_state
+                snapshot = await socket_snapshot(
+                    thread=self.thread, log_state=log_state
                 )
-                present = await log.presence_set(
-                    self.thread_id, self.presence_member, True
-                )
+                if present is None:
+                    present = await log.presence_set(
+                        self.thread_id, self.presence_member, True
+                    )
                 snapshot["presence"] = presence_users(present)
                 await self.send_frame(
                     StatusFrame(
@@ -486,15 +500,6 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         "ping": on_ping,
         "resume": on_resume,
     }
-
-
-def _thread_exists(*, thread_id: str) -> bool:
-    from chat.models import Thread
-
-    try:
-        return Thread.objects.filter(pk=thread_id).exists()
-    except (ValueError, TypeError, Exception):
-        return False
 
 
 def _run_in_thread(*, thread_id: str, run_id) -> Run:
