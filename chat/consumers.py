@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
+import uuid
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
@@ -27,7 +28,7 @@ from agents.errors import AgentErrorCode
 from agents.models import Run
 from chat import errors as close_codes
 from chat import services
-from chat.auth import SUBPROTOCOL, origin_allowed
+from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
@@ -74,18 +75,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     thread_id: str | None = None
 
     async def __call__(self, scope, receive, send):
-        # As channels' AsyncConsumer.__call__, except that the socket survives
-        # the channel layer going away (Redis restarting): stock channels would
-        # end every socket of the process with 1011.
+        # As channels' AsyncConsumer.__call__, without a channel-layer channel
+        # per socket: the one channel-layer message a socket gets, a revoked
+        # credential, comes through the process's CredentialSockets
+        # (chat/auth.py). This also keeps sockets open while Redis restarts.
         self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_layer = None
         self.base_send = send
-        sources = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            sources.append(self._receive_from_layer)
+        self.connection_id = _new_connection_id()
+        self.credentials = None
         try:
-            await await_many_dispatch(sources, self.dispatch)
+            await await_many_dispatch([receive], self.dispatch)
         except StopConsumer:
             pass
 
@@ -97,24 +97,6 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
-
-    async def _receive_from_layer(self) -> dict:
-        delay = 0.1
-        while True:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                logger.info("channel layer unavailable (%s); retrying", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                group = self.scope.get("credential_group")
-                if group and self.thread_id:
-                    try:  # Redis may have restarted empty: join the group again
-                        await self.channel_layer.group_add(group, self.channel_name)
-                    except Exception:
-                        pass
 
     # --- connect / disconnect ------------------------------------------------
     async def connect(self) -> None:
@@ -155,7 +137,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.thread_id = str(self.thread.id)
         self.user = user = self.scope["user"] = access.user
         log = get_event_log()
-        self.presence_member = f"{self.channel_name}|{user.username}|{self.role.value}"
+        self.presence_member = f"{self.connection_id}|{user.username}|{self.role.value}"
         present = await log.presence_set(self.thread_id, self.presence_member, True)
         if len(present) > settings.PARLEY_MAX_CLIENTS_PER_THREAD:
             await log.presence_set(self.thread_id, self.presence_member, False)
@@ -181,7 +163,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
         group = self.scope.get("credential_group")
         if group:
-            await self.channel_layer.group_add(group, self.channel_name)
+            self.credentials = credential_sockets()
+            if self.credentials is not None:
+                await self.credentials.add(group, self)
         await self.send_frame(
             StatusFrame(
                 content={
@@ -229,11 +213,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             except Exception as error:  # Redis away: the entry expires by itself
                 logger.info("presence of a closed socket not updated: %s", error)
         group = self.scope.get("credential_group")
-        if group and self.thread_id:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:
-                pass
+        if group and self.credentials is not None:
+            self.credentials.remove(group, self)
 
     # --- outbound --------------------------------------------------------------
     async def send_frame(self, frame) -> None:
@@ -500,6 +481,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         "ping": on_ping,
         "resume": on_resume,
     }
+
+
+# Presence names connections "<process>!<n>": unique across processes without a
+# uuid4 (a system call) per socket.
+_process_prefix = uuid.uuid4().hex[:12]
+_connection_numbers = itertools.count(1)
+
+
+def _new_connection_id() -> str:
+    return f"{_process_prefix}!{next(_connection_numbers)}"
 
 
 def _run_in_thread(*, thread_id: str, run_id) -> Run:

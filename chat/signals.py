@@ -13,7 +13,7 @@ from django.dispatch import receiver
 from rest_framework.authtoken.models import Token
 
 from agents.models import AgentConfig
-from chat.auth import credential_group
+from chat.auth import REVOKED, credential_group
 from chat.connectcache import (
     CHANGED_EVERYTHING,
     CHANGED_TOKENS,
@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 
 def close_sockets_of(group: str) -> None:
     try:
-        async_to_sync(get_channel_layer().group_send)(group, {"type": "auth.revoked"})
+        async_to_sync(get_channel_layer().group_send)(
+            group, {"type": REVOKED, "group": group}
+        )
     except Exception as error:
         logger.warning("could not close revoked sockets: %s", error)
 
