@@ -64,6 +64,7 @@ class CredentialSockets:
         self.channel: str | None = None
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
+        self.closing: set[asyncio.Task] = set()
 
     async def add(self, group: str, socket) -> None:
         self.sockets.setdefault(group, set()).add(socket)
@@ -86,9 +87,18 @@ class CredentialSockets:
                 del self.sockets[group]
 
     async def _receive(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = 0.1
-        rejoin_at = asyncio.get_running_loop().time() + REJOIN_SECONDS
+        rejoin_at = loop.time() + REJOIN_SECONDS
         while True:
+            if loop.time() >= rejoin_at:
+                try:
+                    await self._rejoin()
+                    rejoin_at = loop.time() + REJOIN_SECONDS
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    logger.info("rejoining credential groups failed: %s", error)
             try:
                 message = await asyncio.wait_for(
                     self.layer.receive(self.channel), timeout=REJOIN_SECONDS / 4
@@ -96,7 +106,7 @@ class CredentialSockets:
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
-                message = None
+                continue
             except Exception as error:  # Redis away; it may come back empty
                 logger.info("channel layer unavailable (%s); retrying", error)
                 await asyncio.sleep(delay)
@@ -104,15 +114,11 @@ class CredentialSockets:
                 rejoin_at = 0.0
                 continue
             delay = 0.1
-            if message is not None and message.get("type") == REVOKED:
+            if message.get("type") == REVOKED:
                 for socket in list(self.sockets.get(message.get("group"), ())):
-                    asyncio.get_running_loop().create_task(socket.auth_revoked(message))
-            if asyncio.get_running_loop().time() >= rejoin_at:
-                try:
-                    await self._rejoin()
-                    rejoin_at = asyncio.get_running_loop().time() + REJOIN_SECONDS
-                except Exception as error:
-                    logger.info("rejoining credential groups failed: %s", error)
+                    closing = loop.create_task(socket.auth_revoked(message))
+                    self.closing.add(closing)
+                    closing.add_done_callback(self.closing.discard)
 
     async def _rejoin(self) -> None:
         async with self.lock:

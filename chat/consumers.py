@@ -32,7 +32,7 @@ from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
-from chat.events import call_service, presence_frame, presence_users
+from chat.events import call_service, presence_news, presence_users
 from chat.permissions import can_read, can_write
 from chat.protocol import (
     OBSERVER_FRAME_TYPES,
@@ -179,9 +179,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await log.subscribe(self.thread_id, self)
         self.subscribed = True
         await self.sync(self._query_last_event_id(), present=present)
-        await log.announce(
-            self.thread_id, frame_json(presence_frame(self.thread_id, present))
-        )
+        await presence_news().changed(self.thread_id, present)
 
     async def _refuse(self, code: int) -> None:
         await self.accept(self.subprotocol)
@@ -207,9 +205,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 present = await log.presence_set(
                     self.thread_id, self.presence_member, False
                 )
-                await log.announce(
-                    self.thread_id, frame_json(presence_frame(self.thread_id, present))
-                )
+                await presence_news().changed(self.thread_id, present)
             except Exception as error:  # Redis away: the entry expires by itself
                 logger.info("presence of a closed socket not updated: %s", error)
         group = self.scope.get("credential_group")

@@ -749,7 +749,9 @@ class RedisEventLog(EventLog):
 
     async def presence_list(self, thread_id):
         key = f"parley:{{{thread_id}}}:presence"
-        return await self._redis.zrangebyscore(key, time.time(), "+inf")
+        return await self._connection.commands.call(
+            "ZRANGEBYSCORE", key, repr(time.time()), "+inf"
+        )
 
     async def presence_set(self, thread_id, member, present):
         local = self._local_presence.setdefault(thread_id, set())
