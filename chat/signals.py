@@ -63,5 +63,7 @@ def member_changed(sender, instance: ThreadMember, **kwargs) -> None:
 @receiver(post_delete, sender=get_user_model())
 @receiver(post_save, sender=AgentConfig)
 @receiver(post_delete, sender=AgentConfig)
-def user_or_agent_changed(sender, **kwargs) -> None:
+def user_or_agent_changed(sender, update_fields=None, **kwargs) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # every login saves this; nothing cached depends on it
     broadcast_change(CHANGED_EVERYTHING)
