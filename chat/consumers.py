@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
+import uuid
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
@@ -27,11 +28,12 @@ from agents.errors import AgentErrorCode
 from agents.models import Run
 from chat import errors as close_codes
 from chat import services
-from chat.auth import SUBPROTOCOL, origin_allowed
+from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
+from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
-from chat.events import call_service, presence_frame, presence_users
-from chat.permissions import can_write
+from chat.events import call_service, presence_news, presence_users
+from chat.permissions import can_read, can_write
 from chat.protocol import (
     OBSERVER_FRAME_TYPES,
     CancelIn,
@@ -48,7 +50,6 @@ from chat.protocol import (
     parse_client_frame,
     request_id_of,
 )
-from chat.selectors import thread_get_for_user, thread_snapshot
 from chat.wire import DirectSender
 
 logger = logging.getLogger(__name__)
@@ -74,18 +75,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     thread_id: str | None = None
 
     async def __call__(self, scope, receive, send):
-        # As channels' AsyncConsumer.__call__, except that the socket survives
-        # the channel layer going away (Redis restarting): stock channels would
-        # end every socket of the process with 1011.
+        # As channels' AsyncConsumer.__call__, without a channel-layer channel
+        # per socket: the one channel-layer message a socket gets, a revoked
+        # credential, comes through the process's CredentialSockets
+        # (chat/auth.py). This also keeps sockets open while Redis restarts.
         self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_layer = None
         self.base_send = send
-        sources = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            sources.append(self._receive_from_layer)
+        self.connection_id = _new_connection_id()
+        self.credentials = None
         try:
-            await await_many_dispatch(sources, self.dispatch)
+            await await_many_dispatch([receive], self.dispatch)
         except StopConsumer:
             pass
 
@@ -97,24 +97,6 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
-
-    async def _receive_from_layer(self) -> dict:
-        delay = 0.1
-        while True:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                logger.info("channel layer unavailable (%s); retrying", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                group = self.scope.get("credential_group")
-                if group and self.thread_id:
-                    try:  # Redis may have restarted empty: join the group again
-                        await self.channel_layer.group_add(group, self.channel_name)
-                    except Exception:
-                        pass
 
     # --- connect / disconnect ------------------------------------------------
     async def connect(self) -> None:
@@ -131,25 +113,31 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             return
         offered = self.scope.get("subprotocols", [])
         self.subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+        token_key = self.scope.get("auth_token")
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        if token_key is None and (user is None or not user.is_authenticated):
             await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
             return
-        thread_id = self.scope["url_route"]["kwargs"]["thread_id"]
-        try:
-            self.thread, self.role = await call_service(
-                thread_get_for_user, thread_id=thread_id, user=user
-            )
-        except ServiceError:
-            exists = await call_service(_thread_exists, thread_id=thread_id)
+        access = await socket_access(
+            thread_id=self.scope["url_route"]["kwargs"]["thread_id"],
+            user=user,
+            token_key=token_key,
+        )
+        if not access.user.is_authenticated:
+            await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
+            return
+        if access.thread is None or not can_read(access.role):
             await self._refuse(
-                close_codes.CLOSE_FORBIDDEN if exists else close_codes.CLOSE_NOT_FOUND
+                close_codes.CLOSE_NOT_FOUND
+                if access.thread is None
+                else close_codes.CLOSE_FORBIDDEN
             )
             return
+        self.thread, self.role = access.thread, access.role
         self.thread_id = str(self.thread.id)
-        self.user = user
+        self.user = user = self.scope["user"] = access.user
         log = get_event_log()
-        self.presence_member = f"{self.channel_name}|{user.username}|{self.role.value}"
+        self.presence_member = f"{self.connection_id}|{user.username}|{self.role.value}"
         present = await log.presence_set(self.thread_id, self.presence_member, True)
         if len(present) > settings.PARLEY_MAX_CLIENTS_PER_THREAD:
             await log.presence_set(self.thread_id, self.presence_member, False)
@@ -175,7 +163,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
         group = self.scope.get("credential_group")
         if group:
-            await self.channel_layer.group_add(group, self.channel_name)
+            self.credentials = credential_sockets()
+            if self.credentials is not None:
+                await self.credentials.add(group, self)
         await self.send_frame(
             StatusFrame(
                 content={
@@ -188,10 +178,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
         await log.subscribe(self.thread_id, self)
         self.subscribed = True
-        await self.sync(self._query_last_event_id())
-        await log.announce(
-            self.thread_id, frame_json(presence_frame(self.thread_id, present))
-        )
+        await self.sync(self._query_last_event_id(), present=present)
+        await presence_news().changed(self.thread_id, present)
 
     async def _refuse(self, code: int) -> None:
         await self.accept(self.subprotocol)
@@ -217,17 +205,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 present = await log.presence_set(
                     self.thread_id, self.presence_member, False
                 )
-                await log.announce(
-                    self.thread_id, frame_json(presence_frame(self.thread_id, present))
-                )
+                await presence_news().changed(self.thread_id, present)
             except Exception as error:  # Redis away: the entry expires by itself
                 logger.info("presence of a closed socket not updated: %s", error)
         group = self.scope.get("credential_group")
-        if group and self.thread_id:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:
-                pass
+        if group and self.credentials is not None:
+            self.credentials.remove(group, self)
 
     # --- outbound --------------------------------------------------------------
     async def send_frame(self, frame) -> None:
@@ -300,11 +283,18 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def sync(self, last_event_id: int | None, *, state: str = "snapshot") -> None:
+    async def sync(
+        self,
+        last_event_id: int | None,
+        *,
+        state: str = "snapshot",
+        present: list[str] | None = None,
+    ) -> None:
         """Bring this socket up to date, then hand over to live delivery.
 
         Live events are buffered meanwhile; the subscription is active before the
         log is read, so nothing falls between the replay and the live stream.
+        `present`: the presence list connect() has just read, if any.
         """
         self.syncing = True
         self.pending = []
@@ -317,12 +307,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                     state = "resynced"
             if events is None:
                 log_state = await log.thread_state(self.thread_id)
-                snapshot = await call_service(
-                    thread_snapshot, thread=self.thread, log_state=log_state
+                snapshot = await socket_snapshot(
+                    thread=self.thread, log_state=log_state
                 )
-                present = await log.presence_set(
-                    self.thread_id, self.presence_member, True
-                )
+                if present is None:
+                    present = await log.presence_set(
+                        self.thread_id, self.presence_member, True
+                    )
                 snapshot["presence"] = presence_users(present)
                 await self.send_frame(
                     StatusFrame(
@@ -488,13 +479,14 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     }
 
 
-def _thread_exists(*, thread_id: str) -> bool:
-    from chat.models import Thread
+# Presence names connections "<process>!<n>": unique across processes without a
+# uuid4 (a system call) per socket.
+_process_prefix = uuid.uuid4().hex[:12]
+_connection_numbers = itertools.count(1)
 
-    try:
-        return Thread.objects.filter(pk=thread_id).exists()
-    except (ValueError, TypeError, Exception):
-        return False
+
+def _new_connection_id() -> str:
+    return f"{_process_prefix}!{next(_connection_numbers)}"
 
 
 def _run_in_thread(*, thread_id: str, run_id) -> Run:

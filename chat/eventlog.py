@@ -14,6 +14,11 @@ and fans the frame out to every live subscriber (one per socket).
   restarted) it tells every local socket that continuity is lost, so each
   resynchronises from a snapshot instead of silently missing events.
 
+Beside thread events the log carries broadcasts: short notices to every web
+process (chat/connectcache.py drops cached access data with them). Only while
+`broadcasts_live()` is true does a process hear every broadcast made from then
+on; listeners get None when that stops (the subscriber lost Redis).
+
 Frames are serialized once, by the producer, without `event_id`; the log
 appends `,"event_id":N}` when it assigns N, and sockets forward the text as is.
 """
@@ -22,11 +27,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
 import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote, urlparse
@@ -74,11 +80,35 @@ def event_id_of(payload: str) -> int:
     return int(payload[payload.rfind(":") + 1 : -1])
 
 
+BroadcastListener = Callable[[str | None], None]
+
+
 class EventLog(abc.ABC):
     def __init__(self, *, max_events: int, ttl_seconds: int, max_replay: int = 10_000):
         self.max_events = max_events
         self.ttl_seconds = ttl_seconds
         self.max_replay = max_replay
+        self._broadcast_listeners: list[BroadcastListener] = []
+
+    def add_broadcast_listener(self, listener: BroadcastListener) -> None:
+        """Call `listener(message)` for every broadcast this process hears, and
+        `listener(None)` when broadcasts may have been missed."""
+        self._broadcast_listeners.append(listener)
+
+    def _notify(self, message: str | None) -> None:
+        for listener in list(self._broadcast_listeners):
+            try:
+                listener(message)
+            except Exception:
+                logger.exception("broadcast listener failed")
+
+    def broadcasts_live(self) -> bool:
+        """True while every broadcast made from now on reaches this process."""
+        return True
+
+    async def broadcast(self, message: str) -> None:
+        """Send `message` to every web process (this one included)."""
+        self._notify(message)
 
     @abc.abstractmethod
     async def publish(
@@ -333,6 +363,10 @@ PRESENCE_REFRESH_SECONDS = 20
 PRESENCE_TTL_SECONDS = 60
 
 
+# The pub/sub channel of broadcasts (no thread: not under a `{thread}` hash tag).
+BROADCAST_CHANNEL = "parley:broadcast"
+
+
 def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
     base = f"parley:{{{thread_id}}}"
     return (
@@ -450,14 +484,22 @@ class _ScriptPipe:
             self.close()
             raise
 
-    async def _reply(self) -> int | str | Exception:
+    async def _reply(self) -> int | str | list | None | Exception:
         line = await self._reader.readline()
         kind, value = line[:1], line[1:-2]
         if kind == b":":
             return int(value)
         if kind == b"$":
+            if value == b"-1":
+                return None
             data = await self._reader.readexactly(int(value) + 2)
             return data[:-2].decode()
+        if kind == b"*":
+            if value == b"-1":
+                return None
+            return [await self._reply() for _ in range(int(value))]
+        if kind == b"+":
+            return value.decode()
         if kind == b"-":
             message = value.decode(errors="replace")
             if message.startswith("NOSCRIPT"):
@@ -471,15 +513,71 @@ class _ScriptPipe:
         self._reader = self._writer = None
 
 
-class _LoopConnection:
-    """A Redis client, the publish connection and the publish batch of one
-    event loop: connections belong to the loop that opened them, and
-    synchronous callers (`async_to_sync` outside a server) each bring a loop
-    of their own."""
+class _CommandBatch:
+    """Commands of one event loop on a connection of their own, written
+    together and answered in order: the connect path's calls (presence, the
+    log's state, announcements) from a burst of connects share round trips,
+    without redis-py's per-call cost."""
 
-    def __init__(self, client, pipe: _ScriptPipe) -> None:
+    def __init__(self, pipe: _ScriptPipe) -> None:
+        self.pipe = pipe
+        self.pending: list[tuple[bytes, asyncio.Future]] = []
+        self.flushing = False
+
+    def call(self, *parts: str | int) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((_command(*parts), future))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                await asyncio.sleep(0)  # let this loop turn's callers join in
+                batch, self.pending = self.pending, []
+                try:
+                    results = await self.pipe._call([command for command, _ in batch])
+                except Exception as error:  # connection lost: every caller fails
+                    results = [error] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.flushing = False
+
+    async def script(self, script: _Script, keys: list[str], args: list) -> object:
+        try:
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except _ScriptMissing:  # Redis restarted: EVAL loads it again
+            return await self.call("EVAL", script.text, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True)
+class _Script:
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> _Script:
+        return cls(text, hashlib.sha1(text.encode()).hexdigest())
+
+
+class _LoopConnection:
+    """A Redis client, the publish connection and the publish batch, and the
+    connect path's command batch of one event loop: connections belong to the
+    loop that opened them, and synchronous callers (`async_to_sync` outside a
+    server) each bring a loop of their own."""
+
+    def __init__(self, client, pipe: _ScriptPipe, commands: _CommandBatch) -> None:
         self.client = client
         self.pipe = pipe
+        self.commands = commands
         self.pending: list[tuple[tuple, list, asyncio.Future]] = []
         self.flushing = False
         self.last_batch_at = float("-inf")
@@ -503,8 +601,8 @@ class RedisEventLog(EventLog):
         registry = redis.Redis.from_url(url, **self._client_options)
         self._publish_sha: str | None = None
         self._read_script = registry.register_script(READ_AFTER_SCRIPT)
-        self._state_script = registry.register_script(STATE_SCRIPT)
-        self._presence_script = registry.register_script(PRESENCE_SCRIPT)
+        self._state_script = _Script.of(STATE_SCRIPT)
+        self._presence_script = _Script.of(PRESENCE_SCRIPT)
         self._local_presence: dict[str, set[str]] = {}
         self._presence_task: asyncio.Task | None = None
         self._address = _RedisAddress.from_url(url)
@@ -525,7 +623,8 @@ class RedisEventLog(EventLog):
             )
             client = redis.Redis.from_pool(pool)
             pipe = _ScriptPipe(self._address, self._socket_timeout)
-            connection = self._loops[loop] = _LoopConnection(client, pipe)
+            commands = _CommandBatch(_ScriptPipe(self._address, self._socket_timeout))
+            connection = self._loops[loop] = _LoopConnection(client, pipe, commands)
         return connection
 
     @property
@@ -618,8 +717,8 @@ class RedisEventLog(EventLog):
 
     async def thread_state(self, thread_id):
         seq_key, _, runs_key, text_prefix, _ = _keys(thread_id)
-        result = await self._state_script(
-            keys=[seq_key, runs_key], args=[text_prefix], client=self._redis
+        result = await self._connection.commands.script(
+            self._state_script, [seq_key, runs_key], [text_prefix]
         )
         state = ThreadLogState(last_event_id=int(result[0]))
         for index in range(1, len(result), 3):
@@ -639,11 +738,20 @@ class RedisEventLog(EventLog):
         return len(self._listener.subscribers.get(thread_id, ()))
 
     async def announce(self, thread_id, payload):
-        await self._redis.publish(_keys(thread_id)[4], payload)
+        await self._connection.commands.call("PUBLISH", _keys(thread_id)[4], payload)
+
+    def broadcasts_live(self) -> bool:
+        self._listener._ensure_running()
+        return self._listener.broadcast_ready
+
+    async def broadcast(self, message: str) -> None:
+        await self._redis.publish(BROADCAST_CHANNEL, message)
 
     async def presence_list(self, thread_id):
         key = f"parley:{{{thread_id}}}:presence"
-        return await self._redis.zrangebyscore(key, time.time(), "+inf")
+        return await self._connection.commands.call(
+            "ZRANGEBYSCORE", key, repr(time.time()), "+inf"
+        )
 
     async def presence_set(self, thread_id, member, present):
         local = self._local_presence.setdefault(thread_id, set())
@@ -655,10 +763,10 @@ class RedisEventLog(EventLog):
                 self._refresh_presence()
             )
         key = f"parley:{{{thread_id}}}:presence"
-        return await self._presence_script(
-            keys=[key],
-            args=[time.time(), PRESENCE_TTL_SECONDS, member, "1" if present else "0"],
-            client=self._redis,
+        return await self._connection.commands.script(
+            self._presence_script,
+            [key],
+            [repr(time.time()), PRESENCE_TTL_SECONDS, member, "1" if present else "0"],
         )
 
     async def _refresh_presence(self) -> None:
@@ -684,6 +792,7 @@ class RedisEventLog(EventLog):
         connection = self._loops.pop(asyncio.get_running_loop(), None)
         if connection is not None:
             connection.pipe.close()
+            connection.commands.pipe.close()
             await connection.client.aclose()
 
 
@@ -704,6 +813,8 @@ class _RedisFanOut:
         self._writer: asyncio.StreamWriter | None = None
         self._connected: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        # Subscribed to BROADCAST_CHANNEL on the live connection.
+        self.broadcast_ready = False
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
@@ -757,6 +868,7 @@ class _RedisFanOut:
                 reader, self._writer = await self.address.connect(select_db=False)
                 backoff = 0.1
                 self._confirmations.clear()
+                self._send("SUBSCRIBE", BROADCAST_CHANNEL)
                 self._connected.set()
                 if self.subscribers:
                     resubscribe = asyncio.get_running_loop().create_task(
@@ -770,6 +882,9 @@ class _RedisFanOut:
                 raise
             except Exception as error:
                 logger.warning("event subscriber lost Redis (%s); reconnecting", error)
+                if self.broadcast_ready:
+                    self.broadcast_ready = False
+                    self.log._notify(None)
                 # Events may be lost from now on: every socket holds its live
                 # stream and resyncs (retrying until Redis answers again).
                 for subscribers in list(self.subscribers.values()):
@@ -815,6 +930,12 @@ class _RedisFanOut:
                 else:
                     parts.append(int(line[1:-2]))
             kind = parts[0]
+            if parts[1:2] == [BROADCAST_CHANNEL.encode()]:
+                if kind == b"message":
+                    self.log._notify(parts[2].decode())
+                elif kind == b"subscribe":
+                    self.broadcast_ready = True
+                continue
             if kind == b"message":
                 channel = parts[1].decode()
                 thread_id = channel[prefix_length : channel.index("}")]

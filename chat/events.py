@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -157,3 +158,78 @@ def presence_frame(thread_id, members: list[str]) -> StatusFrame:
         content={"state": "presence", "users": presence_users(members)},
         thread_id=thread_id,
     )
+
+
+# A thread's presence news leaves a process at most this often (seconds).
+PRESENCE_ANNOUNCE_INTERVAL = 0.2
+
+
+class PresenceNews:
+    """Presence announcements of one process (event loop), coalesced per thread.
+
+    A change is announced at once when the thread's last announcement from
+    this process is older than PRESENCE_ANNOUNCE_INTERVAL; otherwise one
+    announcement follows at the end of the interval, with the list read again
+    then, so a burst of N connects costs a few announcements instead of N (each
+    to every socket of the thread), and the last one always carries the list
+    as it is after the burst.
+    """
+
+    def __init__(self, log) -> None:
+        self.log = log
+        self.last_sent: dict[str, float] = {}
+        self.trailing: dict[str, asyncio.Task] = {}
+
+    async def changed(self, thread_id: str, present: list[str]) -> None:
+        """`present`: the thread's presence list just returned by presence_set."""
+        if thread_id in self.trailing:
+            return  # an announcement with a fresh list is due anyway
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        last = self.last_sent.get(thread_id)
+        if last is None or now - last >= PRESENCE_ANNOUNCE_INTERVAL:
+            self._sent(thread_id, now)
+            await self._announce(thread_id, present)
+            return
+        self.trailing[thread_id] = loop.create_task(
+            self._trailing(thread_id, last + PRESENCE_ANNOUNCE_INTERVAL - now)
+        )
+
+    async def _trailing(self, thread_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        # From here a new change schedules another announcement: this one may
+        # have read the list before it.
+        del self.trailing[thread_id]
+        self._sent(thread_id, asyncio.get_running_loop().time())
+        try:
+            await self._announce(thread_id, await self.log.presence_list(thread_id))
+        except Exception as error:  # Redis away: the next change or snapshot tells
+            logger.info("presence of thread %s not announced: %s", thread_id, error)
+
+    async def _announce(self, thread_id: str, present: list[str]) -> None:
+        from chat.protocol import frame_json
+
+        await self.log.announce(
+            thread_id, frame_json(presence_frame(thread_id, present))
+        )
+
+    def _sent(self, thread_id: str, now: float) -> None:
+        self.last_sent[thread_id] = now
+        if len(self.last_sent) > 10_000:
+            horizon = now - PRESENCE_ANNOUNCE_INTERVAL
+            self.last_sent = {
+                key: sent for key, sent in self.last_sent.items() if sent >= horizon
+            }
+
+
+_presence_news: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def presence_news() -> PresenceNews:
+    """This event loop's PresenceNews, for the process's current event log."""
+    loop = asyncio.get_running_loop()
+    log = get_event_log()
+    news = _presence_news.get(loop)
+    if news is None or news.log is not log:
+        news = _presence_news[loop] = PresenceNews(log)
+    return news

@@ -19,6 +19,15 @@ def thread_role(*, thread: Thread, user) -> Role | None:
         .values_list("role", flat=True)
         .first()
     )
+    return thread_role_for(thread=thread, user=user, member_role=member_role)
+
+
+def thread_role_for(*, thread: Thread, user, member_role: str | None) -> Role | None:
+    """`thread_role` when the user's membership row (its role, or None) is known."""
+    if user is None or not user.is_authenticated:
+        return None
+    if thread.owner_id == user.pk:
+        return Role.OWNER
     if member_role:
         return Role(member_role)
     if user.is_staff:

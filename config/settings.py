@@ -270,6 +270,10 @@ PARLEY_GIL_SWITCH_INTERVAL_MS = env_float("PARLEY_GIL_SWITCH_INTERVAL_MS", 0.5)
 PARLEY_LEASE_SECONDS = env_int("PARLEY_LEASE_SECONDS", 15)
 PARLEY_SWEEP_INTERVAL_SECONDS = env_float("PARLEY_SWEEP_INTERVAL_SECONDS", 5.0)
 PARLEY_SHUTDOWN_GRACE_SECONDS = env_float("PARLEY_SHUTDOWN_GRACE_SECONDS", 20.0)
+# How long a web process keeps what a connect read (token, thread, members,
+# snapshot rows) at most; changes made through Django drop it at once
+# (chat/connectcache.py). 0 turns the cache off.
+PARLEY_CONNECT_CACHE_SECONDS = env_float("PARLEY_CONNECT_CACHE_SECONDS", 30.0)
 PARLEY_EVENT_LOG_MAXLEN = env_int("PARLEY_EVENT_LOG_MAXLEN", 20_000)
 PARLEY_EVENT_LOG_TTL_SECONDS = env_int("PARLEY_EVENT_LOG_TTL_SECONDS", 3600)
 PARLEY_SEND_BUFFER_LIMIT_BYTES = env_int("PARLEY_SEND_BUFFER_LIMIT_BYTES", 1 << 20)

@@ -479,3 +479,94 @@ async def test_thread_detail_in_the_api_shows_who_is_connected(
     assert body["presence"] == [
         {"username": "owner", "role": "owner", "connections": 1}
     ]
+
+
+async def test_after_a_burst_of_connects_every_socket_has_the_full_presence_list(
+    thread, users, client_for
+):
+    # Given eight sockets of three users opening at once
+    people = [Role.OWNER, Role.PARTICIPANT, Role.OBSERVER] * 2 + [Role.OWNER] * 2
+    clients = [client_for(thread.id, users[role], presence=True) for role in people]
+    await asyncio.gather(*(client.join() for client in clients))
+    expected = [
+        {"username": "observer", "role": "observer", "connections": 2},
+        {"username": "owner", "role": "owner", "connections": 4},
+        {"username": "participant", "role": "participant", "connections": 2},
+    ]
+
+    async def last_presence(client):
+        last = None
+        while not await client.communicator.receive_nothing(timeout=0.6):
+            frame = await client.receive()
+            if frame["content"].get("state") == "presence":
+                last = frame["content"]["users"]
+        return last
+
+    # Then, once the news settles, each of them was told who is here
+    assert await asyncio.gather(*(last_presence(c) for c in clients)) == [
+        expected
+    ] * len(clients)
+
+    # And when some leave at once, the others end with the shorter list
+    for client in clients[5:]:
+        await client.close()
+    remaining = await asyncio.gather(*(last_presence(c) for c in clients[:5]))
+    assert (
+        remaining
+        == [
+            [
+                {"username": "observer", "role": "observer", "connections": 1},
+                {"username": "owner", "role": "owner", "connections": 2},
+                {"username": "participant", "role": "participant", "connections": 2},
+            ]
+        ]
+        * 5
+    )
+
+
+async def test_a_removed_member_cannot_reconnect_with_a_cached_access(
+    thread, users, client_for
+):
+    from chat import services
+
+    observer = client_for(thread.id, users[Role.OBSERVER])
+    await joined(observer)
+    await observer.close()
+    await database_sync_to_async(services.member_remove)(
+        thread=thread, username="observer"
+    )
+    again = client_for(thread.id, users[Role.OBSERVER])
+    assert (await again.connect())[0]
+    await expect_close(again, 4403)
+
+
+async def test_a_revoked_token_cannot_open_a_socket_after_a_cached_connect(
+    thread, users, client_for
+):
+    from rest_framework.authtoken.models import Token
+
+    token = await database_sync_to_async(Token.objects.create)(user=users[Role.OWNER])
+    header = [(b"authorization", b"Token " + token.key.encode())]
+    first = client_for(thread.id, headers=header)
+    await joined(first)
+    await database_sync_to_async(token.delete)()
+    await expect_close(first, 4401)  # the open socket is closed ...
+    again = client_for(thread.id, headers=header)
+    assert (await again.connect())[0]
+    await expect_close(again, 4401)  # ... and the token opens no other
+
+
+async def test_a_thread_reset_shows_in_the_next_snapshot(
+    thread, users, worker, client_for
+):
+    from chat import services
+
+    owner = client_for(thread.id, users[Role.OWNER])
+    await joined(owner)
+    await owner.send({"type": "message", "content": "hello"})
+    await owner.receive_until(until_complete)
+    _, before = await joined(client_for(thread.id, users[Role.OBSERVER]))
+    assert len(before["content"]["messages"]) == 2
+    await database_sync_to_async(services.thread_reset)(thread=thread)
+    _, after = await joined(client_for(thread.id, users[Role.PARTICIPANT]))
+    assert after["content"]["messages"] == []
