@@ -80,9 +80,17 @@ class AgentWorkerServer(Worker):
             try:
                 receive = asyncio.ensure_future(self.channel_layer.receive(channel))
                 stop = asyncio.ensure_future(self.stopping.wait())
-                done, _ = await asyncio.wait(
-                    {receive, stop}, return_when=asyncio.FIRST_COMPLETED
-                )
+                try:
+                    done, _ = await asyncio.wait(
+                        {receive, stop}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                except asyncio.CancelledError:
+                    # asyncio.wait leaves its futures running: a receive left
+                    # behind would hold channels-redis's lock on the channel.
+                    receive.cancel()
+                    stop.cancel()
+                    await asyncio.gather(receive, stop, return_exceptions=True)
+                    raise
                 stop.cancel()
                 if receive not in done:
                     receive.cancel()

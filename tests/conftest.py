@@ -103,6 +103,9 @@ async def worker():
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    # Wait for the cancelled receives to let go of channels-redis's per-channel
+    # locks, which outlive this test's event loop.
+    await asyncio.gather(*runtime._background, return_exceptions=True)
 
 
 class Client:

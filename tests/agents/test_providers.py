@@ -460,8 +460,10 @@ class ProviderContract:
         assert sent.body["stream"] is True
         assert sent.api_key == API_KEY
         # A reply read to the end is not a hang-up (the cancel test relies on it).
+        # The server thread marks the request finished just after its last write,
+        # which the client may have read already: wait for it.
         recorded = upstream.server.last_request
-        assert recorded.finished.is_set() and not recorded.client_closed.is_set()
+        assert recorded.finished.wait(5) and not recorded.client_closed.is_set()
 
     async def test_stream_off_asks_the_server_for_a_whole_reply(
         self, upstream: ServerHarness
