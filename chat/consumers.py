@@ -176,6 +176,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 thread_id=self.thread_id,
             )
         )
+        # Held from here: what arrives while subscribing is in the snapshot (or
+        # the replay) that sync() reads next, which comes right after `connected`.
+        self.syncing = True
         await log.subscribe(self.thread_id, self)
         self.subscribed = True
         await self.sync(self._query_last_event_id(), present=present)
