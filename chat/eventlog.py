@@ -541,13 +541,7 @@ class _CommandBatch:
                     results = await self.pipe._call([command for command, _ in batch])
                 except Exception as error:  # connection lost: every caller fails
                     results = [error] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                _settle([future for _, future in batch], results)
         finally:
             self.flushing = False
 
@@ -689,13 +683,7 @@ class RedisEventLog(EventLog):
                         results = await self._run_batch(connection.pipe, batch)
                 except Exception as error:  # connection lost: every caller retries
                     results = [error] * len(batch)
-                for (_, _, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                _settle([future for _, _, future in batch], results)
         finally:
             connection.flushing = False
 
@@ -985,6 +973,17 @@ class _RedisFanOut:
             self._task.cancel()
         if self._writer is not None:
             self._writer.close()
+
+
+def _settle(futures: list[asyncio.Future], results: list) -> None:
+    """Hand each caller of a batch its reply (an exception is raised to it)."""
+    for future, result in zip(futures, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 def _log_failure(task: asyncio.Task) -> None:
