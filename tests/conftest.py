@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 
@@ -35,9 +36,30 @@ def fresh_process_state(settings):
     reset_runtime()
     agents.worker._embedded = None
     cache.clear()
+    forget_receive_state(get_channel_layer())
     yield
     reset_event_log()
     reset_runtime()
+
+
+def forget_receive_state(layer) -> None:
+    """Drop channels-redis's receive locks and buffers left by an earlier test.
+
+    They are asyncio objects bound to the event loop that first waited on them,
+    and pytest gives every test a new loop (production has one loop per process).
+    A receive cancelled while waiting for a channel's lock never drops its count,
+    so the lock outlives its loop, and the next test's receivers on that channel
+    fail ("bound to a different event loop") or wait on it forever.
+    """
+    from channels_redis.core import ChannelLock, RedisChannelLayer
+
+    if isinstance(layer, RedisChannelLayer):
+        layer.receive_count = 0
+        layer.receive_lock = None
+        layer.receive_event_loop = None
+        layer.receive_buffer.clear()
+        layer.receive_cleaners = []
+        layer.receive_clean_locks = ChannelLock()
 
 
 @pytest.fixture
