@@ -48,6 +48,8 @@ from chat.protocol import (
 logger = logging.getLogger(__name__)
 
 PUBLISH_RETRY_SECONDS = 60.0
+# History is read newest first, this many messages per query, until the budget is spent.
+HISTORY_PAGE = 100
 
 
 class ChunkStream:
@@ -172,6 +174,19 @@ async def publish_with_retry(thread_id, frame, **kwargs) -> None:
             raise
 
 
+def _in_pages(queryset, size: int):
+    """The rows of an ordered queryset, read `size` at a time with LIMIT/OFFSET:
+    a new thread's history is one short query, where `.iterator()` would open a
+    server-side cursor on PostgreSQL (three round trips) for every run."""
+    offset = 0
+    while True:
+        rows = list(queryset[offset : offset + size])
+        yield from rows
+        if len(rows) < size:
+            return
+        offset += size
+
+
 def _history(run: Run, *, persistent: bool) -> list[ChatMessage]:
     """The prompt, preceded (for persistent agents) by as much history as fits
     PARLEY_HISTORY_MAX_CHARS, newest kept first."""
@@ -195,7 +210,7 @@ def _history(run: Run, *, persistent: bool) -> list[ChatMessage]:
         .order_by("-turn", "role", "-created_at")  # "assistant" < "user"
         .values_list("role", "text")
     )
-    for role, text in earlier.iterator(chunk_size=100):
+    for role, text in _in_pages(earlier, HISTORY_PAGE):
         if len(text) > budget:
             break
         budget -= len(text)

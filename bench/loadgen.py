@@ -390,6 +390,7 @@ class StreamLoad:
             "sockets": len(live),
             "tokens_per_run": self.tokens,
             "window_seconds": round(window, 3),
+            "window_started_monotonic": round(started / 1e9, 3),
             "timed_out": timed_out,
             "incomplete_sockets": incomplete_sockets,
             "expected_tokens": len(live) * self.tokens if runnable else 0,

@@ -3,9 +3,11 @@
 HTTP goes to Django (static files too, so plain daphne serves the whole app),
 WebSockets to the thread consumer, channel-layer messages on `agent-runs` to
 the agent worker. In embedded mode the first request also starts the agent
-worker inside this process.
+worker inside this process. Both daphne and `runworker` load this module, so the
+process-wide garbage collector settings are applied here, once all is imported.
 """
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -50,3 +52,21 @@ application = EmbeddedWorkerStarter(
         }
     )
 )
+
+
+def tune_garbage_collector() -> None:
+    """Keep the collector's pauses short for a long-running streaming process.
+
+    Start-up objects (modules, URL patterns, settings) live as long as the
+    process, so they are frozen: full collections no longer walk them. A larger
+    first-generation threshold lets the short-lived objects of a frame die by
+    reference counting before a collection would promote them, so the older
+    generations fill (and are collected) less often.
+    """
+    gc.set_threshold(settings.PARLEY_GC_THRESHOLD, *gc.get_threshold()[1:])
+    if settings.PARLEY_GC_FREEZE:
+        gc.collect()
+        gc.freeze()
+
+
+tune_garbage_collector()

@@ -267,6 +267,13 @@ PARLEY_SERVICE_THREADS = env_int(
 PARLEY_DIRECT_WEBSOCKET_WRITES = env_bool("PARLEY_DIRECT_WEBSOCKET_WRITES", True)
 # sys.setswitchinterval for every process (chat/apps.py); Python's default is 5.
 PARLEY_GIL_SWITCH_INTERVAL_MS = env_float("PARLEY_GIL_SWITCH_INTERVAL_MS", 0.5)
+# Garbage collection (config/asgi.py): what the process loaded at start-up is
+# frozen out of collections, and young objects are collected every
+# PARLEY_GC_THRESHOLD allocations (Python's default is 700). With the defaults a
+# full collection walked every object the process held and paused daphne or the
+# worker for 100-270 ms every few seconds under load (bench/, K = 500).
+PARLEY_GC_FREEZE = env_bool("PARLEY_GC_FREEZE", True)
+PARLEY_GC_THRESHOLD = env_int("PARLEY_GC_THRESHOLD", 10_000)
 PARLEY_LEASE_SECONDS = env_int("PARLEY_LEASE_SECONDS", 15)
 PARLEY_SWEEP_INTERVAL_SECONDS = env_float("PARLEY_SWEEP_INTERVAL_SECONDS", 5.0)
 PARLEY_SHUTDOWN_GRACE_SECONDS = env_float("PARLEY_SHUTDOWN_GRACE_SECONDS", 20.0)

@@ -292,6 +292,27 @@ async def test_history_is_trimmed_to_the_budget_keeping_the_newest(
     ]
 
 
+async def test_a_history_longer_than_one_read_arrives_whole_and_in_order(
+    openai_thread, openai_server, worker, connect, monkeypatch
+):
+    monkeypatch.setattr("agents.runtime.HISTORY_PAGE", 2)
+    owner = await connect(openai_thread)
+    for word in ("one", "two", "three"):
+        await ask(owner, word)
+    await ask(owner, "four")
+
+    assert conversation(openai_server.last_request) == [
+        ("system", SYSTEM_PROMPT),
+        ("user", "one"),
+        ("assistant", "one"),
+        ("user", "two"),
+        ("assistant", "two"),
+        ("user", "three"),
+        ("assistant", "three"),
+        ("user", "four"),
+    ]
+
+
 async def test_non_persistent_agent_sends_only_the_prompt(
     openai_thread, openai_agent, openai_server, worker, connect
 ):
