@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.errors import AgentErrorCode
-from agents.models import FINAL_RUN_STATUSES, Run, RunStatus
+from agents.models import ACTIVE_RUN_STATUSES, Run, RunStatus
 from chat.errors import ErrorCode, ServiceError
 from chat.events import after_commit, publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Thread
@@ -197,9 +197,17 @@ def run_finish(
 
     Returns None when the run had already ended (e.g. the sweeper failed it).
     """
+    run = Run(
+        pk=Run._meta.pk.to_python(run_id),
+        status=status,
+        finished_at=timezone.now(),
+        usage=usage or {},
+        error_code=error_code,
+        error=error,
+        lease_expires_at=None,
+    )
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.status in FINAL_RUN_STATUSES:
+        if not _finish_if_active(run):
             return None
         message = None
         if text or status == RunStatus.COMPLETED:
@@ -210,22 +218,6 @@ def run_finish(
                 text=text,
                 run=run,
             )
-        run.status = status
-        run.finished_at = timezone.now()
-        run.usage = usage or {}
-        run.error_code = error_code
-        run.error = error
-        run.lease_expires_at = None
-        run.save(
-            update_fields=[
-                "status",
-                "finished_at",
-                "usage",
-                "error_code",
-                "error",
-                "lease_expires_at",
-            ]
-        )
         # Updating the thread also locks it for dispatching its next run.
         Thread.objects.filter(pk=run.thread_id).update(updated_at=run.finished_at)
         thread_id = run.thread_id
@@ -243,6 +235,41 @@ def run_finish(
         )
         _dispatch_head(thread_id)
     return run
+
+
+# The finishing UPDATE: it ends a run only while it is active (the sweeper or a
+# cancel may have ended it meanwhile), holds the run's row until the commit and
+# returns what the rest of the finish needs, in one statement where the ORM took
+# two (a locking read, then the save) and about 1.5 ms to compile them, once per
+# reply, on the worker's hot path when many replies end together.
+FINISH_SQL = """
+UPDATE {run} SET status = %s, finished_at = %s, usage = %s, error_code = %s,
+    error = %s, lease_expires_at = %s
+WHERE id = %s AND status IN (%s, %s)
+RETURNING thread_id, agent_id
+"""
+
+
+def _finish_if_active(run: Run) -> bool:
+    """Run FINISH_SQL for `run` (its outcome set); fill in its thread and agent."""
+    fields = Run._meta
+    names = ("status", "finished_at", "usage", "error_code", "error")
+    values = [(fields.get_field(name), getattr(run, name)) for name in names]
+    values += [(fields.get_field("lease_expires_at"), None), (fields.pk, run.pk)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            FINISH_SQL.format(run=connection.ops.quote_name(fields.db_table)),
+            [field.get_db_prep_value(value, connection) for field, value in values]
+            + [str(status) for status in ACTIVE_RUN_STATUSES],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    thread_field = fields.get_field("thread").target_field
+    agent_field = fields.get_field("agent").target_field
+    run.thread_id = thread_field.to_python(row[0])
+    run.agent_id = agent_field.to_python(row[1])
+    return True
 
 
 def run_cancel(*, run: Run) -> Run:
