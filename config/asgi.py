@@ -3,11 +3,10 @@
 HTTP goes to Django (static files too, so plain daphne serves the whole app),
 WebSockets to the thread consumer, channel-layer messages on `agent-runs` to
 the agent worker. In embedded mode the first request also starts the agent
-worker inside this process. Both daphne and `runworker` load this module, so the
-process-wide garbage collector settings are applied here, once all is imported.
+worker inside this process. Importing this module prepares the process for a
+long life (config/process.py).
 """
 
-import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -23,6 +22,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from agents.worker import start_embedded_worker, worker_application  # noqa: E402
 from chat.auth import WebSocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from config.process import prepare_server_process  # noqa: E402
 
 http_application = (
     ASGIStaticFilesHandler(django_asgi_app)
@@ -54,19 +54,4 @@ application = EmbeddedWorkerStarter(
 )
 
 
-def tune_garbage_collector() -> None:
-    """Keep the collector's pauses short for a long-running streaming process.
-
-    Start-up objects (modules, URL patterns, settings) live as long as the
-    process, so they are frozen: full collections no longer walk them. A larger
-    first-generation threshold lets the short-lived objects of a frame die by
-    reference counting before a collection would promote them, so the older
-    generations fill (and are collected) less often.
-    """
-    gc.set_threshold(settings.PARLEY_GC_THRESHOLD, *gc.get_threshold()[1:])
-    if settings.PARLEY_GC_FREEZE:
-        gc.collect()
-        gc.freeze()
-
-
-tune_garbage_collector()
+prepare_server_process(runs_agents=settings.PARLEY_EMBEDDED_WORKER)

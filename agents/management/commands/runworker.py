@@ -13,6 +13,7 @@ from django.conf import settings
 
 from agents.runtime import get_runtime
 from agents.worker import AGENT_RUNS_CHANNEL, AgentWorkerServer, worker_application
+from config.process import prepare_server_process
 
 logger = logging.getLogger("agents.worker")
 
@@ -23,6 +24,7 @@ class Command(ChannelsRunworker):
     def handle(self, *args, **options):
         if options["channels"] != [AGENT_RUNS_CHANNEL]:
             return super().handle(*args, **options)
+        prepare_server_process(runs_agents=True)
         asyncio.run(self.serve(get_channel_layer(options.get("layer", "default"))))
 
     async def serve(self, channel_layer) -> None:
