@@ -135,18 +135,24 @@ WHERE id = %s AND status = 'queued' AND NOT EXISTS (
 
 def _claim_if_first(run: Run) -> bool:
     """Run CLAIM_SQL for `run` (its new status, start, worker and lease set)."""
-    fields = Run._meta
-    values = [
-        (fields.get_field(name), getattr(run, name))
-        for name in ("status", "started_at", "worker_channel", "lease_expires_at")
-    ]
-    values.append((fields.pk, run.pk))
+    names = ("status", "started_at", "worker_channel", "lease_expires_at", "id")
     with connection.cursor() as cursor:
-        cursor.execute(
-            CLAIM_SQL.format(run=connection.ops.quote_name(fields.db_table)),
-            [field.get_db_prep_value(value, connection) for field, value in values],
-        )
+        _execute_on_runs(cursor, CLAIM_SQL, run, names)
         return cursor.rowcount == 1
+
+
+def _execute_on_runs(cursor, sql: str, run: Run, names, *more_params) -> None:
+    """Execute `sql` ({run} is the run table) with `run`'s values of the fields
+    `names` as parameters, prepared for the database as the ORM would."""
+    fields = Run._meta
+    cursor.execute(
+        sql.format(run=connection.ops.quote_name(fields.db_table)),
+        [
+            fields.get_field(name).get_db_prep_value(getattr(run, name), connection)
+            for name in names
+        ]
+        + list(more_params),
+    )
 
 
 def run_renew_leases(*, worker_channel: str, run_ids: list[str]) -> list[str]:
@@ -252,23 +258,17 @@ RETURNING thread_id, agent_id
 
 def _finish_if_active(run: Run) -> bool:
     """Run FINISH_SQL for `run` (its outcome set); fill in its thread and agent."""
-    fields = Run._meta
     names = ("status", "finished_at", "usage", "error_code", "error")
-    values = [(fields.get_field(name), getattr(run, name)) for name in names]
-    values += [(fields.get_field("lease_expires_at"), None), (fields.pk, run.pk)]
+    names += ("lease_expires_at", "id")  # None: the lease ends with the run
+    active = [str(status) for status in ACTIVE_RUN_STATUSES]
     with connection.cursor() as cursor:
-        cursor.execute(
-            FINISH_SQL.format(run=connection.ops.quote_name(fields.db_table)),
-            [field.get_db_prep_value(value, connection) for field, value in values]
-            + [str(status) for status in ACTIVE_RUN_STATUSES],
-        )
+        _execute_on_runs(cursor, FINISH_SQL, run, names, *active)
         row = cursor.fetchone()
     if row is None:
         return False
-    thread_field = fields.get_field("thread").target_field
-    agent_field = fields.get_field("agent").target_field
-    run.thread_id = thread_field.to_python(row[0])
-    run.agent_id = agent_field.to_python(row[1])
+    fields = Run._meta
+    run.thread_id = fields.get_field("thread").target_field.to_python(row[0])
+    run.agent_id = fields.get_field("agent").target_field.to_python(row[1])
     return True
 
 
