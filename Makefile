@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# Django's debug pages (tracebacks, URL listings) only on request: DEBUG=1 make run.
+DEBUG ?= 0
 # Pytest flags for both passes; override e.g. PYTEST_ARGS="-x -k consumer".
 PYTEST_ARGS ?=
 
@@ -24,7 +26,7 @@ run: $(VENV)/.installed
 	env -u REDIS_URL -u DATABASE_URL $(PY) manage.py migrate --noinput -v0
 	env -u REDIS_URL -u DATABASE_URL $(PY) manage.py seed_demo
 	@echo "Parley: open http://127.0.0.1:$(PORT)/ and log in with the demo login above."
-	env -u REDIS_URL -u DATABASE_URL DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+	env -u REDIS_URL -u DATABASE_URL DEBUG=$(DEBUG) $(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 # The embedded suite always; the same suite plus the multi-process integration
 # tests on PostgreSQL and Redis when DATABASE_URL and REDIS_URL are set.

@@ -7,6 +7,7 @@ writer (owner, participant), as on the socket.
 
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, viewsets
@@ -14,7 +15,6 @@ from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
 from rest_framework.response import Response
 
-from agents import services as run_services
 from agents.errors import AgentErrorCode
 from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, Run
 from agents.serializers import (
@@ -30,6 +30,7 @@ from chat.eventlog import get_event_log
 from chat.permissions import can_write, permission_error, thread_role
 from chat.selectors import thread_list_for_user
 from chat.serializers import ErrorSerializer
+from chat.services import thread_run_cancel
 
 
 class IsStaffOrReadOnly(BasePermission):
@@ -178,17 +179,23 @@ class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
         role = thread_role(thread=run.thread, user=request.user)
         if not can_write(role):
             raise permission_error(role, action="cancel runs")
-        run_services.run_cancel(run=run)
+        thread_run_cancel(actor=request.user, thread_id=run.thread_id, run_id=run.pk)
         return Response(RunSerializer(self._get_run(pk)).data)
+
+
+async def _presence_counts(thread_ids: set[str]) -> list[tuple[str, int]]:
+    log = get_event_log()
+    return [
+        (thread_id, len(await log.presence_list(thread_id))) for thread_id in thread_ids
+    ]
 
 
 @extend_schema(tags=["runs"])
 class StreamListView(ApiViewMixin, generics.GenericAPIView):
     """Staff: every active run with how long it has been going and who watches it.
 
-    `clients` counts the sockets on the run's thread connected to the web process
-    that answered this request (the event log's local subscribers). With several
-    web processes, each knows only its own; add them up across processes.
+    `clients` counts every socket and SSE stream open on the run's thread, on
+    every web process (the thread's presence).
     """
 
     permission_classes = [IsAdminUser]
@@ -207,10 +214,8 @@ class StreamListView(ApiViewMixin, generics.GenericAPIView):
     )
     def get(self, request):
         runs = self.paginate_queryset(self.get_queryset())
-        log = get_event_log()
-        clients = {
-            thread_id: log.subscriber_count(thread_id)
-            for thread_id in {str(run.thread_id) for run in runs}
-        }
+        clients = dict(
+            async_to_sync(_presence_counts)({str(run.thread_id) for run in runs})
+        )
         data = StreamSerializer(runs, many=True, context={"clients": clients}).data
         return self.get_paginated_response(data)

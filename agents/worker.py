@@ -15,10 +15,10 @@ from channels.layers import InMemoryChannelLayer
 from channels.worker import Worker
 
 from agents.runtime import get_runtime
+from agents.services import AGENT_RUNS_CHANNEL
 
 logger = logging.getLogger(__name__)
 
-AGENT_RUNS_CHANNEL = "agent-runs"
 RECEIVERS_PER_CHANNEL = 8
 
 

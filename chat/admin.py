@@ -90,16 +90,16 @@ class ThreadAdmin(admin.ModelAdmin):
         return thread._messages
 
     def delete_model(self, request, obj: Thread) -> None:
-        services.thread_delete(thread=obj)
+        services.thread_delete(actor=request.user, thread=obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for thread in queryset:
-            services.thread_delete(thread=thread)
+            services.thread_delete(actor=request.user, thread=thread)
 
     @admin.action(description="Reset selected threads (cancel runs, delete messages)")
     def reset_threads(self, request, queryset) -> None:
         for thread in queryset:
-            services.thread_reset(thread=thread)
+            services.thread_reset(actor=request.user, thread=thread)
         messages.success(request, f"Reset {queryset.count()} thread(s).")
 
 

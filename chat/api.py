@@ -235,7 +235,10 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
             raise permission_error(role, action="change this thread's config")
         if data:
             thread = services.thread_update(
-                thread=thread, title=data.get("title"), config=data.get("config")
+                actor=request.user,
+                thread=thread,
+                title=data.get("title"),
+                config=data.get("config"),
             )
         return self._render(thread, role)
 
@@ -247,7 +250,7 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         thread, _ = thread_for(
             request, pk, need=can_manage, action="delete this thread"
         )
-        services.thread_delete(thread=thread)
+        services.thread_delete(actor=request.user, thread=thread)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     # --- messages, reset -----------------------------------------------------------
@@ -273,7 +276,7 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def reset(self, request, pk=None):
         thread, _ = thread_for(request, pk, need=can_manage, action="reset this thread")
-        services.thread_reset(thread=thread)
+        services.thread_reset(actor=request.user, thread=thread)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     # --- members ---------------------------------------------------------------------
@@ -302,15 +305,15 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     def member_add(self, request, pk=None):
         thread, _ = thread_for(request, pk, need=can_manage, action="share this thread")
         data = validated(MemberCreateSerializer, request.data)
-        existed = ThreadMember.objects.filter(
-            thread=thread, user__username=data["username"]
-        ).exists()
-        member = services.member_add(
-            thread=thread, username=data["username"], role=data["role"]
+        member, created = services.member_add(
+            actor=request.user,
+            thread=thread,
+            username=data["username"],
+            role=data["role"],
         )
         return Response(
             MemberSerializer(member).data,
-            status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     @extend_schema(
@@ -331,7 +334,7 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         thread, role = thread_for(request, pk)
         if not can_manage(role) and username != request.user.username:
             raise permission_error(role, action="remove members")
-        services.member_remove(thread=thread, username=username)
+        services.member_remove(actor=request.user, thread=thread, username=username)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     # --- runs ------------------------------------------------------------------------

@@ -59,10 +59,16 @@ MAX_SNAPSHOT_CHARS = 8_000_000  # message text held by all cached snapshots
 CHANGED_EVERYTHING = "access *"
 CHANGED_TOKENS = "access tokens"
 CHANGED_THREAD_PREFIX = "access thread "
+CHANGED_USER_PREFIX = "access user "
 
 
 def changed_thread(thread_id) -> str:
     return f"{CHANGED_THREAD_PREFIX}{thread_id}"
+
+
+def changed_user(user_id) -> str:
+    """A user changed (deactivated, staff or not, renamed, a token deleted)."""
+    return f"{CHANGED_USER_PREFIX}{user_id}"
 
 
 @dataclass
@@ -192,7 +198,11 @@ class SnapshotCache:
             self.chars -= evicted.chars
 
     def drop(self, message: str | None) -> None:
-        if message is None or message == CHANGED_EVERYTHING:
+        if (
+            message is None
+            or message == CHANGED_EVERYTHING
+            or message.startswith(CHANGED_USER_PREFIX)  # author names
+        ):
             self.generation += 1
             self.entries.clear()
             self.chars = 0

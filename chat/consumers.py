@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
-import uuid
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -23,16 +21,21 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from agents import services as run_services
-from agents.errors import AgentErrorCode
-from agents.models import Run
 from chat import errors as close_codes
 from chat import services
+from chat.access import live_access
 from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
-from chat.events import call_service, presence_news, presence_users
+from chat.events import (
+    call_service,
+    new_connection_id,
+    presence_member,
+    presence_news,
+    presence_users,
+)
+from chat.models import Role
 from chat.permissions import can_read, can_write
 from chat.protocol import (
     OBSERVER_FRAME_TYPES,
@@ -82,7 +85,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        self.connection_id = _new_connection_id()
+        self.connection_id = new_connection_id()
         self.credentials = None
         try:
             await await_many_dispatch([receive], self.dispatch)
@@ -108,6 +111,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.pending: list[tuple[int, str]] = []
         self.resync_pending = False
         self.resync_task: asyncio.Task | None = None
+        # Live events held while an access change is checked (chat/access.py).
+        self.access_held = False
+        self.live = None
         if not origin_allowed(self.scope):
             await self.close()  # before accept: the handshake is refused (403)
             return
@@ -118,6 +124,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if token_key is None and (user is None or not user.is_authenticated):
             await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
             return
+        read_at_generation = live_access().generation
         access = await socket_access(
             thread_id=self.scope["url_route"]["kwargs"]["thread_id"],
             user=user,
@@ -136,9 +143,15 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.thread, self.role = access.thread, access.role
         self.thread_id = str(self.thread.id)
         self.user = user = self.scope["user"] = access.user
+        self.user_id, self.token_key = user.pk, token_key
         log = get_event_log()
-        self.presence_member = f"{self.connection_id}|{user.username}|{self.role.value}"
-        present = await log.presence_set(self.thread_id, self.presence_member, True)
+        self.presence_member = presence_member(self.connection_id, user, self.role)
+        try:
+            present = await log.presence_set(self.thread_id, self.presence_member, True)
+        except Exception as error:  # Redis unreachable: a retryable refusal
+            logger.warning("refusing a socket: presence unavailable (%s)", error)
+            await self._refuse_unavailable()
+            return
         if len(present) > settings.PARLEY_MAX_CLIENTS_PER_THREAD:
             await log.presence_set(self.thread_id, self.presence_member, False)
             await self.accept(self.subprotocol)
@@ -176,10 +189,18 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 thread_id=self.thread_id,
             )
         )
+        self.live = live_access()
+        self.live.add(self, read_at_generation=read_at_generation)
         # Held from here: what arrives while subscribing is in the snapshot (or
         # the replay) that sync() reads next, which comes right after `connected`.
         self.syncing = True
-        await log.subscribe(self.thread_id, self)
+        try:
+            await log.subscribe(self.thread_id, self)
+        except Exception as error:  # the subscriber could not reach Redis in time
+            logger.warning("refusing a socket: events unavailable (%s)", error)
+            await log.unsubscribe(self.thread_id, self)
+            await self._refuse_unavailable(accepted=True)
+            return
         self.subscribed = True
         await self.sync(self._query_last_event_id(), present=present)
         await presence_news().changed(self.thread_id, present)
@@ -187,6 +208,19 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, code: int) -> None:
         await self.accept(self.subprotocol)
         await self.close(code)
+
+    async def _refuse_unavailable(self, *, accepted: bool = False) -> None:
+        """Close with CLOSE_TRY_AGAIN: the client backs off and reconnects."""
+        if not accepted:
+            await self.accept(self.subprotocol)
+        await self.send_frame(
+            error_frame(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "The server cannot take this connection right now; reconnect shortly.",
+                thread_id=self.thread_id,
+            )
+        )
+        await self.close(close_codes.CLOSE_TRY_AGAIN)
 
     def _query_last_event_id(self) -> int | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
@@ -200,6 +234,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.closed = True
         if self.resync_task is not None:
             self.resync_task.cancel()
+        if self.live is not None:
+            self.live.remove(self)
         if self.subscribed:
             self.subscribed = False
             log = get_event_log()
@@ -237,12 +273,14 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def deliver(self, event_id: int, payload: str) -> None:
         """A live thread event (called by the event log, in event_id order)."""
         if event_id == 0:  # an announcement: current news, the snapshot has it too
-            if not (self.syncing or self.resync_pending):
+            if not (
+                self.syncing or self.resync_pending or self.access_held or self.closed
+            ):
                 await self._send_event(payload)
             return
-        if self.resync_pending:
+        if self.resync_pending or self.closed:
             return  # the snapshot that follows holds it
-        if self.syncing:
+        if self.syncing or self.access_held:
             self.pending.append((event_id, payload))
             if len(self.pending) > MAX_PENDING_EVENTS:
                 self.lost_continuity()
@@ -329,18 +367,62 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 for event_id, payload in events:
                     await self._send_event(payload)
                     self.last_sent_event_id = event_id
-            while self.pending and not self.resync_pending:
-                pending, self.pending = self.pending, []
-                for event_id, payload in pending:
-                    if event_id <= self.last_sent_event_id:
-                        continue
-                    if event_id != self.last_sent_event_id + 1:
-                        # Missed between log read and live stream: start over.
-                        return await self.sync(None, state="resynced")
-                    await self._send_event(payload)
-                    self.last_sent_event_id = event_id
+            if not self.access_held:
+                await self._send_pending()
         finally:
             self.syncing = False
+
+    async def _send_pending(self) -> None:
+        """Send the live events held meanwhile, in order (a gap: resync)."""
+        while self.pending and not self.resync_pending:
+            pending, self.pending = self.pending, []
+            for event_id, payload in pending:
+                if event_id <= self.last_sent_event_id:
+                    continue
+                if event_id != self.last_sent_event_id + 1:
+                    # Missed between log read and live stream: start over.
+                    self.pending = []
+                    return await self.sync(None, state="resynced")
+                await self._send_event(payload)
+                self.last_sent_event_id = event_id
+
+    # --- access changes (chat/access.py) ----------------------------------------
+    def hold_live(self) -> None:
+        self.access_held = True
+
+    async def release_live(self) -> None:
+        self.access_held = False
+        if not self.syncing and not self.closed:
+            self.syncing = True  # events arriving while these go out queue behind
+            try:
+                await self._send_pending()
+            finally:
+                self.syncing = False
+
+    async def access_lost(self, close_code: int, code: ErrorCode, message: str) -> None:
+        self.pending = []
+        if self.closed:
+            return
+        self.closed = True  # nothing more reaches this socket
+        await self.send_frame(error_frame(code, message, thread_id=self.thread_id))
+        await self.close(close_code)
+
+    async def role_changed(self, role: Role) -> None:
+        old_member, self.role = self.presence_member, role
+        self.presence_member = presence_member(self.connection_id, self.user, role)
+        await self.send_frame(
+            StatusFrame(
+                content={"state": "role_changed", "role": role.value},
+                thread_id=self.thread_id,
+            )
+        )
+        log = get_event_log()
+        try:
+            await log.presence_set(self.thread_id, old_member, False)
+            present = await log.presence_set(self.thread_id, self.presence_member, True)
+            await presence_news().changed(self.thread_id, present)
+        except Exception as error:  # Redis away: the next refresh has it right
+            logger.info("presence of a socket's new role not updated: %s", error)
 
     async def auth_revoked(self, message: dict) -> None:
         await self.send_frame(
@@ -435,7 +517,21 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             )
         )
 
+    async def _accepted(self, frame, **details) -> None:
+        """The reply to a request that succeeded (only when it has a request_id:
+        every request gets exactly one reply, this or an `error`)."""
+        if frame.request_id is None:
+            return
+        await self.send_frame(
+            StatusFrame(
+                content={"state": "accepted", "request": frame.type, **details},
+                thread_id=self.thread_id,
+                request_id=frame.request_id,
+            )
+        )
+
     async def on_message(self, frame: MessageIn) -> None:
+        # The reply is the `message` event itself, which carries the request_id.
         await call_service(
             services.message_post,
             thread=self.thread,
@@ -445,23 +541,33 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
 
     async def on_config(self, frame: ConfigIn) -> None:
-        await call_service(
-            services.thread_update, thread=self.thread, config=frame.content
+        thread = await call_service(
+            services.thread_update,
+            actor=self.user,
+            thread=self.thread,
+            config=frame.content,
         )
+        await self._accepted(frame, config=thread.config)
 
     async def on_cancel(self, frame: CancelIn) -> None:
-        run_id = frame.content.run_id if frame.content else None
-        await call_service(_cancel, thread_id=self.thread_id, run_id=run_id)
+        run = await call_service(
+            services.thread_run_cancel,
+            actor=self.user,
+            thread_id=self.thread_id,
+            run_id=frame.content.run_id if frame.content else None,
+        )
+        await self._accepted(frame, run_id=str(run.id))
 
     async def on_input(self, frame: InputIn) -> None:
-        await call_service(
-            _submit_input,
+        run = await call_service(
+            services.thread_input_submit,
+            actor=self.user,
             thread_id=self.thread_id,
             run_id=frame.content.run_id,
             input_id=frame.content.input_id,
             text=frame.content.text,
-            username=self.user.username,
         )
+        await self._accepted(frame, run_id=str(run.id))
 
     async def on_ping(self, frame: PingIn) -> None:
         await self.send_frame(
@@ -471,6 +577,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def on_resume(self, frame: ResumeIn) -> None:
         # last_event_id null asks for a fresh snapshot (a client saw a gap).
         await self.sync(frame.content.last_event_id, state="resynced")
+        await self._accepted(frame, last_event_id=self.last_sent_event_id)
 
     handlers = {
         "message": on_message,
@@ -480,41 +587,3 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         "ping": on_ping,
         "resume": on_resume,
     }
-
-
-# Presence names connections "<process>!<n>": unique across processes without a
-# uuid4 (a system call) per socket.
-_process_prefix = uuid.uuid4().hex[:12]
-_connection_numbers = itertools.count(1)
-
-
-def _new_connection_id() -> str:
-    return f"{_process_prefix}!{next(_connection_numbers)}"
-
-
-def _run_in_thread(*, thread_id: str, run_id) -> Run:
-    run = None
-    if run_id is not None:
-        run = Run.objects.filter(pk=run_id, thread_id=thread_id).first()
-    else:
-        run = run_services.run_active_for_thread(thread_id=thread_id)
-    if run is None:
-        raise ServiceError(
-            AgentErrorCode.RUN_NOT_FOUND, "No such run in this thread.", status=404
-        )
-    return run
-
-
-def _cancel(*, thread_id: str, run_id) -> None:
-    run_services.run_cancel(run=_run_in_thread(thread_id=thread_id, run_id=run_id))
-
-
-def _submit_input(
-    *, thread_id: str, run_id, input_id, text: str, username: str
-) -> None:
-    run_services.run_input_submit(
-        run=_run_in_thread(thread_id=thread_id, run_id=run_id),
-        input_id=input_id,
-        text=text,
-        username=username,
-    )

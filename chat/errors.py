@@ -45,4 +45,6 @@ CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY_CLIENTS = 4429
+# The server cannot take the socket right now (Redis unreachable): reconnect later.
+CLOSE_TRY_AGAIN = 4503
 CLOSE_FRAME_TOO_LARGE = 1009

@@ -138,9 +138,6 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def unsubscribe(self, thread_id: str, subscriber: Subscriber) -> None: ...
 
-    def subscriber_count(self, thread_id: str) -> int:
-        return 0
-
     @abc.abstractmethod
     async def announce(self, thread_id: str, payload: str) -> None:
         """Send a frame (with `event_id` null) to the thread's live sockets, all
@@ -216,13 +213,7 @@ class MemoryEventLog(EventLog):
         thread.events.append((event_id, text))
         # Deliver in the publisher's task: sends to sockets complete without
         # suspending, so events reach every subscriber in event_id order.
-        for subscriber in list(thread.subscribers):
-            try:
-                await subscriber.deliver(event_id, text)
-            except Exception:
-                logger.exception(
-                    "delivering event %s of thread %s failed", event_id, thread_id
-                )
+        await deliver_to_each(thread.subscribers, thread_id, event_id, text)
         return event_id
 
     async def read_after(self, thread_id, event_id):
@@ -258,14 +249,10 @@ class MemoryEventLog(EventLog):
         if thread is not None:
             thread.subscribers.discard(subscriber)
 
-    def subscriber_count(self, thread_id):
-        thread = self._threads.get(thread_id)
-        return len(thread.subscribers) if thread else 0
-
     async def announce(self, thread_id, payload):
         thread = self._threads.get(thread_id)
-        for subscriber in list(thread.subscribers if thread else ()):
-            await subscriber.deliver(0, payload)
+        if thread is not None:
+            await deliver_to_each(thread.subscribers, thread_id, 0, payload)
 
     async def presence_list(self, thread_id):
         return sorted(self._presence.get(thread_id, ()))
@@ -722,9 +709,6 @@ class RedisEventLog(EventLog):
     async def unsubscribe(self, thread_id, subscriber):
         await self._listener.remove(thread_id, subscriber)
 
-    def subscriber_count(self, thread_id):
-        return len(self._listener.subscribers.get(thread_id, ()))
-
     async def announce(self, thread_id, payload):
         await self._connection.commands.call("PUBLISH", _keys(thread_id)[4], payload)
 
@@ -927,7 +911,10 @@ class _RedisFanOut:
             if kind == b"message":
                 channel = parts[1].decode()
                 thread_id = channel[prefix_length : channel.index("}")]
-                await self._dispatch(thread_id, parts[2].decode())
+                try:
+                    await self._dispatch(thread_id, parts[2].decode())
+                except Exception:  # never the subscription's end (see deliver_to_each)
+                    logger.exception("dispatching an event of thread %s", thread_id)
             elif kind == b"subscribe":
                 channel = parts[1].decode()
                 thread_id = channel[prefix_length : channel.index("}")]
@@ -942,8 +929,7 @@ class _RedisFanOut:
         try:
             event_id = event_id_of(payload)
         except ValueError:  # an announcement (event_id null): not part of the log
-            for subscriber in list(subscribers):
-                await subscriber.deliver(0, payload)
+            await deliver_to_each(subscribers, thread_id, 0, payload)
             return
         last = self.last_seen.get(thread_id)
         events = [(event_id, payload)]
@@ -951,7 +937,11 @@ class _RedisFanOut:
             if event_id <= last:
                 return  # duplicate
             if event_id > last + 1:  # a gap: fill it from the log
-                missed = await self.log.read_after(thread_id, last)
+                try:
+                    missed = await self.log.read_after(thread_id, last)
+                except Exception as error:  # the log unreadable: resync these
+                    logger.warning("filling a gap in thread %s: %s", thread_id, error)
+                    missed = None
                 if missed is None:
                     for subscriber in list(subscribers):
                         subscriber.lost_continuity()
@@ -960,19 +950,35 @@ class _RedisFanOut:
                 events = [item for item in missed if item[0] <= event_id]
         self.last_seen[thread_id] = event_id
         for eid, text in events:
-            for subscriber in list(subscribers):
-                try:
-                    await subscriber.deliver(eid, text)
-                except Exception:
-                    logger.exception(
-                        "delivering event %s of thread %s failed", eid, thread_id
-                    )
+            await deliver_to_each(subscribers, thread_id, eid, text)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
         if self._writer is not None:
             self._writer.close()
+
+
+async def deliver_to_each(
+    subscribers: Iterable[Subscriber], thread_id: str, event_id: int, payload: str
+) -> None:
+    """Deliver to every subscriber; what one raises (a socket closed meanwhile)
+    is that subscriber's alone: logged, and it resyncs. It never reaches the
+    loop that serves every other subscriber of the process."""
+    for subscriber in list(subscribers):
+        try:
+            await subscriber.deliver(event_id, payload)
+        except Exception as error:
+            logger.info(
+                "delivering event %s of thread %s to one subscriber failed: %r",
+                event_id,
+                thread_id,
+                error,
+            )
+            try:
+                subscriber.lost_continuity()
+            except Exception:
+                logger.exception("a subscriber failed to resync")
 
 
 def _settle(futures: list[asyncio.Future], results: list) -> None:

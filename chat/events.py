@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,8 @@ from functools import partial
 from asgiref.sync import async_to_sync
 from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
+from django.db.transaction import TransactionManagementError
 
 from chat.eventlog import Chunk, get_event_log
 from chat.protocol import ServerFrame, StatusFrame, event_json
@@ -50,11 +52,6 @@ async def publish(
     return await get_event_log().publish(
         str(thread_id), payload, chunk=chunk, run_ended=run_ended
     )
-
-
-def publish_now(thread_id, frame: ServerFrame, *, run_ended: str | None = None) -> int:
-    """Publish from synchronous code (services, views)."""
-    return async_to_sync(publish)(thread_id, frame, run_ended=run_ended)
 
 
 def after_commit(action: AfterCommitAction) -> None:
@@ -102,15 +99,50 @@ async def call_service(service: Callable, /, **kwargs):
 
     def run():
         _outbox.actions = actions
+        depths = atomic_depths()
         try:
             return service(**kwargs)
         finally:
             _outbox.actions = None
+            end_leaked_transactions(service, depths)
 
     try:
         return await _run_in_service_thread(run)
     finally:
         await _perform(actions)
+
+
+def atomic_depths() -> dict[str, int]:
+    """How many atomic blocks each open connection of this thread is inside."""
+    return {
+        connection.alias: len(connection.atomic_blocks)
+        for connection in connections.all(initialized_only=True)
+    }
+
+
+def end_leaked_transactions(service: Callable, depths: dict[str, int]) -> None:
+    """Roll back the atomic blocks `service` entered and left open (`depths`:
+    `atomic_depths()` before it ran). A service thread serves every caller, and
+    a connection handed back inside an atomic block would hold its row locks
+    for good (every later `atomic` there only makes a savepoint). Each leaked
+    block is exited as if it raised, so Django rolls it back."""
+    for connection in connections.all(initialized_only=True):
+        depth = depths.get(connection.alias, 0)
+        leaked = connection.atomic_blocks[depth:]
+        if not leaked:
+            continue
+        name = getattr(service, "__qualname__", repr(service))
+        logger.error(
+            "%s left its database connection inside %d atomic block(s); rolled back",
+            name,
+            len(leaked),
+        )
+        error = TransactionManagementError(f"{name} left an atomic block open")
+        for block in reversed(list(leaked)):
+            try:
+                block.__exit__(type(error), error, None)
+            except Exception:
+                logger.exception("rolling back %s's atomic block failed", name)
 
 
 async def _perform(actions: list[AfterCommitAction]) -> None:
@@ -139,6 +171,21 @@ def run_status_frame(run, *, state: str, **extra) -> StatusFrame:
         thread_id=run.thread_id,
         run_id=run.id,
     )
+
+
+# Presence names connections "<process>!<n>": unique across processes without a
+# uuid4 (a system call) per socket.
+_process_prefix = uuid.uuid4().hex[:12]
+_connection_numbers = itertools.count(1)
+
+
+def new_connection_id() -> str:
+    return f"{_process_prefix}!{next(_connection_numbers)}"
+
+
+def presence_member(connection_id: str, user, role) -> str:
+    """One connection's entry in a thread's presence (sockets and SSE streams)."""
+    return f"{connection_id}|{user.username}|{role.value}"
 
 
 def presence_users(members: list[str]) -> list[dict]:

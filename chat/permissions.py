@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+
 from chat.models import Role, Thread, ThreadMember
 
 WRITER_ROLES = frozenset({Role.OWNER, Role.PARTICIPANT})
@@ -33,6 +35,45 @@ def thread_role_for(*, thread: Thread, user, member_role: str | None) -> Role | 
     if user.is_staff:
         return Role.STAFF
     return None
+
+
+def thread_role_now(*, thread: Thread, user) -> Role | None:
+    """The user's role as the database has it now, for a write in progress.
+
+    Call inside the write's transaction: the membership row stays locked until
+    it commits, so a removal or role change (which writes that row) is ordered
+    wholly before this write (the write is refused) or after it (the write was
+    stored while the role allowed it), never beside it. The socket's and the
+    API's earlier reads are only hints for quick refusals.
+    """
+    if user is None or not user.is_authenticated:
+        return None
+    account = (
+        get_user_model()
+        .objects.filter(pk=user.pk)
+        .values_list("is_active", "is_staff")
+        .first()
+    )
+    if account is None or not account[0]:
+        return None
+    if thread.owner_id == user.pk:
+        return Role.OWNER
+    member_role = (
+        ThreadMember.objects.select_for_update()
+        .filter(thread_id=thread.pk, user_id=user.pk)
+        .values_list("role", flat=True)
+        .first()
+    )
+    if member_role:
+        return Role(member_role)
+    return Role.STAFF if account[1] else None
+
+
+def require_role(role: Role | None, allowed, *, action: str) -> Role:
+    """`role` when `allowed(role)`, else the ServiceError for `action`."""
+    if not allowed(role):
+        raise permission_error(role, action=action)
+    return role
 
 
 def can_read(role: Role | None) -> bool:
@@ -83,6 +124,75 @@ def permission_error(role: Role | None, *, action: str):
             f"You are observing this thread; you cannot {action}.",
             status=403,
         )
+    if role is None:
+        return ServiceError(
+            ErrorCode.FORBIDDEN,
+            f"You no longer have access to this thread; you cannot {action}.",
+            status=403,
+        )
     return ServiceError(
         ErrorCode.FORBIDDEN, f"Your role does not allow you to {action}.", status=403
     )
+
+
+def access_now(
+    *, user_ids_by_thread: dict[str, set[int]], token_keys: set[str]
+) -> dict:
+    """What open connections may still do, read in one trip: for each thread
+    (None when it is gone) the role of each of the given users (None when they
+    lost access), `inactive` users and the `live_tokens` among `token_keys`.
+
+    `{"roles": {thread_id: {user_id: Role | None} | None}, "inactive": set,
+    "live_tokens": set}`.
+    """
+    from rest_framework.authtoken.models import Token
+
+    user_ids = (
+        set().union(*user_ids_by_thread.values()) if user_ids_by_thread else set()
+    )
+    accounts = dict(
+        (pk, (active, staff))
+        for pk, active, staff in get_user_model()
+        .objects.filter(pk__in=user_ids)
+        .values_list("pk", "is_active", "is_staff")
+    )
+    owners = {
+        str(pk): owner_id
+        for pk, owner_id in Thread.objects.filter(
+            pk__in=list(user_ids_by_thread)
+        ).values_list("pk", "owner_id")
+    }
+    memberships = {
+        (str(thread_id), user_id): role
+        for thread_id, user_id, role in ThreadMember.objects.filter(
+            thread_id__in=list(owners), user_id__in=user_ids
+        ).values_list("thread_id", "user_id", "role")
+    }
+    roles: dict = {}
+    for thread_id, users in user_ids_by_thread.items():
+        owner_id = owners.get(thread_id)
+        if owner_id is None:
+            roles[thread_id] = None
+            continue
+        roles[thread_id] = {}
+        for user_id in users:
+            active, staff = accounts.get(user_id, (False, False))
+            member_role = memberships.get((thread_id, user_id))
+            if not active:
+                role = None
+            elif owner_id == user_id:
+                role = Role.OWNER
+            elif member_role:
+                role = Role(member_role)
+            else:
+                role = Role.STAFF if staff else None
+            roles[thread_id][user_id] = role
+    live_tokens = (
+        set(
+            Token.objects.filter(key__in=list(token_keys)).values_list("key", flat=True)
+        )
+        if token_keys
+        else set()
+    )
+    inactive = {pk for pk in user_ids if not accounts.get(pk, (False,))[0]}
+    return {"roles": roles, "inactive": inactive, "live_tokens": live_tokens}

@@ -13,12 +13,18 @@ from django.utils import timezone
 
 from agents.errors import AgentErrorCode
 from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, BusyPolicy, Run, RunStatus
-from agents.services import run_cancel, run_dispatch
+from agents.services import (
+    run_active_for_thread,
+    run_cancel,
+    run_dispatch,
+    run_input_submit,
+)
 from agents.validation import thread_config_errors
 from chat.caching import counter_increment
 from chat.errors import ErrorCode, ServiceError
 from chat.events import publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Role, Thread, ThreadMember
+from chat.permissions import can_manage, can_write, require_role, thread_role_now
 from chat.protocol import MessageContent, MessageFrame, StatusFrame
 from chat.selectors import message_content
 
@@ -51,18 +57,37 @@ def thread_create(
     )
 
 
+def _thread_locked(thread_id) -> Thread:
+    """The thread's row, locked until the transaction ends (with its agent)."""
+    stored = (
+        Thread.objects.select_for_update(of=("self",))
+        .select_related("agent")
+        .filter(pk=thread_id)
+        .first()
+    )
+    if stored is None:
+        raise ServiceError(ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404)
+    return stored
+
+
 def thread_update(
-    *, thread: Thread, title: str | None = None, config: dict | None = None
+    *,
+    actor,
+    thread: Thread,
+    title: str | None = None,
+    config: dict | None = None,
 ) -> Thread:
+    """Rename (owner, staff) or change the per-thread config (owner, participants)."""
     with transaction.atomic():
         # Merge into the stored overrides and check the stored agent, not the
         # caller's copies: a socket holds its thread for its whole life, and
         # other sockets (or staff editing the agent) may have changed them since.
-        stored = (
-            Thread.objects.select_for_update(of=("self",))
-            .select_related("agent")
-            .get(pk=thread.pk)
-        )
+        stored = _thread_locked(thread.pk)
+        role = thread_role_now(thread=stored, user=actor)
+        if title is not None:
+            require_role(role, can_manage, action="rename this thread")
+        if config is not None:
+            require_role(role, can_write, action="change this thread's config")
         thread.title, thread.config, thread.agent = (
             stored.title,
             stored.config,
@@ -93,9 +118,15 @@ def thread_update(
     return thread
 
 
-def thread_reset(*, thread: Thread) -> None:
+def thread_reset(*, actor, thread: Thread) -> None:
     """Cancel the thread's runs and delete its messages; event ids keep counting."""
     with transaction.atomic():
+        stored = _thread_locked(thread.pk)
+        require_role(
+            thread_role_now(thread=stored, user=actor),
+            can_manage,
+            action="reset this thread",
+        )
         for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES):
             run_cancel(run=run)
         Message.objects.filter(thread=thread).delete()
@@ -108,8 +139,15 @@ def thread_reset(*, thread: Thread) -> None:
         )
 
 
-def thread_delete(*, thread: Thread) -> None:
+def thread_delete(*, actor, thread: Thread) -> None:
+    """Delete the thread; its open sockets and streams close (chat/access.py)."""
     with transaction.atomic():
+        stored = _thread_locked(thread.pk)
+        require_role(
+            thread_role_now(thread=stored, user=actor),
+            can_manage,
+            action="delete this thread",
+        )
         for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES):
             run_cancel(run=run)
         publish_on_commit(
@@ -118,7 +156,13 @@ def thread_delete(*, thread: Thread) -> None:
         thread.delete()
 
 
-def member_add(*, thread: Thread, username: str, role: str) -> ThreadMember:
+def member_add(
+    *, actor, thread: Thread, username: str, role: str
+) -> tuple[ThreadMember, bool]:
+    """Share the thread with a user, or change a member's role: (member, created).
+
+    Open sockets and streams of that user learn the new role at once
+    (chat/access.py)."""
     if role not in (Role.PARTICIPANT, Role.OBSERVER):
         raise ServiceError(
             ErrorCode.VALIDATION_ERROR, "role must be participant or observer."
@@ -132,14 +176,30 @@ def member_add(*, thread: Thread, username: str, role: str) -> ThreadMember:
         raise ServiceError(
             ErrorCode.VALIDATION_ERROR, "The owner is already in the thread."
         )
-    member, _ = ThreadMember.objects.update_or_create(
-        thread=thread, user=user, defaults={"role": role}
-    )
-    return member
+    with transaction.atomic():
+        stored = _thread_locked(thread.pk)
+        require_role(
+            thread_role_now(thread=stored, user=actor),
+            can_manage,
+            action="share this thread",
+        )
+        return ThreadMember.objects.update_or_create(
+            thread=stored, user=user, defaults={"role": role}
+        )
 
 
-def member_remove(*, thread: Thread, username: str) -> None:
-    ThreadMember.objects.filter(thread=thread, user__username=username).delete()
+def member_remove(*, actor, thread: Thread, username: str) -> None:
+    """Remove a member (owner, staff; members may remove themselves). Their open
+    sockets and streams on the thread close at once (chat/access.py)."""
+    with transaction.atomic():
+        stored = _thread_locked(thread.pk)
+        if username != getattr(actor, "username", None):
+            require_role(
+                thread_role_now(thread=stored, user=actor),
+                can_manage,
+                action="remove members",
+            )
+        ThreadMember.objects.filter(thread=stored, user__username=username).delete()
 
 
 def _check_message_rate(user) -> None:
@@ -179,10 +239,11 @@ def message_post(
         )
     _check_message_rate(user)
     with transaction.atomic():
-        thread = (
-            Thread.objects.select_for_update(of=("self",))
-            .select_related("agent")
-            .get(pk=thread.pk)
+        thread = _thread_locked(thread.pk)
+        require_role(
+            thread_role_now(thread=thread, user=user),
+            can_write,
+            action="write to it",
         )
         agent = thread.agent
         if not agent.enabled:
@@ -247,6 +308,53 @@ def message_post(
             ).exclude(pk=run.pk):
                 run_cancel(run=other)
     return run
+
+
+def _run_of_thread(*, thread_id, run_id) -> Run:
+    """The run `run_id` of the thread, or (None) the one it is on now."""
+    if run_id is not None:
+        run = Run.objects.filter(pk=run_id, thread_id=thread_id).first()
+    else:
+        run = run_active_for_thread(thread_id=thread_id)
+    if run is None:
+        raise ServiceError(
+            AgentErrorCode.RUN_NOT_FOUND, "No such run in this thread.", status=404
+        )
+    return run
+
+
+def thread_run_cancel(*, actor, thread_id, run_id=None) -> Run:
+    """A writer of the thread stops one of its runs (None: the current one)."""
+    with transaction.atomic():
+        thread = Thread.objects.filter(pk=thread_id).first()
+        if thread is None:
+            raise ServiceError(
+                ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404
+            )
+        require_role(
+            thread_role_now(thread=thread, user=actor), can_write, action="cancel runs"
+        )
+        return run_cancel(run=_run_of_thread(thread_id=thread_id, run_id=run_id))
+
+
+def thread_input_submit(
+    *, actor, thread_id, run_id, input_id: str | None, text: str
+) -> Run:
+    """A writer of the thread answers a question a run asked."""
+    with transaction.atomic():
+        thread = Thread.objects.filter(pk=thread_id).first()
+        if thread is None:
+            raise ServiceError(
+                ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404
+            )
+        require_role(
+            thread_role_now(thread=thread, user=actor),
+            can_write,
+            action="answer questions",
+        )
+        run = _run_of_thread(thread_id=thread_id, run_id=run_id)
+        run_input_submit(run=run, input_id=input_id, text=text, username=actor.username)
+        return run
 
 
 def _describe(errors: dict[str, str]) -> str:

@@ -1,6 +1,7 @@
 """Revoking a token or logging out closes the sockets that credential opened;
-a change to who may open which thread drops what web processes cached of it
-(chat/connectcache.py)."""
+a change to who may open which thread is broadcast to every web process, which
+drops what it cached of it (chat/connectcache.py) and closes or updates the
+connections it touches (chat/access.py)."""
 
 import logging
 
@@ -19,6 +20,7 @@ from chat.connectcache import (
     CHANGED_TOKENS,
     broadcast_change,
     changed_thread,
+    changed_user,
 )
 from chat.models import Thread, ThreadMember
 
@@ -37,6 +39,7 @@ def close_sockets_of(group: str) -> None:
 @receiver(post_delete, sender=Token)
 def token_deleted(sender, instance: Token, **kwargs) -> None:
     broadcast_change(CHANGED_TOKENS)
+    broadcast_change(changed_user(instance.user_id))  # its SSE streams end too
     close_sockets_of(credential_group("token", instance.key))
 
 
@@ -61,9 +64,13 @@ def member_changed(sender, instance: ThreadMember, **kwargs) -> None:
 
 @receiver(post_save, sender=get_user_model())
 @receiver(post_delete, sender=get_user_model())
-@receiver(post_save, sender=AgentConfig)
-@receiver(post_delete, sender=AgentConfig)
-def user_or_agent_changed(sender, update_fields=None, **kwargs) -> None:
+def user_changed(sender, instance, update_fields=None, **kwargs) -> None:
     if update_fields is not None and set(update_fields) <= {"last_login"}:
         return  # every login saves this; nothing cached depends on it
+    broadcast_change(changed_user(instance.pk))
+
+
+@receiver(post_save, sender=AgentConfig)
+@receiver(post_delete, sender=AgentConfig)
+def agent_changed(sender, **kwargs) -> None:
     broadcast_change(CHANGED_EVERYTHING)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -21,39 +22,79 @@ from django.http import JsonResponse, StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 
 from agents.models import FINAL_RUN_STATUSES, Run
+from chat.access import live_access
 from chat.api_errors import error_body
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import get_event_log
+from chat.events import new_connection_id, presence_member, presence_news
+from chat.protocol import StatusFrame, error_frame, frame_json
 from chat.selectors import thread_get_for_user, thread_snapshot
+
+logger = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
 
 
-class _QueueSubscriber:
-    """Collects live events for one SSE response; overflow means resync."""
+class _Stream:
+    """One SSE response's live side: its events from the event log (overflow
+    means resync) and its access (chat/access.py: held while a change is
+    checked, ended when access is lost). The response's generator reads
+    `queue`: ("event", event_id, payload), ("frame", sse bytes), ("lost",) or
+    ("closed", sse bytes)."""
 
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
-        self.lost = False
+    def __init__(self, *, thread_id: str, user, token_key: str | None, role) -> None:
+        self.thread_id, self.user_id, self.token_key = thread_id, user.pk, token_key
+        self.role = role
+        self.queue: asyncio.Queue[tuple] = asyncio.Queue()
+        self.held: list[tuple] | None = None
 
+    # event log subscriber
     async def deliver(self, event_id: int, payload: str) -> None:
+        if self.held is not None:
+            if event_id:  # announcements are news of the moment: not kept
+                self.held.append(("event", event_id, payload))
+            return
         if self.queue.qsize() >= QUEUE_LIMIT:
             self.lost_continuity()
             return
-        self.queue.put_nowait((event_id, payload))
+        self.queue.put_nowait(("event", event_id, payload))
 
     def lost_continuity(self) -> None:
-        self.lost = True
-        self.queue.put_nowait(None)
+        self.queue.put_nowait(("lost",))
+
+    # chat.access.Connection
+    def hold_live(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    async def release_live(self) -> None:
+        held, self.held = self.held or [], None
+        for item in held:
+            self.queue.put_nowait(item)
+
+    async def access_lost(self, close_code: int, code, message: str) -> None:
+        self.held = None
+        frame = error_frame(code, message, thread_id=self.thread_id)
+        self.queue.put_nowait(("closed", _sse(None, "error", frame_json(frame))))
+
+    async def role_changed(self, role) -> None:
+        self.role = role
+        frame = StatusFrame(
+            content={"state": "role_changed", "role": role.value},
+            thread_id=self.thread_id,
+        )
+        self.queue.put_nowait(("frame", _sse(None, "status", frame_json(frame))))
+
+
+def _token_of(request) -> str | None:
+    kind, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if kind.lower() == "token" and key.strip() else None
 
 
 async def _user_of(request):
-    header = request.headers.get("Authorization", "")
-    kind, _, key = header.partition(" ")
-    if kind.lower() == "token" and key:
-        token = (
-            await Token.objects.select_related("user").filter(key=key.strip()).afirst()
-        )
+    key = _token_of(request)
+    if key is not None:
+        token = await Token.objects.select_related("user").filter(key=key).afirst()
         return token.user if token and token.user.is_active else None
     user = await request.auser()
     return user if user.is_authenticated else None
@@ -80,11 +121,23 @@ def _error(code: ErrorCode, message: str, status: int) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status)
 
 
-async def _events(thread, *, last_event_id: int | None, run_id: str | None):
+def _end(run_id: str, status: str | None = None) -> bytes:
+    body = (
+        {"run_id": run_id} if status is None else {"run_id": run_id, "status": status}
+    )
+    return _sse(None, "end", json.dumps(body))
+
+
+def _run_ended_status(run_id: str) -> str | None:
+    status = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    return status if status in FINAL_RUN_STATUSES else None
+
+
+async def _events(
+    thread, stream: _Stream, *, presence: str, last_event_id: int | None, run_id
+):
     log = get_event_log()
     thread_id = str(thread.id)
-    subscriber = _QueueSubscriber()
-    await log.subscribe(thread_id, subscriber)
     marker = f'"run_id":"{run_id}"' if run_id else None
     heartbeat = settings.PARLEY_SSE_HEARTBEAT_SECONDS
     last_sent = 0
@@ -109,11 +162,7 @@ async def _events(thread, *, last_event_id: int | None, run_id: str | None):
             yield _sse(None, "snapshot", json.dumps(snapshot))
             last_sent = state.last_event_id
             if run_id is not None and snapshot.get("ended"):
-                yield _sse(
-                    None,
-                    "end",
-                    json.dumps({"run_id": run_id, "status": snapshot["status"]}),
-                )
+                yield _end(run_id, snapshot["status"])
                 return
         else:
             last_sent = last_event_id or 0
@@ -122,18 +171,33 @@ async def _events(thread, *, last_event_id: int | None, run_id: str | None):
                 if wanted(payload):
                     yield _sse(event_id, _type_of(payload), payload)
                     if marker and _type_of(payload) == "state_complete":
-                        yield _sse(None, "end", json.dumps({"run_id": run_id}))
+                        yield _end(run_id)
                         return
+            if run_id is not None:
+                # Resumed at or after the run's end: its last event is behind us.
+                ended = await sync_to_async(_run_ended_status)(run_id)
+                if ended is not None:
+                    yield _end(run_id, ended)
+                    return
         while True:
             try:
-                item = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+                item = await asyncio.wait_for(stream.queue.get(), heartbeat)
             except TimeoutError:
                 yield b": heartbeat\n\n"
                 continue
-            if item is None:  # lost continuity: let the client resume from last_sent
+            kind = item[0]
+            if kind == "closed":  # access lost: say why, then end
+                yield item[1]
+                return
+            if kind == "frame":
+                yield item[1]
+                continue
+            if kind == "lost":  # lost continuity: let the client resume from last_sent
                 yield _sse(None, "resync", json.dumps({"last_event_id": last_sent}))
                 return
-            event_id, payload = item
+            _, event_id, payload = item
+            if event_id == 0:
+                continue  # announcements (presence) are the socket's business
             if event_id <= last_sent:
                 continue
             last_sent = event_id
@@ -141,10 +205,16 @@ async def _events(thread, *, last_event_id: int | None, run_id: str | None):
                 kind = _type_of(payload)
                 yield _sse(event_id, kind, payload)
                 if marker and kind == "state_complete":
-                    yield _sse(None, "end", json.dumps({"run_id": run_id}))
+                    yield _end(run_id)
                     return
     finally:
-        await log.unsubscribe(thread_id, subscriber)
+        live_access().remove(stream)
+        await log.unsubscribe(thread_id, stream)
+        try:
+            present = await log.presence_set(thread_id, presence, False)
+            await presence_news().changed(thread_id, present)
+        except Exception as error:  # Redis away: the entry expires by itself
+            logger.info("presence of a closed SSE stream not updated: %s", error)
 
 
 def _run_snapshot(run_id: str, snapshot: dict) -> dict:
@@ -184,13 +254,16 @@ async def thread_stream(request, thread_id):
             "Authentication credentials were not provided.",
             401,
         )
+    read_at_generation = live_access().generation
     try:
-        thread, _ = await sync_to_async(thread_get_for_user)(
+        thread, role = await sync_to_async(thread_get_for_user)(
             thread_id=thread_id, user=user
         )
     except ServiceError as error:
         return _error(error.code, error.message, error.status)
-    return _stream(_events(thread, last_event_id=_last_event_id(request), run_id=None))
+    return await _open(
+        request, thread, user, role, read_at_generation=read_at_generation
+    )
 
 
 async def run_stream(request, run_id):
@@ -204,14 +277,55 @@ async def run_stream(request, run_id):
     run = await Run.objects.filter(pk=run_id).afirst() if _is_uuid(run_id) else None
     if run is None:
         return _error(ErrorCode.NOT_FOUND, "No such run.", 404)
+    read_at_generation = live_access().generation
     try:
-        thread, _ = await sync_to_async(thread_get_for_user)(
+        thread, role = await sync_to_async(thread_get_for_user)(
             thread_id=run.thread_id, user=user
         )
     except ServiceError:
         return _error(ErrorCode.NOT_FOUND, "No such run.", 404)
+    return await _open(
+        request,
+        thread,
+        user,
+        role,
+        read_at_generation=read_at_generation,
+        run_id=str(run.id),
+    )
+
+
+async def _open(request, thread, user, role, *, read_at_generation: int, run_id=None):
+    """Count the stream in the thread's presence (the per-thread client limit
+    covers sockets and SSE streams alike), subscribe it, then stream."""
+    log = get_event_log()
+    thread_id = str(thread.id)
+    presence = presence_member(new_connection_id(), user, role)
+    try:
+        present = await log.presence_set(thread_id, presence, True)
+    except Exception as error:
+        logger.warning("refusing an SSE stream: presence unavailable (%s)", error)
+        return _error(ErrorCode.SERVICE_UNAVAILABLE, "Try again shortly.", status=503)
+    if len(present) > settings.PARLEY_MAX_CLIENTS_PER_THREAD:
+        await log.presence_set(thread_id, presence, False)
+        return _error(
+            ErrorCode.TOO_MANY_CLIENTS,
+            "This thread has as many viewers as it allows; try again later.",
+            status=429,
+        )
+    stream = _Stream(
+        thread_id=thread_id, user=user, token_key=_token_of(request), role=role
+    )
+    live_access().add(stream, read_at_generation=read_at_generation)
+    await log.subscribe(thread_id, stream)
+    await presence_news().changed(thread_id, present)
     return _stream(
-        _events(thread, last_event_id=_last_event_id(request), run_id=str(run.id))
+        _events(
+            thread,
+            stream,
+            presence=presence,
+            last_event_id=_last_event_id(request),
+            run_id=run_id,
+        )
     )
 
 

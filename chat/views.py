@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -38,11 +38,19 @@ RENDER_MAX_TOTAL_CHARS = 2_000_000
 # --- helpers ---------------------------------------------------------------
 
 
-def _thread_or_404(request, thread_id) -> tuple[Thread, Role]:
+def _thread_for(request, thread_id) -> tuple[Thread, Role] | None:
+    """The thread and the caller's role, or None when there is no such thread
+    or it is not shared with the caller (the two look alike on purpose)."""
     try:
         return thread_get_for_user(thread_id=thread_id, user=request.user)
     except ServiceError:
-        raise Http404("No such thread.") from None
+        return None
+
+
+def _thread_not_found(request):
+    # Rendered here rather than raised as Http404: with DEBUG on, Django would
+    # answer Http404 with its technical page, which lists the site's URLs.
+    return render(request, "chat/thread_not_found.html", status=404)
 
 
 def _thread_summaries(user) -> list[dict]:
@@ -158,7 +166,10 @@ def thread_new(request):
 @login_required
 @require_GET
 def thread_detail(request, thread_id):
-    thread, role = _thread_or_404(request, thread_id)
+    found = _thread_for(request, thread_id)
+    if found is None:
+        return _thread_not_found(request)
+    thread, role = found
     history = _conversation(message_history(thread=thread))
     for message in history:
         if message.role == "assistant":
@@ -183,7 +194,10 @@ SETTINGS_ACTIONS = ("rename", "share", "unshare", "reset", "delete")
 @login_required
 @require_http_methods(["GET", "POST"])
 def thread_settings(request, thread_id):
-    thread, role = _thread_or_404(request, thread_id)
+    found = _thread_for(request, thread_id)
+    if found is None:
+        return _thread_not_found(request)
+    thread, role = found
     if not can_manage(role):
         return render(
             request,
@@ -202,7 +216,7 @@ def thread_settings(request, thread_id):
         try:
             if action == "rename":
                 title = request.POST.get("title", "").strip()
-                services.thread_update(thread=thread, title=title)
+                services.thread_update(actor=request.user, thread=thread, title=title)
                 messages.success(request, "The chat was renamed.")
             elif action == "share":
                 username = request.POST.get("username", "").strip()
@@ -211,19 +225,26 @@ def thread_settings(request, thread_id):
                     raise ServiceError(
                         ErrorCode.VALIDATION_ERROR, "Enter the username to share with."
                     )
-                services.member_add(thread=thread, username=username, role=share_role)
+                services.member_add(
+                    actor=request.user,
+                    thread=thread,
+                    username=username,
+                    role=share_role,
+                )
                 messages.success(request, f"Shared with {username} as {share_role}.")
             elif action == "unshare":
                 username = request.POST.get("username", "")
-                services.member_remove(thread=thread, username=username)
+                services.member_remove(
+                    actor=request.user, thread=thread, username=username
+                )
                 messages.success(request, f"{username} no longer has access.")
             elif action == "reset":
-                services.thread_reset(thread=thread)
+                services.thread_reset(actor=request.user, thread=thread)
                 messages.success(request, "The chat was reset: its messages are gone.")
                 return redirect("thread-detail", thread_id=thread.id)
             elif action == "delete":
                 title = str(thread)
-                services.thread_delete(thread=thread)
+                services.thread_delete(actor=request.user, thread=thread)
                 messages.success(request, f"The chat “{title}” was deleted.")
                 return redirect("thread-list")
         except ServiceError as failure:

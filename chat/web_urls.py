@@ -8,9 +8,9 @@ urlpatterns = [
     path("", views.thread_list, name="thread-list"),
     path("threads.json", views.thread_list_json, name="thread-list-json"),
     path("threads/new/", views.thread_new, name="thread-new"),
-    path("threads/<uuid:thread_id>/", views.thread_detail, name="thread-detail"),
+    path("threads/<str:thread_id>/", views.thread_detail, name="thread-detail"),
     path(
-        "threads/<uuid:thread_id>/settings/",
+        "threads/<str:thread_id>/settings/",
         views.thread_settings,
         name="thread-settings",
     ),

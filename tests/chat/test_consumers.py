@@ -533,7 +533,7 @@ async def test_a_removed_member_cannot_reconnect_with_a_cached_access(
     await joined(observer)
     await observer.close()
     await database_sync_to_async(services.member_remove)(
-        thread=thread, username="observer"
+        actor=users[Role.OWNER], thread=thread, username="observer"
     )
     again = client_for(thread.id, users[Role.OBSERVER])
     assert (await again.connect())[0]
@@ -567,6 +567,8 @@ async def test_a_thread_reset_shows_in_the_next_snapshot(
     await owner.receive_until(until_complete)
     _, before = await joined(client_for(thread.id, users[Role.OBSERVER]))
     assert len(before["content"]["messages"]) == 2
-    await database_sync_to_async(services.thread_reset)(thread=thread)
+    await database_sync_to_async(services.thread_reset)(
+        actor=users[Role.OWNER], thread=thread
+    )
     _, after = await joined(client_for(thread.id, users[Role.PARTICIPANT]))
     assert after["content"]["messages"] == []

@@ -12,7 +12,8 @@ from channels.management.commands.runworker import Command as ChannelsRunworker
 from django.conf import settings
 
 from agents.runtime import get_runtime
-from agents.worker import AGENT_RUNS_CHANNEL, AgentWorkerServer, worker_application
+from agents.services import AGENT_RUNS_CHANNEL
+from agents.worker import AgentWorkerServer, worker_application
 from config.process import prepare_server_process
 
 logger = logging.getLogger("agents.worker")
