@@ -23,6 +23,7 @@ it checks every connection once broadcasts flow again.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -174,7 +175,12 @@ class LiveAccess:
 
     def _start(self) -> None:
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._check_pending())
+            # A context of its own: a notice may be heard inside a caller's
+            # async_to_sync (embedded mode), whose executor is gone by the time
+            # the check calls into the database.
+            self.task = asyncio.get_running_loop().create_task(
+                self._check_pending(), context=contextvars.Context()
+            )
 
     def _touched(self, connection: Connection) -> bool:
         return (

@@ -177,7 +177,8 @@
   function setRole(role) {
     state.role = role;
     var labels = { owner: "you are the owner", participant: "you are a participant",
-      observer: "you are an observer", staff: "you are staff (read only)" };
+      observer: "you are an observer", staff: "you are staff (read only)",
+      none: "no access" };
     if (el.roleLabel) el.roleLabel.textContent = labels[role] || "you are " + role;
     updateComposer();
   }
@@ -243,6 +244,8 @@
     detachSocket();
     if (CLOSE_MESSAGES[code]) {
       state.stopped = true;
+      setRole("none"); // nothing can be written here any more
+      showPresence([]);
       setConnection("offline", CLOSE_MESSAGES[code]);
       showAlert(CLOSE_MESSAGES[code], "sticky");
       if (code === 4401) {
@@ -393,6 +396,14 @@
       case "presence":
         showPresence(content.users || []);
         break;
+      case "role_changed":
+        // The owner changed this user's role while the page was open.
+        if (content.role) {
+          setRole(content.role);
+          showAlert(canWrite() ? "You can write in this chat now."
+            : "You are now an observer: you can read this chat but not write.", "info");
+        }
+        break;
       default:
         break;
     }
@@ -404,7 +415,8 @@
     if (frame.request_id) state.pendingSends.delete(frame.request_id);
     if (content.role === "assistant") {
       var run = ensureRun(content.run_id || "message:" + content.id);
-      finishRun(run, { text: content.text, status: content.status || "completed", messageId: content.id });
+      finishRun(run, { text: content.text, status: content.status || "completed", error: content.error, messageId: content.id });
+      showAskedInputs(run, content.inputs);
       return;
     }
     if (state.messages.has(content.id)) return;
@@ -437,7 +449,7 @@
       var prompt = run.prompts.get(data.input_id);
       if (prompt) {
         var note = content.kind === "input_received"
-          ? "Answered" + (data.by ? " by " + data.by : "") + "."
+          ? "Answered" + (data.by ? " by " + data.by : "") + (typeof data.answer === "string" ? ": " + data.answer : ".")
           : "No answer in time.";
         closePrompt(prompt, note);
       }
@@ -476,6 +488,9 @@
       if (!el.input.value) el.input.value = text; // nothing the user typed is lost
       message += " Your message was not sent.";
     }
+    // Access taken away: the close that follows says so (once).
+    var closing = { forbidden: true, thread_not_found: true, not_authenticated: true };
+    if (!frame.request_id && !frame.run_id && closing[content.code]) return;
     showAlert(message);
     if (content.code === "read_only") setRole("observer");
   }
@@ -502,6 +517,8 @@
       if (message.role === "assistant") {
         var run = ensureRun(message.run_id || "message:" + message.id);
         finishRun(run, { text: message.text, status: message.status || "completed", error: message.error, messageId: message.id, quiet: true });
+        // What the run asked the thread, and how each question ended.
+        showAskedInputs(run, message.inputs);
       } else {
         appendUserMessage(message);
       }
@@ -736,6 +753,12 @@
       field.disabled = true;
       button.disabled = true;
       note.textContent = "Participants can answer.";
+    } else {
+      // A snapshot says how long is left; a live request, its whole timeout.
+      var left = typeof request.seconds_left === "number" ? request.seconds_left : request.timeout;
+      if (typeof left === "number" && left > 0) {
+        note.textContent = "Answer within " + Math.max(1, Math.round(left)) + " s.";
+      }
     }
     form.addEventListener("submit", function (event) {
       event.preventDefault();
@@ -761,11 +784,34 @@
     run.promptBox.appendChild(form);
   }
 
-  function closePrompt(form, text) {
+  function closedPrompt(question, text) {
     var done = make("p", "input-closed");
-    var question = form.querySelector(".input-question");
     done.appendChild(make("strong", null, agentName + " asked: "));
-    done.appendChild(document.createTextNode((question ? question.textContent : "") + " — " + text));
+    done.appendChild(document.createTextNode(question + " — " + text));
+    return done;
+  }
+
+  // The questions a finished run asked (a message's `inputs`), as they ended.
+  function showAskedInputs(run, inputs) {
+    (inputs || []).forEach(function (asked) {
+      if (run.promptBox.querySelector('[data-input-id="' + CSS.escape(asked.input_id) + '"]')) return;
+      var note;
+      if (asked.status === "answered") {
+        note = "Answered" + (asked.answered_by ? " by " + asked.answered_by.username : "") + ": " + (asked.answer || "");
+      } else if (asked.status === "timed_out") {
+        note = "No answer in time.";
+      } else {
+        note = "The reply ended before an answer.";
+      }
+      var done = closedPrompt(asked.question, note);
+      done.dataset.inputId = asked.input_id;
+      run.promptBox.appendChild(done);
+    });
+  }
+
+  function closePrompt(form, text) {
+    var question = form.querySelector(".input-question");
+    var done = closedPrompt(question ? question.textContent : "", text);
     form.replaceWith(done);
     state.runs.forEach(function (run) {
       run.prompts.forEach(function (value, key) {
