@@ -265,3 +265,49 @@ async def test_the_log_lives_in_the_database_its_url_names_and_survives_a_script
         )
         await other.aclose()
         await log.close()
+
+
+class ClosedSocket(Recorder):
+    """A subscriber whose socket has just closed: every delivery raises."""
+
+    async def deliver(self, event_id: int, payload: str) -> None:
+        raise ConnectionError("Attempt to send on a closed protocol")
+
+
+async def eventually(condition, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
+async def test_a_subscriber_that_raises_never_touches_the_others(name, make_log):
+    """A socket closed while announcements and events reach it: every other
+    subscriber of the process keeps its stream, with no resync."""
+    log = make_log()
+    thread_id = str(uuid.uuid4())
+    closed, healthy = ClosedSocket(), Recorder()
+    try:
+        await log.subscribe(thread_id, closed)
+        await log.subscribe(thread_id, healthy)
+        run_id = str(uuid.uuid4())
+        for index in range(3):
+            await log.announce(thread_id, '{"type":"status","event_id":null}')
+            await log.publish(
+                thread_id,
+                chunk_frame(run_id, index, f"t{index} "),
+                chunk=Chunk(run_id, index, f"t{index} "),
+            )
+        await eventually(lambda: len([e for e, _ in healthy.events if e > 0]) == 3)
+        assert [e for e, _ in healthy.events] == [0, 1, 0, 2, 0, 3]  # no -1: resync
+        # The subscription itself is alive: later events still arrive.
+        await log.publish(
+            thread_id, chunk_frame(run_id, 3, "t3"), chunk=Chunk(run_id, 3, "t3")
+        )
+        await eventually(lambda: healthy.events[-1][0] == 4)
+    finally:
+        await log.unsubscribe(thread_id, closed)
+        await log.unsubscribe(thread_id, healthy)
+        await log.close()
