@@ -124,7 +124,7 @@ class StreamSerializer(RunSerializer):
 
     thread_title = serializers.CharField(source="thread.title", read_only=True)
     clients = serializers.SerializerMethodField(
-        help_text="Sockets on the run's thread connected to the process that answered."
+        help_text="Sockets and SSE streams open on the run's thread, on every web process."
     )
     age_seconds = serializers.SerializerMethodField(
         help_text="Seconds since the run was queued."

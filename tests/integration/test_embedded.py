@@ -174,6 +174,16 @@ def test_sse_streams_a_run_resumes_with_last_event_id_and_ends(embedded_server):
     )
     assert complete["content"]["text"] == words
 
+    # Resumed at or after the run's end: what is left (nothing), then `end` at
+    # once, not heartbeats forever.
+    final_id = max(int(e["id"]) for e in rest if "id" in e)
+    after_end, _ = read_events({"Last-Event-ID": str(final_id)})
+    assert [e["event"] for e in after_end if "event" in e] == ["end"]
+    assert json.loads(after_end[-1]["data"])["status"] == "completed"
+    # Past the log's end (a stale id): a snapshot of the ended run, then `end`.
+    beyond, _ = read_events({"Last-Event-ID": str(final_id + 5)})
+    assert [e["event"] for e in beyond if "event" in e] == ["snapshot", "end"]
+
     # A late subscriber, after the run ended, still drains it, then the end event.
     late, _ = read_events({})
     assert late[-1]["event"] == "end"
