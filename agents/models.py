@@ -134,6 +134,11 @@ class Run(models.Model):
     worker_channel = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Checkpoint: the text the worker had published (and how many chunks) when it
+    # last wrote it (PARLEY_CHECKPOINT_SECONDS). Where the event log dies with the
+    # worker (embedded mode), the sweeper and snapshots fall back to it.
+    partial_text = models.TextField(blank=True, default="")
+    partial_chunks = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["created_at"]
@@ -145,3 +150,47 @@ class Run(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_RUN_STATUSES
+
+
+class RunInputStatus(models.TextChoices):
+    OPEN = "open"
+    ANSWERED = "answered"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"  # the run ended while the question was open
+
+
+class RunInput(models.Model):
+    """A question a run asked the thread (`input_request`), and how it ended.
+
+    Stored so that a page opened later sees the open question, and the history
+    keeps what was asked and answered.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="inputs")
+    input_id = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, default="question")
+    question = models.TextField()
+    asked_at = models.DateTimeField()
+    timeout_seconds = models.FloatField()
+    expires_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=10, choices=RunInputStatus.choices, default=RunInputStatus.OPEN
+    )
+    answer = models.TextField(blank=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Kept when the user is deleted: the history still says who answered.
+    answered_by_username = models.CharField(max_length=150, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["asked_at", "id"]
+        indexes = [models.Index(fields=["run", "status"])]
+
+    def __str__(self) -> str:
+        return f"input {self.input_id} ({self.status})"

@@ -3,13 +3,17 @@
 It executes many runs at once (one asyncio task each, bounded by
 PARLEY_WORKER_CONCURRENCY), coalesces provider tokens into `response` chunks,
 publishes them to the thread's event log, keeps a lease on every run it holds,
-sweeps runs whose worker died, answers cancel and input messages sent to its
-own control channel, and shuts down gracefully.
+checkpoints the text so far of its runs to the database (PARLEY_CHECKPOINT_SECONDS,
+for the embedded mode, whose event log dies with the process), stores the
+questions its runs ask the thread, sweeps runs whose worker died, answers
+cancel and input messages sent to its own control channel, and shuts down
+gracefully.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import logging
 import os
@@ -23,7 +27,7 @@ from django.db.models.functions import Coalesce
 
 from agents import services
 from agents.errors import AgentErrorCode
-from agents.models import Run, RunStatus
+from agents.models import Run, RunInputStatus, RunStatus
 from agents.providers import get_provider
 from agents.providers.base import (
     ChatMessage,
@@ -76,12 +80,18 @@ class ChunkStream:
         # Chunks to publish; a Future is a barrier (see drain), None ends the stream.
         self._queue: asyncio.Queue[str | asyncio.Future | None] = asyncio.Queue()
         self._parts: list[str] = []
+        self._published: list[str] = []
         self.chunks = 0
         self._pump = asyncio.get_running_loop().create_task(self._publish_all())
 
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+    @property
+    def published(self) -> tuple[str, int]:
+        """The text of the chunks published so far, and how many there are."""
+        return "".join(self._published), self.chunks
 
     def add(self, text: str) -> None:
         if not text:
@@ -114,7 +124,7 @@ class ChunkStream:
         self._queue.put_nowait(text)
 
     async def _publish_all(self) -> None:
-        published: list[str] = []
+        published = self._published
         while (text := await self._queue.get()) is not None:
             if isinstance(text, asyncio.Future):
                 text.set_result(None)
@@ -211,6 +221,8 @@ def _history(run: Run, *, persistent: bool) -> list[ChatMessage]:
         .values_list("role", "text")
     )
     for role, text in _in_pages(earlier, HISTORY_PAGE):
+        if not text:
+            continue  # a reply that failed before its first chunk
         if len(text) > budget:
             break
         budget -= len(text)
@@ -267,6 +279,11 @@ class WorkerRuntime:
         self._input_ids = itertools.count(1)
         self._background: list[asyncio.Task] = []
         self._started = False
+        # Checkpoints: the stream of every run in flight, the chunk count each
+        # last wrote, and the runs that asked the thread something.
+        self._streams: dict[str, ChunkStream] = {}
+        self._checkpointed: dict[str, int] = {}
+        self._asked: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -282,6 +299,13 @@ class WorkerRuntime:
             loop.create_task(self._keep_leases()),
             loop.create_task(self._sweep_forever()),
         ]
+        if settings.PARLEY_CHECKPOINT_SECONDS > 0:
+            self._background.append(
+                loop.create_task(
+                    self._checkpoint_forever(settings.PARLEY_CHECKPOINT_SECONDS)
+                )
+            )
+            _checkpoint_at_exit_once()
         logger.info("agent worker %s started", self.channel_name)
 
     def flush_window(self) -> float:
@@ -330,6 +354,12 @@ class WorkerRuntime:
     async def shutdown(self, grace: float) -> None:
         """Stop taking runs, let running ones finish for `grace` seconds, then fail them."""
         self.accepting = False
+        if settings.PARLEY_CHECKPOINT_SECONDS > 0:
+            # Should the process be killed during the grace period.
+            try:
+                await self.checkpoint()
+            except Exception:
+                logger.exception("writing checkpoints at shutdown failed")
         running = list(self.tasks.values())
         if running:
             logger.info("waiting up to %.0f s for %d runs", grace, len(running))
@@ -352,8 +382,6 @@ class WorkerRuntime:
         run, prepared = claimed
         thread_id = run.thread_id
         agent = run.agent
-        usage: dict = {}
-        status, error_code, error = RunStatus.COMPLETED, "", ""
 
         async def publish_chunk(index: int, text: str, text_before: str) -> None:
             frame = response_event_json(
@@ -373,6 +401,21 @@ class WorkerRuntime:
             window=self.flush_window,
             buffered=agent.buffer_chunks,
         )
+        self._streams[run_id] = stream
+        try:
+            await self._run_stream(run_id, run, prepared, stream)
+        finally:
+            self._streams.pop(run_id, None)
+            self._checkpointed.pop(run_id, None)
+            self._asked.discard(run_id)
+
+    async def _run_stream(
+        self, run_id: str, run: Run, prepared, stream: ChunkStream
+    ) -> None:
+        """Stream the provider's reply into `stream`, then finish the run."""
+        agent = run.agent
+        usage: dict = {}
+        status, error_code, error = RunStatus.COMPLETED, "", ""
         try:
             if isinstance(prepared, Exception):
                 raise prepared
@@ -440,6 +483,7 @@ class WorkerRuntime:
             usage=usage,
             error_code=error_code,
             error=error,
+            close_inputs=run_id in self._asked,
         )
 
     async def _publish_state(
@@ -457,28 +501,51 @@ class WorkerRuntime:
         )
 
     async def ask_human(self, run: Run, question: str, timeout: float) -> str | None:
+        """Ask the thread; the answer, or None when nobody answers in `timeout` s.
+
+        The question is stored before it is published (snapshots show it open,
+        the history keeps it) and closed with how it ended."""
         run_id = str(run.id)
         input_id = f"{run_id}:{next(self._input_ids)}"
         future = asyncio.get_running_loop().create_future()
         self._inputs.setdefault(run_id, {})[input_id] = future
-        await publish_with_retry(
-            run.thread_id,
-            InputRequestFrame(
-                content=InputRequestContent(
-                    input_id=input_id, question=question, timeout=timeout
-                ),
-                thread_id=run.thread_id,
-                run_id=run.id,
-            ),
-        )
+        self._asked.add(run_id)  # the run's finish closes it, whatever happens
         try:
-            answer = await asyncio.wait_for(future, timeout)
-            kind, data = "input_received", {"input_id": input_id, "by": answer[1]}
-            result = answer[0]
-        except TimeoutError:
-            kind, data, result = "input_timeout", {"input_id": input_id}, None
+            await call_service(
+                services.run_input_open,
+                run_id=run_id,
+                input_id=input_id,
+                question=question,
+                timeout=timeout,
+            )
+            await publish_with_retry(
+                run.thread_id,
+                InputRequestFrame(
+                    content=InputRequestContent(
+                        input_id=input_id, question=question, timeout=timeout
+                    ),
+                    thread_id=run.thread_id,
+                    run_id=run.id,
+                ),
+            )
+            try:
+                result, by = await asyncio.wait_for(future, timeout)
+                kind = "input_received"
+                data = {"input_id": input_id, "by": by, "answer": result}
+                closed = {
+                    "status": RunInputStatus.ANSWERED,
+                    "answer": result,
+                    "username": by,
+                }
+            except TimeoutError:
+                kind, data, result = "input_timeout", {"input_id": input_id}, None
+                closed = {"status": RunInputStatus.TIMED_OUT}
         finally:
             self._inputs.get(run_id, {}).pop(input_id, None)
+        try:
+            await call_service(services.run_input_close, input_id=input_id, **closed)
+        except Exception:  # the agent has its answer; the history may miss it
+            logger.exception("recording the outcome of input %s failed", input_id)
         await publish_with_retry(
             run.thread_id,
             StateFrame(
@@ -488,6 +555,38 @@ class WorkerRuntime:
             ),
         )
         return result
+
+    # --- checkpoints ---------------------------------------------------------
+    def _changed_checkpoints(self) -> list[tuple[str, str, int]]:
+        """(run_id, text, chunks) of the runs that published chunks since their
+        last checkpoint."""
+        return [
+            (run_id, *stream.published)
+            for run_id, stream in self._streams.items()
+            if stream.chunks > self._checkpointed.get(run_id, 0)
+        ]
+
+    async def checkpoint(self) -> int:
+        """Write the text so far of the runs whose text changed since their last
+        checkpoint, in one batch; returns how many were written."""
+        changed = self._changed_checkpoints()
+        if not changed:
+            return 0
+        written = await call_service(services.run_checkpoint, checkpoints=changed)
+        for run_id, _text, chunks in changed:
+            if run_id in self._streams:  # not finished meanwhile
+                self._checkpointed[run_id] = chunks
+        return written
+
+    async def _checkpoint_forever(self, interval: float) -> None:
+        # One batch per interval, whatever the number of runs and chunks: the
+        # streaming path itself never writes to the database.
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.checkpoint()
+            except Exception:
+                logger.exception("writing checkpoints failed")
 
     # --- control -----------------------------------------------------------
     def cancel(self, run_id: str, reason: str = "cancel") -> None:
@@ -562,13 +661,15 @@ class WorkerRuntime:
                 state = await log.thread_state(str(thread_id))
                 progress = state.runs.get(run_id)
                 partial[run_id] = (
-                    (progress.text, progress.next_stream_index) if progress else ("", 0)
+                    (progress.text, progress.next_stream_index) if progress else None
                 )
             except Exception:
-                partial[run_id] = ("", 0)
+                partial[run_id] = None
+        # Where the log has nothing (embedded mode after a restart: it died with
+        # the worker), run_sweep takes the run's last checkpoint.
         return await call_service(
             services.run_sweep,
-            read_partial_text=lambda run: partial.get(str(run.id), ("", 0)),
+            read_partial_text=lambda run: partial.get(str(run.id)),
         )
 
 
@@ -596,3 +697,30 @@ def get_runtime() -> WorkerRuntime:
 def reset_runtime() -> None:
     global _runtime
     _runtime = None
+
+
+_exit_hook_registered = False
+
+
+def _checkpoint_at_exit_once() -> None:
+    """A last checkpoint when the process exits normally: the embedded worker
+    lives in daphne, which stops its event loop on SIGTERM without telling the
+    application, so `shutdown` never runs there."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        atexit.register(_checkpoint_at_exit)
+
+
+def _checkpoint_at_exit() -> None:
+    runtime = _runtime
+    if runtime is None:
+        return
+    changed = runtime._changed_checkpoints()
+    if not changed:
+        return
+    try:
+        services.run_checkpoint(checkpoints=changed)
+        logger.info("wrote the text of %d runs at exit", len(changed))
+    except Exception:
+        logger.exception("writing checkpoints at exit failed")

@@ -13,11 +13,18 @@ from functools import partial
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.errors import AgentErrorCode
-from agents.models import ACTIVE_RUN_STATUSES, Run, RunStatus
+from agents.models import (
+    ACTIVE_RUN_STATUSES,
+    Run,
+    RunInput,
+    RunInputStatus,
+    RunStatus,
+)
 from chat.errors import ErrorCode, ServiceError
 from chat.events import after_commit, publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Thread
@@ -198,8 +205,14 @@ def run_finish(
     usage: dict | None = None,
     error_code: str = "",
     error: str = "",
+    close_inputs: bool = True,
 ) -> Run | None:
     """Store the reply (partial text too) and the outcome, then tell the thread.
+
+    A failed run always gets its message, empty or not, so the history keeps
+    the failure and its reason. Questions the run left open are closed
+    (`close_inputs`: the worker passes False for a run that asked none, which
+    saves the statement on the usual reply).
 
     Returns None when the run had already ended (e.g. the sweeper failed it).
     """
@@ -216,7 +229,7 @@ def run_finish(
         if not _finish_if_active(run):
             return None
         message = None
-        if text or status == RunStatus.COMPLETED:
+        if text or status in (RunStatus.COMPLETED, RunStatus.FAILED):
             message = Message.objects.create(
                 thread_id=run.thread_id,
                 agent_id=run.agent_id,
@@ -224,6 +237,8 @@ def run_finish(
                 text=text,
                 run=run,
             )
+        if close_inputs:
+            _run_inputs_close_open(run_id=run.pk)
         # Updating the thread also locks it for dispatching its next run.
         Thread.objects.filter(pk=run.thread_id).update(updated_at=run.finished_at)
         thread_id = run.thread_id
@@ -302,10 +317,12 @@ def run_cancel(*, run: Run) -> Run:
 
 
 def run_active_for_thread(*, thread_id) -> Run | None:
+    """The run the thread is on: its running run, else its oldest queued one.
+    One statement: two (running? then queued?) could both miss a run that a
+    worker claims between them."""
     return (
-        Run.objects.filter(thread_id=thread_id, status=RunStatus.RUNNING).first()
-        or Run.objects.filter(thread_id=thread_id, status=RunStatus.QUEUED)
-        .order_by("created_at")
+        Run.objects.filter(thread_id=thread_id, status__in=ACTIVE_RUN_STATUSES)
+        .order_by("-status", "created_at", "pk")  # "running" sorts before "queued"
         .first()
     )
 
@@ -313,6 +330,8 @@ def run_active_for_thread(*, thread_id) -> Run | None:
 def run_input_submit(
     *, run: Run, input_id: str | None, text: str, username: str
 ) -> None:
+    """Hand an answer to the worker waiting for it. `input_id` None answers the
+    run's oldest open question. The worker records the answer (first one wins)."""
     if run.status != RunStatus.RUNNING:
         raise ServiceError(
             AgentErrorCode.INPUT_NOT_PENDING,
@@ -321,6 +340,17 @@ def run_input_submit(
         )
     if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
         raise ServiceError(ErrorCode.MESSAGE_TOO_LONG, "The answer is too long.")
+    open_inputs = RunInput.objects.filter(run_id=run.pk, status=RunInputStatus.OPEN)
+    if input_id is not None:
+        open_inputs = open_inputs.filter(input_id=input_id)
+    pending = open_inputs.order_by("asked_at", "id").values_list("input_id", flat=True)
+    input_id = pending.first()
+    if input_id is None:
+        raise ServiceError(
+            AgentErrorCode.INPUT_NOT_PENDING,
+            "No open question to answer (answered already, timed out or unknown).",
+            status=409,
+        )
     message = {
         "type": "run.input",
         "run_id": str(run.id),
@@ -334,13 +364,20 @@ def run_input_submit(
 def run_sweep(*, read_partial_text=None) -> list[Run]:
     """Fail runs whose worker stopped renewing its lease; re-dispatch stuck queued runs.
 
-    `read_partial_text(run) -> (text, chunks)` recovers what the dead worker had
-    streamed (from the event log) so it is kept.
+    `read_partial_text(run) -> (text, chunks) | None` recovers what the dead
+    worker had streamed (from the event log) so it is kept; the run's checkpoint
+    (`partial_text`) stands in where the log has less.
     """
     now = timezone.now()
     failed = []
     for run in Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now):
-        text, chunks = read_partial_text(run) if read_partial_text else ("", 0)
+        logged = read_partial_text(run) if read_partial_text else None
+        text, chunks = logged or ("", 0)
+        # The log's text, else the worker's last checkpoint (embedded mode:
+        # the log died with the worker). Both are the start of the same reply,
+        # so the longer one is the more complete.
+        if run.partial_chunks > chunks:
+            text, chunks = run.partial_text, run.partial_chunks
         ended = run_finish(
             run_id=str(run.id),
             status=RunStatus.FAILED,
@@ -362,3 +399,69 @@ def run_sweep(*, read_partial_text=None) -> list[Run]:
     for thread_id in stuck_threads:
         run_dispatch_next(thread_id=thread_id)
     return failed
+
+
+# --- checkpoints and questions (agents/runtime.py calls these) -----------------
+
+
+def run_checkpoint(*, checkpoints: list[tuple[str, str, int]]) -> int:
+    """Store the text so far of running runs, `(run_id, text, chunks)` each, in
+    one transaction (one batch per checkpoint interval of a worker). A run that
+    ended meanwhile is left alone. Returns how many runs were written."""
+    written = 0
+    with transaction.atomic():
+        # In key order: two batches never wait on each other's rows crosswise.
+        for run_id, text, chunks in sorted(checkpoints):
+            written += Run.objects.filter(
+                pk=run_id, status=RunStatus.RUNNING, partial_chunks__lt=chunks
+            ).update(partial_text=text, partial_chunks=chunks)
+    return written
+
+
+def run_input_open(
+    *, run_id: str, input_id: str, question: str, timeout: float, kind: str = "question"
+) -> RunInput:
+    """Store a question the run asks the thread, before it is published."""
+    now = timezone.now()
+    return RunInput.objects.create(
+        run_id=run_id,
+        input_id=input_id,
+        kind=kind,
+        question=question,
+        asked_at=now,
+        timeout_seconds=timeout,
+        expires_at=now + timedelta(seconds=timeout),
+    )
+
+
+def run_input_close(
+    *,
+    input_id: str,
+    status: RunInputStatus,
+    answer: str = "",
+    username: str = "",
+) -> bool:
+    """Record how an open question ended: answered (by `username`) or timed out.
+    False when it had ended already (e.g. closed with its run)."""
+    fields = {"status": status}
+    if status == RunInputStatus.ANSWERED:
+        fields.update(
+            answered_at=timezone.now(),
+            answer=answer,
+            answered_by_username=username,
+            answered_by=get_user_model().objects.filter(username=username).first()
+            if username
+            else None,
+        )
+    return bool(
+        RunInput.objects.filter(input_id=input_id, status=RunInputStatus.OPEN).update(
+            **fields
+        )
+    )
+
+
+def _run_inputs_close_open(*, run_id) -> int:
+    """Close the questions a run that ended left open."""
+    return RunInput.objects.filter(run_id=run_id, status=RunInputStatus.OPEN).update(
+        status=RunInputStatus.CANCELLED
+    )

@@ -4,9 +4,9 @@ Every socket and SSE stream registers here with its thread, its user and the
 API token it was opened with. Whatever may take access away or change a role
 is broadcast after its commit to every web process (chat/signals.py, through
 the event log's broadcasts, the same notices that drop chat/connectcache.py's
-caches): a thread's row or members changed (`access thread <id>`: removal,
-role change, deletion), a user changed (`access user <id>`: deactivated, made
-staff or not, a token deleted).
+caches): who may open a thread changed (`access members <id>`: a member
+removed, added or given another role, the thread deleted), or a user changed
+(`access user <id>`: deactivated, made staff or not, a token deleted).
 
 On hearing one, a process at once holds the live events of the connections it
 may touch, so that nothing published after the change reaches them before
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chat import errors as close_codes
-from chat.connectcache import CHANGED_THREAD_PREFIX, CHANGED_USER_PREFIX
+from chat.connectcache import CHANGED_MEMBERS_PREFIX, CHANGED_USER_PREFIX
 from chat.errors import ErrorCode
 from chat.eventlog import EventLog, get_event_log
 from chat.events import call_service
@@ -152,8 +152,8 @@ class LiveAccess:
         log's reader: hold what is touched now, check in a task of its own."""
         if message is None:
             self.pending_everything = True
-        elif message.startswith(CHANGED_THREAD_PREFIX):
-            thread_id = message[len(CHANGED_THREAD_PREFIX) :]
+        elif message.startswith(CHANGED_MEMBERS_PREFIX):
+            thread_id = message[len(CHANGED_MEMBERS_PREFIX) :]
             self._hold(self.by_thread.get(thread_id, ()))
             self.pending_threads.add(thread_id)
         elif message.startswith(CHANGED_USER_PREFIX):

@@ -59,11 +59,27 @@ MAX_SNAPSHOT_CHARS = 8_000_000  # message text held by all cached snapshots
 CHANGED_EVERYTHING = "access *"
 CHANGED_TOKENS = "access tokens"
 CHANGED_THREAD_PREFIX = "access thread "
+CHANGED_MEMBERS_PREFIX = "access members "
 CHANGED_USER_PREFIX = "access user "
 
 
 def changed_thread(thread_id) -> str:
+    """The thread's row changed (title, config, agent)."""
     return f"{CHANGED_THREAD_PREFIX}{thread_id}"
+
+
+def changed_members(thread_id) -> str:
+    """Who may open the thread changed: a member added, removed or given another
+    role, or the thread deleted (chat/access.py acts on open connections)."""
+    return f"{CHANGED_MEMBERS_PREFIX}{thread_id}"
+
+
+def changed_thread_id(message: str) -> str | None:
+    """The thread a thread or members notice names, else None."""
+    for prefix in (CHANGED_THREAD_PREFIX, CHANGED_MEMBERS_PREFIX):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return None
 
 
 def changed_user(user_id) -> str:
@@ -127,8 +143,8 @@ class AccessCache:
             self.generation += 1
             if message == CHANGED_TOKENS:
                 self.tokens.clear()
-            elif message is not None and message.startswith(CHANGED_THREAD_PREFIX):
-                self.threads.pop(message[len(CHANGED_THREAD_PREFIX) :], None)
+            elif message is not None and changed_thread_id(message):
+                self.threads.pop(changed_thread_id(message), None)
             else:
                 self.tokens.clear()
                 self.threads.clear()
@@ -206,10 +222,10 @@ class SnapshotCache:
             self.generation += 1
             self.entries.clear()
             self.chars = 0
-        elif message.startswith(CHANGED_THREAD_PREFIX):
+        elif changed_thread_id(message):
             # Not needed for correctness (rows follow event ids), but a
             # changed thread's rows are worth reading again.
-            old = self.entries.pop(message[len(CHANGED_THREAD_PREFIX) :], None)
+            old = self.entries.pop(changed_thread_id(message), None)
             if old is not None:
                 self.chars -= old.chars
 

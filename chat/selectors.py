@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from agents.models import ACTIVE_RUN_STATUSES, Run
+from agents.models import ACTIVE_RUN_STATUSES, Run, RunInput, RunInputStatus
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import ThreadLogState
 from chat.models import Message, Role, Thread, ThreadMember
@@ -95,8 +97,15 @@ def thread_access_for_socket(
     return SocketAccess(user=user, thread=thread, role=role, member_roles=member_roles)
 
 
-def message_content(message: Message) -> dict:
-    return {
+def _timestamp(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def message_content(message: Message, *, inputs: list[dict] | None = None) -> dict:
+    """A message as clients see it. `inputs` (the questions its run asked, see
+    `message_inputs_by_run`) is added when given: history and snapshots give it,
+    the live `message` frame has no such field."""
+    content = {
         "id": str(message.id),
         "role": message.role,
         "text": message.text,
@@ -106,13 +115,63 @@ def message_content(message: Message) -> dict:
         "status": message.run.status
         if message.run_id and message.role == "assistant"
         else None,
-        "error": (
-            {"code": message.run.error_code, "message": message.run.error}
-            if message.run_id and message.role == "assistant" and message.run.error_code
-            else None
-        ),
-        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+        "error": message_error(message),
+        "created_at": _timestamp(message.created_at),
     }
+    if inputs is not None:
+        content["inputs"] = inputs
+    return content
+
+
+def message_error(message: Message) -> dict | None:
+    """Why an assistant reply's run failed (or was cut short), else None."""
+    if message.run_id and message.role == "assistant" and message.run.error_code:
+        return {"code": message.run.error_code, "message": message.run.error}
+    return None
+
+
+def run_input_content(run_input: RunInput) -> dict:
+    """A question a run asked, as the history shows it: what was asked, how it
+    ended (`answered`, `timed_out`, `cancelled` with the run, or `open`), the
+    answer and who gave it."""
+    answered = run_input.status == RunInputStatus.ANSWERED
+    return {
+        "input_id": run_input.input_id,
+        "kind": run_input.kind,
+        "question": run_input.question,
+        "status": run_input.status,
+        "answer": run_input.answer if answered else None,
+        "answered_by": {"username": run_input.answered_by_username}
+        if answered and run_input.answered_by_username
+        else None,
+        "asked_at": _timestamp(run_input.asked_at),
+        "answered_at": _timestamp(run_input.answered_at) if answered else None,
+    }
+
+
+def _run_inputs_by_run(run_ids) -> dict[str, list[RunInput]]:
+    """The questions each of these runs asked, oldest first (one query)."""
+    run_ids = {str(run_id) for run_id in run_ids if run_id}
+    if not run_ids:
+        return {}
+    inputs: dict[str, list[RunInput]] = {}
+    for run_input in RunInput.objects.filter(run_id__in=run_ids).order_by(
+        "asked_at", "id"
+    ):
+        inputs.setdefault(str(run_input.run_id), []).append(run_input)
+    return inputs
+
+
+def message_inputs_by_run(*, run_ids) -> dict[str, list[dict]]:
+    """`run_input_content` of the questions each of these runs asked."""
+    return {
+        run_id: [run_input_content(run_input) for run_input in run_inputs]
+        for run_id, run_inputs in _run_inputs_by_run(run_ids).items()
+    }
+
+
+# Who may answer a question: the thread's writers (owner and participants).
+ANSWERABLE_BY = "writers"
 
 
 def message_history(
@@ -141,8 +200,13 @@ def thread_snapshot(*, thread: Thread, log_state: ThreadLogState) -> dict:
 
 
 def thread_snapshot_rows(*, thread: Thread) -> dict:
-    """The database part of a snapshot: the latest messages and the runs not
-    finished yet (`{"messages": [...], "runs": [(run_id, status), ...]}`)."""
+    """The database part of a snapshot: the latest messages (with the questions
+    their runs asked) and the runs not finished yet, with their checkpoint and
+    open questions (`{"messages": [...], "runs": [{"run_id", "status",
+    "checkpoint_text", "checkpoint_chunks", "input_requests"}, ...]}`).
+
+    Shared by the sockets of a thread while its last event id stays the same
+    (chat/connectcache.py): nothing here depends on the time of the read."""
     messages = message_history(
         thread=thread, max_chars=settings.PARLEY_SNAPSHOT_MAX_CHARS
     )
@@ -150,32 +214,91 @@ def thread_snapshot_rows(*, thread: Thread) -> dict:
         str(m.run_id) for m in messages if m.role == "assistant" and m.run_id
     }
     runs = [
-        (str(run_id), status)
-        for run_id, status in Run.objects.filter(
+        {
+            "run_id": str(run_id),
+            "status": status,
+            "checkpoint_text": checkpoint_text,
+            "checkpoint_chunks": checkpoint_chunks,
+            "input_requests": [],
+        }
+        for run_id, status, checkpoint_text, checkpoint_chunks in Run.objects.filter(
             thread=thread, status__in=ACTIVE_RUN_STATUSES
         )
         .order_by("created_at")
-        .values_list("id", "status")
+        .values_list("id", "status", "partial_text", "partial_chunks")
         if str(run_id) not in finished_runs
     ]
+    inputs = _run_inputs_by_run(finished_runs | {run["run_id"] for run in runs})
+    for run in runs:
+        run["input_requests"] = [
+            {
+                "input_id": run_input.input_id,
+                "kind": run_input.kind,
+                "question": run_input.question,
+                "timeout": run_input.timeout_seconds,
+                "asked_at": _timestamp(run_input.asked_at),
+                "expires_at": run_input.expires_at,
+                "answerable_by": ANSWERABLE_BY,
+            }
+            for run_input in inputs.get(run["run_id"], [])
+            if run_input.status == RunInputStatus.OPEN
+        ]
     return {
-        "messages": [message_content(message) for message in messages],
+        "messages": [
+            message_content(
+                message,
+                inputs=[
+                    run_input_content(run_input)
+                    for run_input in inputs.get(str(message.run_id), [])
+                ]
+                if message.role == "assistant" and message.run_id
+                else [],
+            )
+            for message in messages
+        ],
         "runs": runs,
     }
 
 
-def snapshot_with_progress(rows: dict, log_state: ThreadLogState) -> dict:
+def _input_request_now(request: dict, now: datetime) -> dict:
+    """An open question as a snapshot shows it: with the seconds left at `now`."""
+    expires_at = request["expires_at"]
+    return {
+        **request,
+        "expires_at": _timestamp(expires_at),
+        "seconds_left": max(round((expires_at - now).total_seconds(), 1), 0.0),
+    }
+
+
+def snapshot_with_progress(
+    rows: dict, log_state: ThreadLogState, *, now: datetime | None = None
+) -> dict:
     """The snapshot from its database part and the log's state (the run text so
-    far); `rows` is not changed (it may be shared by several sockets)."""
+    far; where the log has none, e.g. the embedded mode after a restart, the
+    run's last checkpoint); `rows` is not changed (it may be shared by several
+    sockets). Open questions carry the seconds left at `now`."""
+    now = now or timezone.now()
     runs = []
-    for run_id, status in rows["runs"]:
+    for row in rows["runs"]:
+        run_id = row["run_id"]
         progress = log_state.runs.get(run_id)
+        if progress is not None and progress.next_stream_index >= row.get(
+            "checkpoint_chunks", 0
+        ):
+            text, next_stream_index = progress.text, progress.next_stream_index
+        else:
+            text = row.get("checkpoint_text", "")
+            next_stream_index = row.get("checkpoint_chunks", 0)
         runs.append(
             {
                 "run_id": run_id,
-                "status": status,
-                "text": progress.text if progress else "",
-                "next_stream_index": progress.next_stream_index if progress else 0,
+                "status": row["status"],
+                "text": text,
+                "next_stream_index": next_stream_index,
+                "input_requests": [
+                    _input_request_now(request, now)
+                    for request in row.get("input_requests", ())
+                ],
             }
         )
     return {

@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chat.models import Message, Role, Thread, ThreadMember
+from chat.selectors import message_error, message_inputs_by_run
 
 MEMBER_ROLE_CHOICES = [Role.PARTICIPANT.value, Role.OBSERVER.value]
 CALLER_ROLE_CHOICES = [role.value for role in Role]
@@ -158,8 +159,41 @@ class MemberCreateSerializer(serializers.Serializer):
 # --- Messages -----------------------------------------------------------------
 
 
+class MessageErrorSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="e.g. worker_lost, provider_error.")
+    message = serializers.CharField()
+
+
+class MessageInputSerializer(serializers.Serializer):
+    """A question the reply's run asked the thread, and how it ended."""
+
+    input_id = serializers.CharField()
+    kind = serializers.CharField(help_text="question")
+    question = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=["open", "answered", "timed_out", "cancelled"],
+        help_text="cancelled: the run ended while the question was open.",
+    )
+    answer = serializers.CharField(allow_null=True)
+    answered_by = UserRefSerializer(allow_null=True)
+    asked_at = serializers.DateTimeField()
+    answered_at = serializers.DateTimeField(allow_null=True)
+
+
+class MessageListSerializer(serializers.ListSerializer):
+    """Reads the questions of every reply on the page in one query."""
+
+    def to_representation(self, data):
+        messages = list(data.all() if hasattr(data, "all") else data)
+        self._context["inputs_by_run"] = message_inputs_by_run(
+            run_ids=[m.run_id for m in messages if m.role == "assistant"]
+        )
+        return super().to_representation(messages)
+
+
 class MessageSerializer(serializers.ModelSerializer):
-    """One message of a thread's history (same fields as the socket's `message`)."""
+    """One message of a thread's history (the fields of the socket's `message`,
+    plus `inputs`)."""
 
     author = serializers.SerializerMethodField()
     agent = serializers.SlugRelatedField(
@@ -172,6 +206,13 @@ class MessageSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField(
         help_text="For agent replies: the run's outcome (completed, cancelled, failed)."
     )
+    error = serializers.SerializerMethodField(
+        help_text="For agent replies that failed: why (e.g. worker_lost)."
+    )
+    inputs = serializers.SerializerMethodField(
+        help_text="For agent replies: the questions the run asked the thread, "
+        "with their answers; [] otherwise."
+    )
 
     class Meta:
         model = Message
@@ -183,9 +224,12 @@ class MessageSerializer(serializers.ModelSerializer):
             "agent",
             "run_id",
             "status",
+            "error",
+            "inputs",
             "created_at",
         ]
         read_only_fields = fields
+        list_serializer_class = MessageListSerializer
 
     @extend_schema_field(UserRefSerializer(allow_null=True))
     def get_author(self, message: Message) -> dict | None:
@@ -196,6 +240,19 @@ class MessageSerializer(serializers.ModelSerializer):
         if message.role == "assistant" and message.run_id:
             return message.run.status
         return None
+
+    @extend_schema_field(MessageErrorSerializer(allow_null=True))
+    def get_error(self, message: Message) -> dict | None:
+        return message_error(message)
+
+    @extend_schema_field(MessageInputSerializer(many=True))
+    def get_inputs(self, message: Message) -> list[dict]:
+        if message.role != "assistant" or not message.run_id:
+            return []
+        inputs_by_run = self.context.get("inputs_by_run")
+        if inputs_by_run is None:  # one message, not a page
+            inputs_by_run = message_inputs_by_run(run_ids=[message.run_id])
+        return inputs_by_run.get(str(message.run_id), [])
 
 
 class RunCreateSerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ from chat.connectcache import (
     CHANGED_EVERYTHING,
     CHANGED_TOKENS,
     broadcast_change,
+    changed_members,
     changed_thread,
     changed_user,
 )
@@ -51,15 +52,19 @@ def session_ended(sender, request, user, **kwargs) -> None:
 
 
 @receiver(post_save, sender=Thread)
-@receiver(post_delete, sender=Thread)
 def thread_changed(sender, instance: Thread, **kwargs) -> None:
     broadcast_change(changed_thread(instance.pk))
+
+
+@receiver(post_delete, sender=Thread)
+def thread_deleted(sender, instance: Thread, **kwargs) -> None:
+    broadcast_change(changed_members(instance.pk))
 
 
 @receiver(post_save, sender=ThreadMember)
 @receiver(post_delete, sender=ThreadMember)
 def member_changed(sender, instance: ThreadMember, **kwargs) -> None:
-    broadcast_change(changed_thread(instance.thread_id))
+    broadcast_change(changed_members(instance.thread_id))
 
 
 @receiver(post_save, sender=get_user_model())

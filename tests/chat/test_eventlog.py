@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat.eventlog import Chunk, MemoryEventLog, RedisEventLog
+from tests.eventually import eventually
 
 
 def make_logs():
@@ -272,14 +273,6 @@ class ClosedSocket(Recorder):
 
     async def deliver(self, event_id: int, payload: str) -> None:
         raise ConnectionError("Attempt to send on a closed protocol")
-
-
-async def eventually(condition, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
