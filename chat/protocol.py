@@ -272,6 +272,11 @@ def parse_server_frame(text: str) -> OutboundFrame:
     return _outbound_adapter.validate_json(text)
 
 
+def server_frame_from(data: dict) -> OutboundFrame:
+    """A server frame from its fields (a `thread.event` group message's frame)."""
+    return _outbound_adapter.validate_python(data)
+
+
 def frame_json(frame: ServerFrame) -> str:
     """Serialize a frame sent to one socket (no event_id: not a thread event)."""
     return frame.model_dump_json()

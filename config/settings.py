@@ -162,7 +162,7 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 30.0)
 if PARLEY_EMBEDDED:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "chat.layers.InMemoryThreadLayer",
             "CONFIG": {"capacity": 10_000, "expiry": 60},
         }
     }
@@ -170,7 +170,7 @@ if PARLEY_EMBEDDED:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chat.layers.RedisThreadLayer",
             "CONFIG": {
                 "hosts": [
                     {

@@ -1,0 +1,77 @@
+"""Channels' group API reaches thread sockets (chat/layers.py)."""
+
+from __future__ import annotations
+
+import pytest
+from channels.layers import get_channel_layer
+
+from chat.layers import thread_group, thread_of_group
+from chat.models import Role
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOTICE = {"type": "status", "content": {"state": "maintenance", "minutes": 5}}
+
+
+def test_thread_groups_are_named_by_thread():
+    group = thread_group("6f1c0b1e-8a3a-4c55-9a53-7c1d2e3f4a5b")
+    assert group == "thread.6f1c0b1e-8a3a-4c55-9a53-7c1d2e3f4a5b"
+    assert thread_of_group(group) == "6f1c0b1e-8a3a-4c55-9a53-7c1d2e3f4a5b"
+    assert thread_of_group("auth.abc") is None
+    assert thread_of_group("thread.not-a-uuid") is None
+
+
+async def test_group_send_to_a_thread_reaches_its_sockets_as_the_next_event(
+    thread, users, client_for
+):
+    observer = client_for(thread.id, users[Role.OBSERVER])
+    _, snapshot = await observer.join()
+    before = snapshot["content"]["last_event_id"]
+
+    await get_channel_layer().group_send(
+        thread_group(thread.id), {"type": "thread.event", "frame": NOTICE}
+    )
+
+    frame = await observer.receive()
+    assert frame["type"] == "status" and frame["content"] == NOTICE["content"]
+    assert frame["event_id"] == before + 1
+    assert frame["thread_id"] == str(thread.id)
+
+    # A socket resuming from before it gets it replayed, exactly once.
+    late = client_for(
+        thread.id, users[Role.PARTICIPANT], query=f"last_event_id={before}"
+    )
+    await late.connect()
+    assert (await late.receive())["content"]["state"] == "connected"
+    replayed = await late.receive()
+    assert replayed["event_id"] == before + 1
+    assert replayed["content"] == NOTICE["content"]
+
+
+@pytest.mark.parametrize(
+    "message, problem",
+    [
+        ({"type": "chat.message", "text": "hi"}, "thread.event"),
+        ({"type": "thread.event"}, "frame"),
+        ({"type": "thread.event", "frame": {**NOTICE, "event_id": 3}}, "event_id"),
+        ({"type": "thread.event", "frame": {"type": "nonsense"}}, "server frame"),
+        (
+            {"type": "thread.event", "frame": {"type": "status", "bogus": 1}},
+            "server frame",
+        ),
+    ],
+)
+async def test_a_bad_thread_event_is_refused_with_a_clear_error(
+    thread, message, problem
+):
+    with pytest.raises(ValueError, match=problem):
+        await get_channel_layer().group_send(thread_group(thread.id), message)
+
+
+async def test_other_groups_are_the_stock_layers():
+    layer = get_channel_layer()
+    channel = await layer.new_channel("test.")
+    await layer.group_add("plain.group", channel)
+    await layer.group_send("plain.group", {"type": "hello"})
+    assert (await layer.receive(channel)) == {"type": "hello"}
+    await layer.group_discard("plain.group", channel)
