@@ -202,7 +202,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._refuse_unavailable(accepted=True)
             return
         self.subscribed = True
-        await self.sync(self._query_last_event_id(), present=present)
+        try:
+            await self.sync(self._query_last_event_id(), present=present)
+        except Exception as error:  # the log unreadable (Redis restarting)
+            logger.warning("refusing a socket: its snapshot is unavailable (%s)", error)
+            await self._refuse_unavailable(accepted=True)
+            return
         await presence_news().changed(self.thread_id, present)
 
     async def _refuse(self, code: int) -> None:

@@ -258,6 +258,7 @@
     }
     if (code === 1009) showAlert("That message was too large to send.");
     if (code === 4429) state.attempt = Math.max(state.attempt, 3);
+    if (code === 4503) state.attempt = Math.max(state.attempt, 1); // server busy: back off
     scheduleReconnect();
   }
 
@@ -489,7 +490,8 @@
       message += " Your message was not sent.";
     }
     // Access taken away: the close that follows says so (once).
-    var closing = { forbidden: true, thread_not_found: true, not_authenticated: true };
+    var closing = { forbidden: true, thread_not_found: true, not_authenticated: true,
+      service_unavailable: true };
     if (!frame.request_id && !frame.run_id && closing[content.code]) return;
     showAlert(message);
     if (content.code === "read_only") setRole("observer");
