@@ -253,8 +253,10 @@ def test_a_message_racing_its_authors_removal_is_stored_before_it_or_refused(
 async def replies_to(client, request_id: str, quiet: float = 0.5) -> list[dict]:
     """Every frame carrying `request_id` until the socket is quiet."""
     replies = []
+    # Raw outputs: what waits may be presence news only, which Client.receive
+    # skips (and would then wait for more, past the quiet spell).
     while not await client.communicator.receive_nothing(timeout=quiet):
-        frame = await client.receive()
+        frame = json.loads((await client.communicator.receive_output())["text"])
         if frame.get("request_id") == request_id:
             replies.append(frame)
     return replies
