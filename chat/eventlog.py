@@ -29,13 +29,13 @@ import abc
 import asyncio
 import hashlib
 import logging
+import ssl
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import unquote, urlparse
 
 logger = logging.getLogger(__name__)
 
@@ -393,28 +393,52 @@ def _command(*parts: str | int) -> bytes:
 
 @dataclass(frozen=True)
 class _RedisAddress:
+    """Where the plain RESP connections go, read from the URL by redis-py's own
+    parser (so `redis://`, `rediss://` (TLS) and `unix://` mean what they mean
+    to redis-py and channels-redis; any other scheme is refused)."""
+
     host: str
     port: int
     username: str | None
     password: str | None
     db: int
+    unix_path: str | None = None
+    tls: ssl.SSLContext | None = None
+    tls_hostname: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> _RedisAddress:
-        parsed = urlparse(url)
-        path = parsed.path.strip("/")
+        from redis.asyncio.connection import SSLConnection, parse_url
+
+        options = parse_url(url)  # ValueError names the schemes it accepts
+        tls = None
+        if options.get("connection_class") is SSLConnection:
+            tls = _tls_context(options)
         return cls(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 6379,
-            username=unquote(parsed.username) if parsed.username else None,
-            password=unquote(parsed.password) if parsed.password else None,
-            db=int(path) if path.isdigit() else 0,
+            host=options.get("host") or "127.0.0.1",
+            port=int(options.get("port") or 6379),
+            username=options.get("username"),
+            password=options.get("password"),
+            db=int(options.get("db") or 0),
+            unix_path=options.get("path"),
+            tls=tls,
+            tls_hostname=(options.get("host") or "127.0.0.1")
+            if tls is not None and tls.check_hostname
+            else None,
         )
 
     async def connect(
         self, *, select_db: bool
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        if self.unix_path is not None:
+            reader, writer = await asyncio.open_unix_connection(self.unix_path)
+        else:
+            reader, writer = await asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self.tls,
+                server_hostname=self.tls_hostname if self.tls else None,
+            )
         commands = []
         if self.password:
             auth = (self.username, self.password) if self.username else (self.password,)
@@ -430,6 +454,25 @@ class _RedisAddress:
                     f"Redis refused {command.split()[2]!r}: {reply!r}"
                 )
         return reader, writer
+
+
+def _tls_context(options: dict) -> ssl.SSLContext:
+    """The TLS context a `rediss://` URL's options ask for, as redis-py reads
+    them (`ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`,
+    `ssl_check_hostname`)."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    requirement = str(options.get("ssl_cert_reqs", "required")).lower()
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    check_hostname = options.get("ssl_check_hostname")
+    if check_hostname is not None:
+        context.check_hostname = str(check_hostname).lower() in ("1", "true", "yes")
+    if requirement == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif requirement == "optional":
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 class _ScriptPipe:
@@ -574,9 +617,10 @@ class RedisEventLog(EventLog):
         self._client_options = {
             "decode_responses": True,
             "socket_timeout": socket_timeout,
-            "socket_keepalive": True,
             "health_check_interval": 30,
         }
+        if not url.startswith("unix:"):  # TCP only: redis-py refuses it for unix://
+            self._client_options["socket_keepalive"] = True
         self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # Scripts are registered once (their sha) and run on each loop's client.
         registry = redis.Redis.from_url(url, **self._client_options)

@@ -45,6 +45,16 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 REDIS_URL = env_str("REDIS_URL")
 PARLEY_EMBEDDED = not REDIS_URL
+if REDIS_URL:
+    from redis.connection import parse_url as _parse_redis_url
+
+    try:  # redis://, rediss:// (TLS) and unix:// work; anything else stops here
+        _parse_redis_url(REDIS_URL)
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"REDIS_URL cannot be used: {error}. Redis Sentinel URLs are not "
+            "supported; point REDIS_URL at the primary (docs/deploy.md)."
+        ) from None
 
 DEBUG = env_bool("DEBUG", default=False)
 SECRET_KEY = env_str("SECRET_KEY")
@@ -176,11 +186,16 @@ else:
                     {
                         "address": REDIS_URL,
                         "socket_timeout": REDIS_SOCKET_TIMEOUT,
-                        "socket_keepalive": True,
                         "retry_on_timeout": True,
                         # redis-py fails (not waits) past its pool's size, 100
                         # by default; a burst of new messages sends that many.
                         "max_connections": env_int("REDIS_LAYER_MAX_CONNECTIONS", 1000),
+                        # TCP keepalive; redis-py refuses the option on unix://.
+                        **(
+                            {}
+                            if REDIS_URL.startswith("unix:")
+                            else {"socket_keepalive": True}
+                        ),
                     }
                 ],
                 "capacity": 10_000,
@@ -273,7 +288,7 @@ PARLEY_SERVICE_THREADS = env_int(
     "PARLEY_SERVICE_THREADS",
     1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 2,
 )
-# Event frames go straight to the socket (chat/wire.py) instead of through
+# Event frames go straight to the socket (chat/transport.py) instead of through
 # autobahn and Twisted's write buffering; 0 sends everything through daphne.
 PARLEY_DIRECT_WEBSOCKET_WRITES = env_bool("PARLEY_DIRECT_WEBSOCKET_WRITES", True)
 # sys.setswitchinterval for every process (chat/apps.py); Python's default is 5.

@@ -53,3 +53,19 @@ def test_production_mode_refuses_to_start_without_a_secret_key():
     result = run_check(SECRET_KEY="")
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_tls_and_unix_socket_redis_urls_are_accepted():
+    for url in (
+        "rediss://:secret@redis.example.com:6380/0?ssl_ca_certs=/etc/ssl/ca.pem",
+        "unix:///run/redis/redis.sock?db=2",
+    ):
+        result = run_check(REDIS_URL=url)
+        assert result.returncode == 0, (url, result.stderr)
+
+
+def test_an_unusable_redis_url_stops_start_up_with_the_reason():
+    result = run_check(REDIS_URL="redis+sentinel://sentinel.example.com:26379/0")
+    assert result.returncode != 0
+    assert "REDIS_URL cannot be used" in result.stderr
+    assert "redis://, rediss://, unix://" in result.stderr

@@ -304,3 +304,33 @@ async def test_a_subscriber_that_raises_never_touches_the_others(name, make_log)
         await log.unsubscribe(thread_id, closed)
         await log.unsubscribe(thread_id, healthy)
         await log.close()
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("redis://:pw@10.0.0.5:6380/3", ("10.0.0.5", 6380, None, "pw", 3, None, False)),
+        ("rediss://u:p@h.example:6390/1", ("h.example", 6390, "u", "p", 1, None, True)),
+        ("unix:///run/redis.sock?db=2", ("127.0.0.1", 6379, None, None, 2, "/run/redis.sock", False)),
+    ],
+)  # fmt: skip
+def test_the_event_logs_own_connections_read_every_redis_url_kind(url, expected):
+    from chat.eventlog import _RedisAddress
+
+    address = _RedisAddress.from_url(url)
+    assert (
+        address.host,
+        address.port,
+        address.username,
+        address.password,
+        address.db,
+        address.unix_path,
+        address.tls is not None,
+    ) == expected
+
+
+def test_a_redis_url_of_another_kind_is_refused():
+    from chat.eventlog import _RedisAddress
+
+    with pytest.raises(ValueError, match="rediss://"):
+        _RedisAddress.from_url("redis+sentinel://h:26379/0")

@@ -50,17 +50,32 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """A redis-server of the test's own, over plain TCP, TLS (a CA and
+    certificate made for the test) or a unix socket (`transport`)."""
+
+    def __init__(self, workdir: Path, transport: str = "tcp") -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.transport = transport
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        listen = ["--port", str(self.port)]
+        if self.transport == "tls":
+            self._make_certificates()
+            listen = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.workdir / "redis.crt"),
+                "--tls-key-file", str(self.workdir / "redis.key"),
+                "--tls-ca-cert-file", str(self.workdir / "ca.crt"),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        elif self.transport == "unix":
+            listen += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.process = subprocess.Popen(
             [
                 shutil.which("redis-server") or "/usr/bin/redis-server",
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -74,6 +89,29 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
+        if self.transport == "unix":
+            deadline = time.monotonic() + 10
+            while not self.socket_path.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / "redis.sock"
+
+    def _make_certificates(self) -> None:
+        def openssl(*args: str) -> None:
+            subprocess.run(
+                ["openssl", *args], cwd=self.workdir, check=True, capture_output=True
+            )
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=parley-test-ca")  # fmt: skip
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key",
+                "-out", "redis.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
+        (self.workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey",
+                "ca.key", "-CAcreateserial", "-out", "redis.crt", "-days", "2",
+                "-extfile", "san.cnf")  # fmt: skip
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -82,6 +120,11 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.transport == "tls":
+            ca = self.workdir / "ca.crt"
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
+        if self.transport == "unix":
+            return f"unix://{self.socket_path}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
 
 
@@ -99,11 +142,13 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
 class Stack:
     """One deployment: a database, a redis-server, any number of daphnes and workers."""
 
-    def __init__(self, tmp_path: Path, **settings: str) -> None:
+    def __init__(
+        self, tmp_path: Path, *, redis_transport: str = "tcp", **settings: str
+    ) -> None:
         base = urlparse(os.environ["DATABASE_URL"])
         self.db_name = f"parley_it_{uuid.uuid4().hex[:10]}"
         self.admin_url = os.environ["DATABASE_URL"]
-        self.redis = RedisServer(tmp_path)
+        self.redis = RedisServer(tmp_path, redis_transport)
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
             "DATABASE_URL": base._replace(path=f"/{self.db_name}").geturl(),

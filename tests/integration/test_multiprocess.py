@@ -23,7 +23,22 @@ async def open_and_sync(socket: Socket) -> ReplyTracker:
     return tracker
 
 
-async def test_three_clients_on_two_daphnes_get_the_same_complete_stream(stack):
+@pytest.fixture(params=["tcp", "tls", "unix"])
+def any_redis_stack(tmp_path, request):
+    """A stack on Redis over plain TCP, over TLS (rediss://) and over a unix socket."""
+    from tests.integration.conftest import Stack
+
+    stack = Stack(tmp_path, redis_transport=request.param).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def test_three_clients_on_two_daphnes_get_the_same_complete_stream(
+    any_redis_stack,
+):
+    stack = any_redis_stack
     setup = stack.setup_thread(tokens_per_second=100)
     thread, tokens = setup["thread"], setup["tokens"]
     web_a, web_b = stack.daphne(), stack.daphne()
