@@ -4,6 +4,7 @@ import sys
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core import checks
 
 
 class ChatConfig(AppConfig):
@@ -11,7 +12,16 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import signals  # noqa: F401  (connects auth signal receivers)
+        from chat import (
+            signals,  # noqa: F401  (connects auth signal receivers)
+            transport,
+        )
+
+        # What the socket adapter relies on in daphne, autobahn and Twisted:
+        # `manage.py check` warns (parley.W001) and a server logs it at start-up.
+        checks.register(transport.check_socket_transport, checks.Tags.compatibility)
+        if "daphne.server" in sys.modules:
+            transport.log_self_check()
 
         # The event loop thread is busy streaming; the database thread gives up
         # the GIL on every query and, at Python's default 5 ms switch interval,

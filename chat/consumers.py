@@ -11,7 +11,6 @@ drains, is resynchronised with one snapshot instead of the backlog.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from urllib.parse import parse_qs
 
@@ -53,25 +52,13 @@ from chat.protocol import (
     parse_client_frame,
     request_id_of,
 )
-from chat.wire import DirectSender
+from chat.transport import SocketTransport
 
 logger = logging.getLogger(__name__)
 
 # Live events buffered while a socket replays or loads a snapshot; past this the
 # socket resyncs again rather than hold more.
 MAX_PENDING_EVENTS = 5_000
-
-
-def _innermost_send(send):
-    """daphne's own send (a partial over its protocol), under middleware wrappers."""
-    for _ in range(6):
-        if isinstance(send, functools.partial):
-            return send
-        owner = getattr(send, "__self__", None)
-        send = getattr(owner, "real_send", None)
-        if send is None:
-            return None
-    return None
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
@@ -103,6 +90,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     # --- connect / disconnect ------------------------------------------------
     async def connect(self) -> None:
+        # The socket under this consumer (chat/transport.py owns its internals).
+        self._transport = SocketTransport.for_send(self.base_send)
         self.thread_id = None
         self.closed = False
         self.subscribed = False
@@ -165,15 +154,6 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(close_codes.CLOSE_TOO_MANY_CLIENTS)
             return
         await self.accept(self.subprotocol)
-        raw_send = _innermost_send(self.base_send)
-        self._raw_send = raw_send or self.base_send
-        protocol = raw_send.args[0] if raw_send else None
-        self._transport = getattr(protocol, "transport", None)
-        self._direct = (
-            DirectSender.for_protocol(protocol)
-            if protocol is not None and settings.PARLEY_DIRECT_WEBSOCKET_WRITES
-            else None
-        )
         group = self.scope.get("credential_group")
         if group:
             self.credentials = credential_sockets()
@@ -262,18 +242,14 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def _send_event(self, payload: str) -> None:
         """Forward an event frame (already JSON): straight to the socket where
-        chat/wire.py can, else through daphne."""
-        if self._direct is None or not self._direct.send_text(payload):
-            await self._raw_send({"type": "websocket.send", "text": payload})
+        chat/transport.py can, else through daphne."""
+        transport = self._transport
+        if not transport.send_text(payload):
+            await transport.send({"type": "websocket.send", "text": payload})
 
     def backlog_bytes(self) -> int:
-        transport = self._transport
-        if transport is None:
-            return 0
-        try:
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        except AttributeError:
-            return 0
+        """Bytes queued for this socket and not yet sent (chat/transport.py)."""
+        return self._transport.backlog_bytes()
 
     async def deliver(self, event_id: int, payload: str) -> None:
         """A live thread event (called by the event log, in event_id order)."""
@@ -497,22 +473,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             )
 
     async def _close_frame_too_large(self) -> None:
-        """Close with 1009. Autobahn (under daphne) lets an application close only
-        with 1000 or 3000-4999, so send the close frame through its protocol
-        object, as it does itself for oversized messages."""
-        protocol = (
-            self._raw_send.args[0]
-            if isinstance(self._raw_send, functools.partial)
-            else None
-        )
-        send_close = getattr(protocol, "sendCloseFrame", None)
-        if send_close is None:
-            await self.close(close_codes.CLOSE_FRAME_TOO_LARGE)
-            return
-        send_close(
-            code=close_codes.CLOSE_FRAME_TOO_LARGE,
-            reasonUtf8=b"frame too large",
-            isReply=False,
+        """Close with 1009, which autobahn refuses through daphne's ASGI close
+        (chat/transport.py has the way round)."""
+        await self._transport.close_with(
+            close_codes.CLOSE_FRAME_TOO_LARGE, "frame too large"
         )
 
     async def _error(self, frame, code, message: str) -> None:
