@@ -11,8 +11,11 @@ the server's. Protocol with the harness on stdin/stdout, one line each:
 The data path uses websockets' sans-I/O protocol under a plain asyncio.Protocol:
 it parses frames without a coroutine, queue or future per frame, so one process
 can take tens of thousands of frames per second without becoming the bottleneck
-it is measuring. Every token is ``t<index>@<CLOCK_MONOTONIC ns>``: latency is the
-receive time (taken when the bytes reach this process) minus that stamp.
+it is measuring. Every token is ``t<index>@<CLOCK_MONOTONIC ns>``. Two latencies
+per token, both from the receive time (taken when the bytes reach this process):
+the stamp latency (minus the stamp: what the agent saw) and the schedule latency
+(minus when the token was due: message send + index / tokens_per_second, which
+also sees a late start). bench/criteria.py judges the point.
 
 Modes (``spec["mode"]``): ``stream`` (capacity, light load), ``idle``
 (connections), ``resume`` (catch-up after missed events), ``stall`` (a socket
@@ -262,7 +265,14 @@ class StreamLoad:
     def __init__(self, spec: dict) -> None:
         self.spec = spec
         self.tokens = spec["tokens"]
+        self.interval_ns = int(1e9 / spec.get("tokens_per_second", 50))
         self.latencies = array("q")
+        # receive time - due (message send + index x interval), microseconds
+        self.schedule = array("q")
+        # tokens received per TICK_NS since the first message: the delivered
+        # rate is counted over the part of the point when every run should stream
+        self.received_by_tick: dict[int, int] = {}
+        self.last_frame_ns = 0
         # p99 per second of the point: shows whether latency is a burst (start,
         # end of the runs) or steady.
         self.by_second: dict[int, array] = {}
@@ -277,6 +287,7 @@ class StreamLoad:
         self.measure = True
 
     def on_frame(self, sock: Socket, frame: dict, received: int) -> None:
+        self.last_frame_ns = received
         kind = frame.get("type")
         if kind == "response":
             if sock.done:
@@ -294,8 +305,11 @@ class StreamLoad:
             ):
                 thread["first_ns"] = received
                 self.first_response.append((received - thread["sent_ns"]) // 1000)
+            sent = thread.get("sent_ns")
+            tokens = 0
             for index, stamp in TOKEN.findall(content):
                 index = int(index)
+                tokens += 1
                 if 0 <= index < len(counts):
                     if counts[index] < 255:
                         counts[index] += 1
@@ -304,6 +318,15 @@ class StreamLoad:
                     self.latencies.append(latency)
                     second = (received - self.started_ns) // 1_000_000_000
                     self.by_second.setdefault(second, array("q")).append(latency)
+                    if sent:
+                        due = sent + index * self.interval_ns
+                        self.schedule.append((received - due) // 1000)
+            if tokens and sent:
+                thread["last_ns"] = received
+                tick = (received - self.started_ns) // TICK_NS
+                self.received_by_tick[tick] = (
+                    self.received_by_tick.get(tick, 0) + tokens
+                )
         elif kind == "state_complete":
             if sock.thread is not None and sock.thread.get("sent_ns") and not sock.done:
                 sock.done = True
@@ -334,8 +357,12 @@ class StreamLoad:
             self.counts[id(sock)] = bytearray(self.tokens)
             thread.setdefault("live", []).append(sock)
             live.append(sock)
+        # Let the connect phase end (snapshots, presence news to the other
+        # sockets) before READY, so the load window's CPU is the load's own.
+        connect["settle_seconds"] = await settle(lambda: self.last_frame_ns)
         emit("READY", connect)
         await wait_go()
+        cpu_at_go = process_cpu_seconds()
         self.all_done = loop.create_future()
         runnable = [
             t
@@ -367,6 +394,7 @@ class StreamLoad:
             except TimeoutError:
                 timed_out = True
         finished = now_ns()
+        load_cpu = process_cpu_seconds() - cpu_at_go
         emit("DONE")
         window = (finished - started) / 1e9
         lost = doubled = delivered = 0
@@ -384,6 +412,12 @@ class StreamLoad:
         for sock in live:
             sock.close()
         first = sorted(self.first_response)
+        streamed = [t for t in runnable if t.get("sent_ns")]
+        runs = self.run_figures(streamed, finished)
+        rate = self.delivered_rate(streamed, runs["ideal_seconds"], finished)
+        rate["asked_tokens_per_second"] = round(
+            sum(len(t["live"]) for t in streamed) * 1e9 / self.interval_ns, 1
+        )
         result = {
             "connect": connect,
             "threads": len(runnable),
@@ -399,10 +433,12 @@ class StreamLoad:
             + (connect["sockets"] - connect["opened"]) * self.tokens,
             "doubled_tokens": doubled,
             "response_frames": self.response_frames,
-            "delivered_tokens_per_second": round(delivered / window, 1)
-            if window
-            else None,
+            **rate,
+            "runs": runs,
+            "load_cpu_seconds": round(load_cpu, 3),
             "latency": latency_stats(self.latencies),
+            # raw: the harness subtracts the system's light-load first response
+            "schedule_latency_raw": latency_stats(self.schedule),
             "p99_ms_by_second": {
                 second: round(percentile(sorted(values), 99) / 1000, 1)
                 for second, values in sorted(self.by_second.items())
@@ -417,6 +453,74 @@ class StreamLoad:
         }
         await asyncio.sleep(0.2)
         return result
+
+    def run_figures(self, threads: list[dict], finished: int) -> dict:
+        """Run duration = message send -> last token received on any socket of
+        the thread, against the ideal tokens / tokens_per_second. A run that got
+        no token at all counts as lasting until the point ended."""
+        ideal = self.tokens * self.interval_ns / 1e9
+        durations = sorted(
+            (t.get("last_ns") or finished) - t["sent_ns"] for t in threads
+        )
+        if not durations:
+            return {"ideal_seconds": ideal, "runs": 0}
+        median = durations[len(durations) // 2] / 1e9
+        slowest = durations[-1] / 1e9
+        return {
+            "ideal_seconds": ideal,
+            "runs": len(durations),
+            "median_seconds": round(median, 3),
+            "p90_seconds": round(percentile(durations, 90) / 1e9, 3),
+            "slowest_seconds": round(slowest, 3),
+            "median_ratio": round(median / ideal, 3) if ideal else None,
+            "slowest_ratio": round(slowest / ideal, 3) if ideal else None,
+        }
+
+    def delivered_rate(self, threads: list[dict], ideal: float, finished: int) -> dict:
+        """Tokens delivered per second over the full-load window: from the last
+        message sent (every run has started by the schedule) to the first run's
+        ideal end (none should have finished yet). There the schedule asks for
+        sockets x tokens_per_second; a system that starts late or lags delivers
+        less. Without such a window (runs shorter than the stagger): from the
+        first message to the last token received."""
+        if not threads:
+            return {"delivered_tokens_per_second": None}
+        first = min(t["sent_ns"] for t in threads)
+        last = max(t["sent_ns"] for t in threads)
+        begin, end = last, first + int(ideal * 1e9)
+        if end - begin < 10 * TICK_NS:
+            begin = first
+            end = max([t.get("last_ns") or finished for t in threads])
+        low = -(-(begin - self.started_ns) // TICK_NS)  # first whole tick
+        high = (end - self.started_ns) // TICK_NS  # ticks before this one
+        count = sum(self.received_by_tick.get(tick, 0) for tick in range(low, high))
+        seconds = (high - low) * TICK_NS / 1e9
+        return {
+            "delivered_tokens_per_second": round(count / seconds, 1)
+            if seconds > 0
+            else None,
+            "rate_window_seconds": round(seconds, 3),
+            "rate_window_offset_seconds": round(low * TICK_NS / 1e9, 3),
+        }
+
+
+TICK_NS = 10_000_000
+
+
+def process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def settle(last_frame_ns, quiet_s: float = 0.5, limit_s: float = 15.0) -> float:
+    """Wait until no frame arrived for ``quiet_s`` (at most ``limit_s``)."""
+    started = now_ns()
+    while now_ns() - started < limit_s * 1e9:
+        idle = (now_ns() - max(last_frame_ns(), started)) / 1e9
+        if idle >= quiet_s:
+            break
+        await asyncio.sleep(quiet_s - idle)
+    return round((now_ns() - started) / 1e9, 3)
 
 
 # --- idle: connection capacity --------------------------------------------
@@ -689,6 +793,8 @@ if __name__ == "__main__":
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     result = asyncio.run(main(spec))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    result["loadgen_cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
+    # the whole process, connects included; the load window's own share is
+    # load_cpu_seconds (stream modes)
+    result["loadgen_cpu_seconds_total"] = round(usage.ru_utime + usage.ru_stime, 3)
     result["loadgen_pid"] = os.getpid()
     emit("RESULT", result)

@@ -1,7 +1,8 @@
 """Seeds Parley for a benchmark run: three users and the bench agents.
 
 Run inside Parley's environment: ``python -m bench.parley_setup PASSWORD USER...``
-(the first user is staff and owns the threads). Uses only the ORM models the
+(the first user is staff and owns the threads; with BENCH_FAKE_OPENAI_URL set, the
+`openai` agent bench-openai is seeded too). Uses only the ORM models the
 contract names (users, ``agents.models.AgentConfig``), so it survives refactors.
 """
 
@@ -30,6 +31,17 @@ AGENTS = {
     # stalled reader: large tokens, fast
     "bench-busy": {"extra_params": {"tokens_per_second": 200, **STAMP}},
 }
+# The real provider path: the `openai` provider streaming from bench/fake_openai.py
+# (its URL in BENCH_FAKE_OPENAI_URL), which paces and stamps the words itself;
+# tokens_per_second reaches it in the request body.
+FAKE_OPENAI_URL = os.environ.get("BENCH_FAKE_OPENAI_URL")
+if FAKE_OPENAI_URL:
+    AGENTS["bench-openai"] = {
+        "provider": "openai",
+        "model": "bench",
+        "base_url": FAKE_OPENAI_URL,
+        "extra_params": {"tokens_per_second": 50},
+    }
 
 
 def main() -> None:

@@ -30,11 +30,13 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import psutil
+
+from bench import criteria
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -42,25 +44,46 @@ VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 DAPHNE = str(VENV_BIN / "daphne") if (VENV_BIN / "daphne").exists() else "daphne"
 
-P99_LIMIT_MS = 150.0
+TOKENS_PER_SECOND = 50
 SCENARIOS = ("capacity", "light", "connections", "resume", "stall", "scaleout")
-SYSTEMS = ("parley", "tutorial-core", "tutorial-pubsub", "tutorial-shortcut", "ceiling")
+SYSTEMS = (
+    "parley",
+    "parley-openai",
+    "tutorial-core",
+    "tutorial-pubsub",
+    "tutorial-shortcut",
+    "ceiling",
+)
 LABELS = {
     "parley": "Parley",
+    "parley-openai": "Parley, openai provider (fake server)",
     "tutorial-core": "Tutorial, core layer",
     "tutorial-pubsub": "Tutorial, pub/sub layer",
     "tutorial-shortcut": "Tutorial, pub/sub + dispatch shortcut",
     "ceiling": "Ceiling (bare ASGI, no layer)",
 }
+# Issue 24's goals (honest capacity) beside the earlier ones still held.
 GOALS = {
     "capacity": 300,
-    "capacity_stretch": 500,
+    "capacity_openai": 200,
+    "tutorial_multiple": 10,
+    "burst_k": 300,
+    "burst_first_response_p50_ms": 300,
+    "burst_first_response_p99_ms": 1000,
+    "big_burst_k": 500,
+    "big_burst_first_response_p99_ms": 2000,
+    "light_first_response_p50_ms": 25,
     "light_p50_ms": 30,
     "light_p99_ms": 60,
-    "first_response_p50_ms": 25,
     "idle_kb_per_socket": 50,
     "resume_ms": 50,
 }
+# Before each point: the rest of the machine must use less than this many cores
+# (averaged over QUIET_SAMPLE_S) for up to --quiet-wait seconds; a point whose
+# window still saw more than CONTENDED_CORES of other CPU is marked contended.
+QUIET_OTHER_CORES = 0.25
+QUIET_SAMPLE_S = 2.0
+CONTENDED_CORES = 0.3
 
 
 def log(message: str) -> None:
@@ -146,6 +169,57 @@ def busy_cpu_seconds() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
+def postgres_backends(database: str) -> list[int]:
+    """PIDs of the PostgreSQL backends serving ``database``: a backend's process
+    title is "postgres: <cluster>: <user> <database> <client> <state>"."""
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info.get("cmdline") or [])
+        if title.startswith("postgres:") and f" {database} " in title:
+            pids.append(proc.pid)
+    return pids
+
+
+class PostgresMeter:
+    """CPU seconds the backends of one database used over a window. Backends
+    come and go, so they are sampled every second; a backend that exits keeps
+    what it had used at the last sample, one that appears counts from zero."""
+
+    def __init__(self, database: str | None) -> None:
+        self.database = database
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def sample(self) -> dict[int, float]:
+        out = {}
+        for pid in postgres_backends(self.database) if self.database else ():
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:  # exited meanwhile: keep its last sample
+                continue
+            out[pid] = times.user + times.system
+        return out
+
+    def start(self) -> None:
+        self.first = self.sample()
+        self.last = dict(self.first)
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self) -> None:
+        while not self.done.wait(1.0):
+            self.last.update(self.sample())
+
+    def stop(self) -> float:
+        self.done.set()
+        if self.thread:
+            self.thread.join()
+        self.last.update(self.sample())
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
 def rss_bytes(pid: int) -> int:
     try:
         return psutil.Process(pid).memory_info().rss
@@ -206,7 +280,7 @@ def prepare_services(args, workdir: Path) -> Services:
         wait_port(port, proc)
         redis_base = f"redis://127.0.0.1:{port}"
         log(f"started redis-server on port {port}")
-    for db in (args.redis_db, args.redis_db + 1):
+    for db in (args.redis_db, args.redis_db + 1, args.redis_db + 2):
         redis.Redis.from_url(f"{redis_base}/{db}").flushdb()
     redis_pid = None
     for proc in psutil.process_iter(["name", "cmdline"]):
@@ -260,6 +334,10 @@ class System:
 
     def cpu(self) -> dict[str, float]:
         return {role: cpu_seconds(pids) for role, pids in self.roles().items()}
+
+    def database(self) -> str | None:
+        """The PostgreSQL database whose backends count as this system's CPU."""
+        return self.services.database_name
 
     def prepare(self) -> None:
         """One-time setup before the first start."""
@@ -376,10 +454,15 @@ class CeilingSystem(TutorialSystem):
         roles["redis"] = []  # the ceiling does not use Redis
         return roles
 
+    def database(self) -> str | None:
+        return None  # nor PostgreSQL
+
 
 class ParleySystem(System):
     USERS = ("bench-owner", "bench-observer-1", "bench-observer-2")
     PASSWORD = "bench-password-1234"
+    AGENTS = {"echo": "bench-echo", "fast": "bench-fast", "busy": "bench-busy"}
+    REDIS_DB_OFFSET = 1  # after the baselines' db
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -391,7 +474,7 @@ class ParleySystem(System):
         env.pop("DJANGO_SETTINGS_MODULE", None)
         env.update(
             DJANGO_SETTINGS_MODULE="config.settings",
-            REDIS_URL=self.services.redis_url(BENCH_REDIS_DB + 1),
+            REDIS_URL=self.services.redis_url(BENCH_REDIS_DB + self.REDIS_DB_OFFSET),
             DATABASE_URL=self.services.database_url,
             SECRET_KEY="bench-secret-key",
             DEBUG="0",
@@ -502,7 +585,7 @@ class ParleySystem(System):
         missing = count - len(pool)
         if missing <= 0:
             return pool[:count]
-        agent = {"echo": "bench-echo", "fast": "bench-fast", "busy": "bench-busy"}[kind]
+        agent = self.AGENTS[kind]
         owner = self.tokens[self.USERS[0]]
         base = f"http://127.0.0.1:{self.ports[0]}"
 
@@ -568,12 +651,49 @@ class ParleySystem(System):
         return out
 
 
+class ParleyOpenAISystem(ParleySystem):
+    """Parley on the real provider path: `openai` agents (bench-openai) streaming
+    from bench/fake_openai.py, a process of its own at 50 tokens/s. Its own
+    daphne, worker and Redis db, so neither Parley line serves the other's runs.
+    The fake server's CPU is reported as `llm`, outside server CPU."""
+
+    AGENTS = {"echo": "bench-openai"}
+    REDIS_DB_OFFSET = 2
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.llm: subprocess.Popen | None = None
+        self.llm_port = 0
+
+    def env(self) -> dict:
+        env = super().env()
+        env["BENCH_FAKE_OPENAI_URL"] = f"http://127.0.0.1:{self.llm_port}/v1"
+        return env
+
+    def prepare(self) -> None:
+        self.llm_port = free_port()
+        self.llm = spawn(
+            [PYTHON, "-m", "bench.fake_openai", str(self.llm_port)],
+            System.env(self),
+            self.workdir / f"{self.name}-fake-openai.log",
+        )
+        wait_port(self.llm_port, self.llm)
+        super().prepare()
+
+    def roles(self) -> dict[str, list[int]]:
+        roles = super().roles()
+        roles["llm"] = [self.llm.pid] if self.llm else []
+        return roles
+
+
 BENCH_REDIS_DB = 13
 
 
 def make_system(name: str, services: Services, workdir: Path) -> System:
     if name == "parley":
         return ParleySystem(name, services, workdir)
+    if name == "parley-openai":
+        return ParleyOpenAISystem(name, services, workdir)
     if name == "ceiling":
         return CeilingSystem(name, services, workdir)
     return TutorialSystem(name, services, workdir)
@@ -647,6 +767,8 @@ def run_loadgen(
         ready = json.loads(expect("READY") or "{}")
         extra = before_go(ready) if before_go else {}
         rss_before = rss_bytes(system.daphne[0].pid)
+        postgres = PostgresMeter(system.database())
+        postgres.start()
         cpu_before = system.cpu()
         loadgen_before = cpu_seconds([proc.pid])
         machine_before = busy_cpu_seconds()
@@ -662,6 +784,7 @@ def run_loadgen(
         cpu_after = system.cpu()
         loadgen_cpu = cpu_seconds([proc.pid]) - loadgen_before
         machine_cpu = busy_cpu_seconds() - machine_before
+        postgres_cpu = postgres.stop()
         stop_sampling.set()
         if sampler:
             sampler.join()
@@ -678,6 +801,10 @@ def run_loadgen(
     result["cpu_seconds"] = {
         k: round(cpu_after[k] - cpu_before[k], 3) for k in cpu_after
     }
+    result["cpu_seconds"]["postgres"] = round(postgres_cpu, 3)
+    # The load generator's own clock covers GO to DONE only (stream modes); the
+    # harness's covers READY to DONE, after the connects as well.
+    loadgen_cpu = result.get("load_cpu_seconds", loadgen_cpu)
     result["loadgen_cpu_seconds_window"] = round(loadgen_cpu, 3)
     result["loadgen_cpu_share"] = round(loadgen_cpu / elapsed, 3) if elapsed else None
     # Everything else the machine did meanwhile (other users' jobs): a large
@@ -699,51 +826,70 @@ def stream_spec(
         "mode": "stream",
         "threads": system.threads(k, kind),
         "tokens": tokens,
+        "tokens_per_second": TOKENS_PER_SECOND,
         "stagger_s": extra.pop("stagger_s", 1.0),
         # A token later than 15 s is as good as lost: stop waiting, save time.
-        "timeout_s": extra.pop("timeout_s", tokens / 50 + 1 + 15),
+        "timeout_s": extra.pop("timeout_s", tokens / TOKENS_PER_SECOND + 1 + 15),
         "message_extra": system.message_extra(kind),
         "concurrency": 50,
         **extra,
     }
 
 
+SERVER_ROLES = ("daphne", "worker", "postgres", "redis")
+
+
 def derive(result: dict) -> dict:
-    """Per-point figures the tables use."""
+    """Per-point figures the tables use (the verdict comes later, in ``judge``:
+    it needs the system's light-load first response)."""
     cpu = result["cpu_seconds"]
     delivered = result.get("delivered_tokens") or 0
     frames = result.get("response_frames") or 0
-    server = cpu.get("daphne", 0) + cpu.get("worker", 0)
+    # Server CPU: everything the system runs on, PostgreSQL and Redis included.
+    server = sum(cpu.get(role, 0) for role in SERVER_ROLES)
     per_k = lambda seconds, n: round(seconds / (n / 1000), 4) if n else None  # noqa: E731
-    latency = result.get("latency", {})
-    passed = (
-        latency.get("p99_ms") is not None
-        and latency["p99_ms"] <= P99_LIMIT_MS
-        and result.get("lost_tokens", 1) == 0
-        and result.get("doubled_tokens", 1) == 0
-        and not result.get("timed_out")
-    )
-    return {
-        "p50_ms": latency.get("p50_ms"),
-        "p99_ms": latency.get("p99_ms"),
-        "max_ms": latency.get("max_ms"),
+    stamp = result.get("latency", {})
+    schedule = result.get("schedule_latency_raw", {})
+    runs = result.get("runs", {})
+    first = result.get("first_response", {})
+    figures = {
         "lost": result.get("lost_tokens"),
         "doubled": result.get("doubled_tokens"),
+        "timed_out": bool(result.get("timed_out")),
+        "run_median_ratio": runs.get("median_ratio"),
+        "run_slowest_ratio": runs.get("slowest_ratio"),
+        "schedule_raw_p50_ms": schedule.get("p50_ms"),
+        "schedule_raw_p99_ms": schedule.get("p99_ms"),
+        "first_response_p50_ms": first.get("p50_ms"),
+        "first_response_p99_ms": first.get("p99_ms"),
+        "stamp_p50_ms": stamp.get("p50_ms"),
+        "stamp_p99_ms": stamp.get("p99_ms"),
         "tokens_per_second": result.get("delivered_tokens_per_second"),
+        "asked_tokens_per_second": result.get("asked_tokens_per_second"),
         "frames": frames,
         "tokens_per_frame": round(delivered / frames, 2) if frames else None,
-        "daphne_cpu_per_1k_tokens": per_k(cpu.get("daphne", 0), delivered),
-        "worker_cpu_per_1k_tokens": per_k(cpu.get("worker", 0), delivered),
         "server_cpu_per_1k_tokens": per_k(server, delivered),
         "server_cpu_per_1k_frames": per_k(server, frames),
-        "redis_cpu_per_1k_tokens": per_k(cpu.get("redis", 0), delivered),
         "server_cpu_share": round(server / result["cpu_window_seconds"], 3),
         "loadgen_cpu_share": result.get("loadgen_cpu_share"),
         "other_cpu_share": result.get("other_cpu_share"),
-        "first_response_p50_ms": result.get("first_response", {}).get("p50_ms"),
-        "first_response_p99_ms": result.get("first_response", {}).get("p99_ms"),
-        "passed": passed,
+        "contended": (result.get("other_cpu_share") or 0) > CONTENDED_CORES,
     }
+    for role in (*SERVER_ROLES, "llm"):
+        figures[f"{role}_cpu_per_1k_tokens"] = per_k(cpu.get(role, 0), delivered)
+    return figures
+
+
+def judge(figures: dict, light_first_response_ms: float | None) -> dict:
+    """The point's verdict by bench/criteria.py, in place."""
+    figures["light_first_response_ms"] = light_first_response_ms
+    for q in ("p50", "p99"):
+        figures[f"schedule_{q}_ms"] = criteria.schedule_p99_ms(
+            figures.get(f"schedule_raw_{q}_ms"), light_first_response_ms
+        )
+    figures["failures"] = criteria.failures(figures)
+    figures["passed"] = not figures["failures"]
+    return figures
 
 
 def median_of(points: list[dict], key: str):
@@ -757,19 +903,31 @@ def spread_of(points: list[dict], key: str):
 
 
 def summarize(points: list[dict]) -> dict:
-    keys = points[0]["figures"].keys() if points else []
-    summary = {key: median_of(points, key) for key in keys if key != "passed"}
-    summary["p99_spread"] = spread_of(points, "p99_ms")
-    summary["p50_spread"] = spread_of(points, "p50_ms")
-    summary["lost"] = max((p["figures"]["lost"] or 0) for p in points)
-    summary["doubled"] = max((p["figures"]["doubled"] or 0) for p in points)
+    """Median of each figure over the repeats; the K passes by
+    ``criteria.repeats_pass``."""
+    keys = {
+        key
+        for p in points
+        for key, value in p["figures"].items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    summary = {key: median_of(points, key) for key in sorted(keys)}
+    for key in ("schedule_p99_ms", "stamp_p99_ms", "run_slowest_ratio"):
+        summary[f"{key}_spread"] = spread_of(points, key)
+    summary["lost"] = max((p["figures"].get("lost") or 0) for p in points)
+    summary["doubled"] = max((p["figures"].get("doubled") or 0) for p in points)
     summary["repeats"] = len(points)
-    summary["passed"] = (
-        summary.get("p99_ms") is not None
-        and summary["p99_ms"] <= P99_LIMIT_MS
-        and summary["lost"] == 0
-        and summary["doubled"] == 0
-        and sum(p["figures"]["passed"] for p in points) * 2 > len(points)
+    summary["contended"] = sum(bool(p["figures"].get("contended")) for p in points)
+    summary["passed"] = criteria.repeats_pass(
+        [bool(p["figures"].get("passed")) for p in points],
+        summary["lost"],
+        summary["doubled"],
+    )
+    # Why it failed, read on the medians (what the table shows).
+    summary["failures"] = (
+        []
+        if summary["passed"]
+        else criteria.failures(summary) or ["most repeats failed"]
     )
     return summary
 
@@ -791,7 +949,9 @@ class Bench:
                 "quick": args.quick,
                 "tokens_per_run": args.tokens,
                 "repeats": args.repeats,
-                "p99_limit_ms": P99_LIMIT_MS,
+                "tokens_per_second": TOKENS_PER_SECOND,
+                "criterion": asdict(criteria.LIMITS),
+                "quiet_other_cores": QUIET_OTHER_CORES,
                 "argv": sys.argv[1:],
             },
             "systems": {},
@@ -848,32 +1008,53 @@ class Bench:
         self.save()
         return started
 
-    def wait_quiet(self, limit: float = 20.0) -> None:
+    def wait_quiet(self, limit: float = 20.0) -> dict:
         """Wait until the bench's own server processes are idle (< 5 % of a core),
         then, for at most ``--quiet-wait`` seconds, until the rest of the machine
-        uses less than half a core (other people's jobs share the cores)."""
-        pids = [
+        uses less than QUIET_OTHER_CORES over QUIET_SAMPLE_S (other people's jobs
+        share the cores). Returns what it saw, kept with the point."""
+        servers = [
             pid
             for s in self.systems.values()
             for role in ("daphne", "worker")
             for pid in s.roles()[role]
         ]
-        deadline = time.monotonic() + limit
+        started = time.monotonic()
+        deadline = started + limit
         while True:
-            before = cpu_seconds(pids)
+            before = cpu_seconds(servers)
             time.sleep(0.5)
-            if cpu_seconds(pids) - before < 0.025:
+            if cpu_seconds(servers) - before < 0.025:
                 break
             if time.monotonic() > deadline:
                 log("  (servers still busy after waiting; going on)")
                 break
+        ours = servers + [
+            pid for s in self.systems.values() for pid in s.roles()["redis"]
+        ]
+        ours += postgres_backends(self.services.database_name)
         deadline = time.monotonic() + self.args.quiet_wait
-        while time.monotonic() < deadline:
-            machine, ours = busy_cpu_seconds(), cpu_seconds(pids)
-            time.sleep(1.0)
-            other = (busy_cpu_seconds() - machine) - (cpu_seconds(pids) - ours)
-            if other < 0.5:
-                return
+        other, quiet = None, False
+        while True:
+            machine, own = busy_cpu_seconds(), cpu_seconds(ours)
+            time.sleep(QUIET_SAMPLE_S)
+            used = (busy_cpu_seconds() - machine) - (cpu_seconds(ours) - own)
+            other = max(0.0, used) / QUIET_SAMPLE_S
+            quiet = other < QUIET_OTHER_CORES
+            if quiet or time.monotonic() >= deadline:
+                break
+        seen = {
+            "waited_seconds": round(time.monotonic() - started, 1),
+            "other_cores": round(other, 2),
+            "quiet": quiet,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
+        if not quiet:
+            log(
+                f"  (machine not quiet: {seen['other_cores']} cores of other CPU "
+                f"after {seen['waited_seconds']} s; going on)"
+            )
+        return seen
 
     def restart(self, system: System) -> None:
         daphnes, workers = len(system.daphne), len(system.workers)
@@ -886,7 +1067,8 @@ class Bench:
             system.stop()
 
     def sweep(self, phase: str, systems: list[System], ks: list[int]) -> None:
-        """Capacity sweep; points interleave the systems, each K repeated."""
+        """Capacity sweep; points interleave the systems, each K repeated. A
+        point already measured (K = 10 by the light scenario) is reused."""
         store = self.results["capacity"].setdefault(phase, {})
         active = list(systems)
         for k in ks:
@@ -899,18 +1081,12 @@ class Bench:
             for rep in range(self.args.repeats):
                 order = active[rep % len(active) :] + active[: rep % len(active)]
                 for system in order:
-                    self.point(phase, system, k, rep, store)
+                    done = store.get(system.name, {}).get("points", {}).get(str(k), [])
+                    if len(done) <= rep:
+                        self.point(phase, system, k, rep, store)
             still = []
             for system in active:
-                points = store[system.name]["points"].get(str(k), [])
-                summary = summarize(points) if points else {"passed": False}
-                store[system.name]["summary"][str(k)] = summary
-                verdict = "pass" if summary["passed"] else "FAIL"
-                log(
-                    f"{phase} K={k} {system.name}: p50 {summary.get('p50_ms')} ms, p99 "
-                    f"{summary.get('p99_ms')} ms {summary.get('p99_spread')}, lost "
-                    f"{summary.get('lost')}, doubled {summary.get('doubled')} -> {verdict}"
-                )
+                summary = self.judge(phase, system.name, k)
                 if summary["passed"]:
                     store[system.name]["capacity"] = k
                     still.append(system)
@@ -919,19 +1095,58 @@ class Bench:
             active = still
             self.save()
 
+    def light_first_response(self, name: str) -> float | None:
+        """The system's light-load message -> first response p50 (median of the
+        K = 10 repeats of this run): the offset of its schedule latency."""
+        entry = self.results["capacity"].get("single", {}).get(name, {})
+        points = entry.get("points", {}).get(str(LIGHT_K), [])
+        values = [
+            p["figures"]["first_response_p50_ms"]
+            for p in points
+            if p["figures"].get("first_response_p50_ms") is not None
+        ]
+        return statistics.median(values) if values else None
+
+    def judge(self, phase: str, name: str, k: int, quiet: bool = False) -> dict:
+        """Verdict of every repeat at K, then of K itself (bench/criteria.py)."""
+        entry = self.results["capacity"][phase][name]
+        offset = self.light_first_response(name)
+        entry["light_first_response_ms"] = offset
+        points = entry["points"].get(str(k), [])
+        for point in points:
+            judge(point["figures"], offset)
+        summary = summarize(points) if points else {"passed": False, "failures": []}
+        entry["summary"][str(k)] = summary
+        if quiet:
+            return summary
+        verdict = (
+            "pass" if summary["passed"] else "FAIL " + ", ".join(summary["failures"])
+        )
+        log(
+            f"{phase} K={k} {name}: run median/slowest "
+            f"{summary.get('run_median_ratio')}/{summary.get('run_slowest_ratio')} x "
+            f"ideal, schedule p99 {summary.get('schedule_p99_ms')} ms, first response "
+            f"p99 {summary.get('first_response_p99_ms')} ms, stamp p99 "
+            f"{summary.get('stamp_p99_ms')} ms, lost {summary.get('lost')}, doubled "
+            f"{summary.get('doubled')} -> {verdict}"
+        )
+        return summary
+
     def point(self, phase: str, system: System, k: int, rep: int, store: dict) -> None:
         entry = store.setdefault(
             system.name,
             {"points": {}, "summary": {}, "capacity": 0, "first_failing_k": None},
         )
+        quiet = None
         try:
-            self.wait_quiet()
+            quiet = self.wait_quiet()
             spec = stream_spec(system, k, self.args.tokens)
             result = run_loadgen(
                 system, spec, self.workdir, timeout=spec["timeout_s"] + 180
             )
             result["figures"] = derive(result)
-            if result.get("timed_out") or (result["figures"].get("p99_ms") or 0) > 1000:
+            stamp_p99 = result["figures"].get("stamp_p99_ms") or 0
+            if result.get("timed_out") or stamp_p99 > 1000:
                 # An overloaded system keeps draining its backlog after the load
                 # generator gave up; restart it so the next point starts clean.
                 self.restart(system)
@@ -939,33 +1154,41 @@ class Bench:
             log(f"{phase} K={k} {system.name} rep {rep}: error {exc}")
             result = {
                 "error": str(exc)[:500],
-                "figures": {"passed": False, "lost": None, "doubled": None},
+                "figures": {"error": True, "lost": None, "doubled": None},
             }
-        result["k"], result["rep"] = k, rep
+        result["k"], result["rep"], result["quiet"] = k, rep, quiet
         entry["points"].setdefault(str(k), []).append(result)
         figures = result["figures"]
         log(
-            f"  {phase} K={k} rep {rep + 1} {system.name}: p99 {figures.get('p99_ms')} ms, "
-            f"lost {figures.get('lost')}, dup {figures.get('doubled')}, "
-            f"{figures.get('tokens_per_second')} tok/s, server CPU {figures.get('server_cpu_share')}, "
-            f"loadgen CPU {figures.get('loadgen_cpu_share')}, other CPU {figures.get('other_cpu_share')}"
+            f"  {phase} K={k} rep {rep + 1} {system.name}: run median/slowest "
+            f"{figures.get('run_median_ratio')}/{figures.get('run_slowest_ratio')} x, "
+            f"schedule p99 (raw) {figures.get('schedule_raw_p99_ms')} ms, first "
+            f"response p50/p99 {figures.get('first_response_p50_ms')}/"
+            f"{figures.get('first_response_p99_ms')} ms, stamp p99 "
+            f"{figures.get('stamp_p99_ms')} ms, lost {figures.get('lost')}, dup "
+            f"{figures.get('doubled')}, {figures.get('tokens_per_second')}/"
+            f"{figures.get('asked_tokens_per_second')} tok/s, CPU server/loadgen/other "
+            f"{figures.get('server_cpu_share')}/{figures.get('loadgen_cpu_share')}/"
+            f"{figures.get('other_cpu_share')}"
         )
 
     def light(self, systems: list[System]) -> None:
-        """K=10 from the capacity sweep when it ran; otherwise measured here."""
+        """K = 10, measured before the capacity sweep (which reuses these points):
+        its first response is the offset of every point's schedule latency."""
         store = self.results["capacity"].setdefault("single", {})
         for rep in range(self.args.repeats):
             for system in systems[rep % len(systems) :] + systems[: rep % len(systems)]:
                 entry = (
                     store.get(system.name, {}).get("points", {}).get(str(LIGHT_K), [])
                 )
-                if len(entry) >= self.args.repeats:
+                if len(entry) > rep:
                     continue
                 self.point("single", system, LIGHT_K, rep, store)
         for system in systems:
-            points = store[system.name]["points"].get(str(LIGHT_K), [])
-            if points:
-                store[system.name]["summary"][str(LIGHT_K)] = summarize(points)
+            if store.get(system.name, {}).get("points", {}).get(str(LIGHT_K)):
+                # the capacity sweep logs it with its first K
+                capacity_next = "capacity" in self.args.scenarios
+                self.judge("single", system.name, LIGHT_K, quiet=capacity_next)
         self.save()
 
     def connections(self, systems: list[System]) -> None:
@@ -1153,31 +1376,67 @@ def ratio(a, b) -> str:
     return f"{a / b:.2f}×"
 
 
+CRITERION = (
+    "**Criterion** (bench/criteria.py). A point passes only if every token reached "
+    "every socket exactly once; run duration (message sent → last token received) "
+    "is ≤ 1.10 × ideal at the median and ≤ 1.25 × for the slowest run (ideal = "
+    "tokens / 50 per s); **schedule latency** p99 ≤ 500 ms, where token i is due "
+    "at message sent + i × 20 ms and the system's own light-load first response "
+    "(K = 10, p50, this run) is subtracted; and message → first response p99 ≤ 1 s. "
+    "Stamp latency (receive − when the agent produced the token) cannot see a late "
+    "start: shown, not judged. **Delivered tokens/s** is counted from the last "
+    "message sent to the first run's ideal end, when the schedule asks for "
+    "sockets × 50 (the asked figure). **Server CPU** is daphne + worker + the "
+    "PostgreSQL backends serving the bench database + redis-server."
+)
+
+
+def capacity_text(entry: dict) -> str:
+    cap = entry.get("capacity") or 0
+    tested = sorted(int(k) for k in entry["points"])
+    if not cap:
+        return f"< {tested[0]}" if tested else "–"
+    return f"{cap}" if entry.get("first_failing_k") else f"≥ {cap}"
+
+
+def pair(a, b, digits: int = 1, suffix: str = "") -> str:
+    return f"{fmt(a, digits)} / {fmt(b, digits)}{suffix}"
+
+
+def with_spread(value, spread, digits: int = 1) -> str:
+    text = fmt(value, digits)
+    return text + (f" ({span(spread)})" if spread and value is not None else "")
+
+
+def cpu_breakdown(s: dict) -> str:
+    parts = " / ".join(
+        fmt(s.get(f"{role}_cpu_per_1k_tokens"), 3) for role in SERVER_ROLES
+    )
+    return f"{parts} = {fmt(s.get('server_cpu_per_1k_tokens'), 3)}"
+
+
 def capacity_rows(results: dict, phase: str) -> list[str]:
     store = results["capacity"].get(phase, {})
     if not store:
         return []
     lines = [
-        "| system | capacity (runs, p99 ≤ 150 ms, nothing lost) | p99 at capacity | server CPU s / 1k frames | "
-        "daphne CPU s / 1k tokens | worker CPU s / 1k tokens | delivered tokens/s | tokens per frame |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| system | honest capacity (runs) | run median / slowest (× ideal) | "
+        "schedule p99 ms | first response p50 / p99 ms | stamp p99 ms | server CPU s "
+        "/ 1k tokens: daphne / worker / PostgreSQL / Redis = total | delivered / "
+        "asked tokens/s | tokens per frame |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in store.items():
         cap = entry.get("capacity") or 0
-        summary = entry["summary"].get(str(cap), {}) if cap else {}
-        first_fail = entry.get("first_failing_k")
-        tested = sorted(int(k) for k in entry["points"])
-        cap_text = f"{cap}" if first_fail else f"≥ {cap}"
-        if not cap:
-            cap_text = f"< {tested[0]}" if tested else "–"
-        spread = summary.get("p99_spread")
-        p99 = fmt(summary.get("p99_ms"), 1, " ms") + (
-            f" ({span(spread)})" if spread else ""
-        )
+        s = entry["summary"].get(str(cap), {}) if cap else {}
         lines.append(
-            f"| {LABELS[name]} | {cap_text} | {p99} | {fmt(summary.get('server_cpu_per_1k_frames'), 3)} | "
-            f"{fmt(summary.get('daphne_cpu_per_1k_tokens'), 3)} | {fmt(summary.get('worker_cpu_per_1k_tokens'), 3)} | "
-            f"{fmt(summary.get('tokens_per_second'), 0)} | {fmt(summary.get('tokens_per_frame'), 2)} |"
+            f"| {LABELS[name]} | {capacity_text(entry)} | "
+            f"{pair(s.get('run_median_ratio'), s.get('run_slowest_ratio'), 2)} | "
+            f"{with_spread(s.get('schedule_p99_ms'), s.get('schedule_p99_ms_spread'))} | "
+            f"{pair(s.get('first_response_p50_ms'), s.get('first_response_p99_ms'))} | "
+            f"{fmt(s.get('stamp_p99_ms'))} | {cpu_breakdown(s)} | "
+            f"{pair(s.get('tokens_per_second'), s.get('asked_tokens_per_second'), 0)} | "
+            f"{fmt(s.get('tokens_per_frame'), 2)} |"
         )
     return lines
 
@@ -1187,8 +1446,10 @@ def sweep_rows(results: dict, phase: str) -> list[str]:
     if not store:
         return []
     lines = [
-        "| K | system | p50 ms | p99 ms (min–max of repeats) | lost | doubled | tokens/s | "
-        "server CPU s / 1k frames | daphne / worker CPU s per 1k tokens | server / loadgen / other CPU (cores) | verdict |",
+        "| K | system | run median / slowest (× ideal) | schedule p99 ms (min–max) | "
+        "first response p50 / p99 ms | stamp p50 / p99 ms | lost / doubled | "
+        "delivered / asked tokens/s | server CPU s / 1k tokens: daphne / worker / "
+        "PostgreSQL / Redis = total | server / loadgen / other CPU (cores) | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     ks = sorted({int(k) for entry in store.values() for k in entry["summary"]})
@@ -1197,17 +1458,53 @@ def sweep_rows(results: dict, phase: str) -> list[str]:
             s = entry["summary"].get(str(k))
             if not s:
                 continue
-            spread = s.get("p99_spread")
+            verdict = (
+                "pass"
+                if s.get("passed")
+                else "FAIL: " + ", ".join(s.get("failures") or [])
+            )
+            if s.get("contended"):
+                verdict += f" (contended {s['contended']}/{s.get('repeats')})"
             lines.append(
-                f"| {k} | {LABELS[name]} | {fmt(s.get('p50_ms'))} | {fmt(s.get('p99_ms'))}"
-                f"{f' ({span(spread)})' if spread else ''} | {fmt(s.get('lost'))} | "
-                f"{fmt(s.get('doubled'))} | {fmt(s.get('tokens_per_second'), 0)} | "
-                f"{fmt(s.get('server_cpu_per_1k_frames'), 3)} | {fmt(s.get('daphne_cpu_per_1k_tokens'), 3)} / "
-                f"{fmt(s.get('worker_cpu_per_1k_tokens'), 3)} | {fmt(s.get('server_cpu_share'), 2)} / "
+                f"| {k} | {LABELS[name]} | "
+                f"{pair(s.get('run_median_ratio'), s.get('run_slowest_ratio'), 2)} | "
+                f"{with_spread(s.get('schedule_p99_ms'), s.get('schedule_p99_ms_spread'))} | "
+                f"{pair(s.get('first_response_p50_ms'), s.get('first_response_p99_ms'))} | "
+                f"{pair(s.get('stamp_p50_ms'), s.get('stamp_p99_ms'))} | "
+                f"{fmt(s.get('lost'))} / {fmt(s.get('doubled'))} | "
+                f"{pair(s.get('tokens_per_second'), s.get('asked_tokens_per_second'), 0)} | "
+                f"{cpu_breakdown(s)} | {fmt(s.get('server_cpu_share'), 2)} / "
                 f"{fmt(s.get('loadgen_cpu_share'), 2)} / {fmt(s.get('other_cpu_share'), 2)} | "
-                f"{'pass' if s.get('passed') else 'FAIL'} |"
+                f"{verdict} |"
             )
     return lines
+
+
+def quiet_line(results: dict) -> str:
+    """What the quiet-machine wait saw before the capacity points."""
+    seen = [
+        point["quiet"]
+        for phase in results["capacity"].values()
+        for entry in phase.values()
+        for points in entry["points"].values()
+        for point in points
+        if point.get("quiet")
+    ]
+    if not seen:
+        return ""
+    noisy = [q for q in seen if not q["quiet"]]
+    waited = statistics.median(q["waited_seconds"] for q in seen)
+    text = (
+        f"Quiet machine: {len(seen) - len(noisy)} of {len(seen)} points started with "
+        f"other CPU < {QUIET_OTHER_CORES} cores (median wait {waited:.0f} s)"
+    )
+    if noisy:
+        worst = max(q["other_cores"] for q in noisy)
+        text += f"; the others went on at up to {worst:.2f} cores of other CPU"
+    return (
+        text + f". A row marked contended had > {CONTENDED_CORES} cores of other "
+        "CPU during its window: its figures are pessimistic."
+    )
 
 
 def report(results: dict) -> str:
@@ -1245,42 +1542,49 @@ def report(results: dict) -> str:
         out += [
             "## 1. Capacity (one daphne, one worker)",
             "",
+            CRITERION,
+            "",
             *capacity_rows(results, "single"),
+            "",
+            quiet_line(results),
             "",
         ]
         if parley:
             out += [
-                "**Parley as a ratio of each baseline** (capacity: higher is better; CPU and p99: lower is better)",
+                "**Parley as a ratio of each baseline** (capacity: higher is better; "
+                "CPU and first response: lower is better)",
                 "",
-            ]
-            out += [
-                "| baseline | capacity ratio | server CPU / 1k frames ratio | server CPU / 1k tokens ratio | light-load p99 ratio |",
+                "| baseline | capacity ratio | server CPU / 1k frames ratio | "
+                "server CPU / 1k tokens ratio | light-load first response p50 ratio |",
                 "| --- | --- | --- | --- | --- |",
             ]
             pc, ps = cap_of(single, "parley"), summary_at_cap(single, "parley")
             for name in single:
-                if name == "parley":
+                if name.startswith("parley"):
                     continue
                 bs = summary_at_cap(single, name)
                 out.append(
                     f"| {LABELS[name]} | {ratio(pc, cap_of(single, name))} | "
                     f"{ratio(ps.get('server_cpu_per_1k_frames'), bs.get('server_cpu_per_1k_frames'))} | "
                     f"{ratio(ps.get('server_cpu_per_1k_tokens'), bs.get('server_cpu_per_1k_tokens'))} | "
-                    f"{ratio(light_of('parley').get('p99_ms'), light_of(name).get('p99_ms'))} |"
+                    f"{ratio(light_of('parley').get('first_response_p50_ms'), light_of(name).get('first_response_p50_ms'))} |"
                 )
             out.append("")
         out += ["### Sweep", "", *sweep_rows(results, "single"), ""]
         out += [f"## 2. Light load (K = {LIGHT_K})", ""]
         out += [
-            "| system | p50 token latency | p99 token latency | message → first response p50 | p99 |",
-            "| --- | --- | --- | --- | --- |",
+            "| system | message → first response p50 / p99 | schedule p99 | "
+            "stamp p50 / p99 |",
+            "| --- | --- | --- | --- |",
         ]
         for name in single:
             s = light_of(name)
             if s:
                 out.append(
-                    f"| {LABELS[name]} | {fmt(s.get('p50_ms'), 1, ' ms')} | {fmt(s.get('p99_ms'), 1, ' ms')} | "
-                    f"{fmt(s.get('first_response_p50_ms'), 1, ' ms')} | {fmt(s.get('first_response_p99_ms'), 1, ' ms')} |"
+                    f"| {LABELS[name]} | "
+                    f"{pair(s.get('first_response_p50_ms'), s.get('first_response_p99_ms'), 1, ' ms')} | "
+                    f"{fmt(s.get('schedule_p99_ms'), 1, ' ms')} | "
+                    f"{pair(s.get('stamp_p50_ms'), s.get('stamp_p99_ms'), 1, ' ms')} |"
                 )
         out.append("")
     conns = results.get("connections")
@@ -1372,75 +1676,126 @@ def report(results: dict) -> str:
         cap = cap_of(single, "parley") if parley else None
         # A capacity that never failed within the sweep is only a lower bound.
         open_ended = bool(parley) and not parley.get("first_failing_k")
+        shown = f"≥ {cap}" if open_ended and cap else cap
         rows.append(
             (
-                "capacity (runs)"
-                + (" — the sweep never failed: a lower bound" if open_ended else ""),
+                "honest capacity, echo (runs)",
                 f"≥ {GOALS['capacity']}",
-                f"≥ {cap}" if open_ended and cap else cap,
+                shown,
                 cap is not None and cap >= GOALS["capacity"],
             )
         )
-        rows.append(
-            (
-                "capacity, stretch (runs)",
-                f"≥ {GOALS['capacity_stretch']}",
-                f"≥ {cap}" if open_ended and cap else cap,
-                cap is not None and cap >= GOALS["capacity_stretch"],
+        if "parley-openai" in single:
+            openai_cap = cap_of(single, "parley-openai")
+            rows.append(
+                (
+                    "honest capacity, openai path (runs)",
+                    f"≥ {GOALS['capacity_openai']}",
+                    openai_cap,
+                    openai_cap is not None and openai_cap >= GOALS["capacity_openai"],
+                )
             )
-        )
+        if "ceiling" in single:
+            ceiling = cap_of(single, "ceiling")
+            rows.append(
+                (
+                    "honest capacity, echo vs ceiling's",
+                    f"≥ {ceiling}",
+                    shown,
+                    cap is not None and ceiling is not None and cap >= ceiling,
+                )
+            )
+        tutorials = [cap_of(single, n) or 0 for n in single if n.startswith("tutorial")]
+        if tutorials:
+            best = max(tutorials)
+            rows.append(
+                (
+                    "honest capacity vs best tutorial variant",
+                    f"≥ {GOALS['tutorial_multiple']} × {best}",
+                    shown,
+                    cap is not None and cap >= GOALS["tutorial_multiple"] * best,
+                )
+            )
+        for k, key, limit in (
+            (GOALS["burst_k"], "first_response_p50_ms", "burst_first_response_p50_ms"),
+            (GOALS["burst_k"], "first_response_p99_ms", "burst_first_response_p99_ms"),
+            (
+                GOALS["big_burst_k"],
+                "first_response_p99_ms",
+                "big_burst_first_response_p99_ms",
+            ),
+        ):
+            value = parley.get("summary", {}).get(str(k), {}).get(key)
+            rows.append(
+                (
+                    f"K = {k}: message → first response {key.split('_')[2]}"
+                    + ("" if value is not None else " (K not reached)"),
+                    f"≤ {GOALS[limit]} ms",
+                    value,
+                    value is not None and value <= GOALS[limit],
+                )
+            )
         light = light_of("parley")
         rows.append(
             (
-                "light load p50",
-                f"≤ {GOALS['light_p50_ms']} ms",
-                light.get("p50_ms"),
-                (light.get("p50_ms") or 1e9) <= GOALS["light_p50_ms"],
-            )
-        )
-        rows.append(
-            (
-                "light load p99",
-                f"≤ {GOALS['light_p99_ms']} ms",
-                light.get("p99_ms"),
-                (light.get("p99_ms") or 1e9) <= GOALS["light_p99_ms"],
-            )
-        )
-        rows.append(
-            (
-                "message → first response p50",
-                f"≤ {GOALS['first_response_p50_ms']} ms",
+                f"light load (K = {LIGHT_K}): message → first response p50",
+                f"≤ {GOALS['light_first_response_p50_ms']} ms",
                 light.get("first_response_p50_ms"),
                 (light.get("first_response_p50_ms") or 1e9)
-                <= GOALS["first_response_p50_ms"],
+                <= GOALS["light_first_response_p50_ms"],
             )
         )
+        at_cap = summary_at_cap(single, "parley")
+        rows.append(
+            (
+                "server CPU s / 1k tokens at capacity (PostgreSQL, Redis included)",
+                "≤ the same-day figure before a change",
+                at_cap.get("server_cpu_per_1k_tokens"),
+                None,
+            )
+        )
+        for label, key, goal in (
+            ("light load stamp p50", "stamp_p50_ms", "light_p50_ms"),
+            ("light load stamp p99", "stamp_p99_ms", "light_p99_ms"),
+        ):
+            rows.append(
+                (
+                    label,
+                    f"≤ {GOALS[goal]} ms",
+                    light.get(key),
+                    (light.get(key) or 1e9) <= GOALS[goal],
+                )
+            )
         c = (conns or {}).get("parley", {})
         kb = c.get("kb_per_socket")
         n = c.get("ready", {}).get("opened")
-        rows.append(
-            (
-                f"idle sockets ({n})",
-                f"10,000 at ≤ {GOALS['idle_kb_per_socket']} KB",
-                kb,
-                kb is not None
-                and kb <= GOALS["idle_kb_per_socket"]
-                and (n or 0) >= 10_000,
+        if c:
+            rows.append(
+                (
+                    f"idle sockets ({n})",
+                    f"10,000 at ≤ {GOALS['idle_kb_per_socket']} KB",
+                    kb,
+                    kb is not None
+                    and kb <= GOALS["idle_kb_per_socket"]
+                    and (n or 0) >= 10_000,
+                )
             )
-        )
         r = (resume or {}).get("parley", {})
-        rows.append(
-            (
-                "resume 1,000 missed events",
-                f"≤ {GOALS['resume_ms']} ms",
-                r.get("catch_up_ms_median"),
-                (r.get("catch_up_ms_median") or 1e9) <= GOALS["resume_ms"],
+        if r:
+            rows.append(
+                (
+                    "resume 1,000 missed events",
+                    f"≤ {GOALS['resume_ms']} ms",
+                    r.get("catch_up_ms_median"),
+                    (r.get("catch_up_ms_median") or 1e9) <= GOALS["resume_ms"],
+                )
             )
-        )
         for name, target, value, met in rows:
-            out.append(
-                f"| {name} | {target} | {fmt(value)} | {'yes' if met and value is not None else 'no'} |"
+            verdict = (
+                "–" if met is None else ("yes" if met and value is not None else "no")
             )
+            shown = fmt(value, 3) if "CPU" in name else fmt(value)
+            out.append(f"| {name} | {target} | {shown} | {verdict} |")
         out.append("")
     return "\n".join(out)
 
@@ -1460,16 +1815,15 @@ def plot(results: dict, path: Path) -> None:
     for axis, phase in zip(axes[0], phases, strict=False):
         for name, entry in results["capacity"][phase].items():
             ks = sorted(int(k) for k in entry["summary"])
-            med = [entry["summary"][str(k)].get("p99_ms") for k in ks]
-            spreads = [
-                entry["summary"][str(k)].get("p99_spread") or [m, m]
-                for k, m in zip(ks, med, strict=False)
-            ]
-            pts = [
-                (k, m, s)
-                for k, m, s in zip(ks, med, spreads, strict=False)
-                if m is not None
-            ]
+            # schedule p99 (the judged latency); floored at 1 ms for the log axis
+            pts = []
+            for k in ks:
+                summary = entry["summary"][str(k)]
+                value = summary.get("schedule_p99_ms")
+                if value is None:
+                    continue
+                low, high = summary.get("schedule_p99_ms_spread") or [value, value]
+                pts.append((k, max(1.0, value), [max(1.0, low), max(1.0, high)]))
             if not pts:
                 continue
             xs = [p[0] for p in pts]
@@ -1486,16 +1840,16 @@ def plot(results: dict, path: Path) -> None:
                 color=f"C{SYSTEMS.index(name)}",  # one colour per system, both panels
             )
         axis.axhline(
-            P99_LIMIT_MS,
+            criteria.LIMITS.schedule_p99_ms,
             color="grey",
             linestyle="--",
             linewidth=1,
-            label="150 ms limit",
+            label="500 ms limit",
         )
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("concurrent runs K (3 sockets each, 50 tokens/s)")
-        axis.set_ylabel("p99 token latency (ms), median of repeats, bars = min–max")
+        axis.set_ylabel("p99 schedule latency (ms), median of repeats, bars = min–max")
         axis.set_title(
             "one daphne + one worker"
             if phase == "single"
@@ -1542,8 +1896,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--quiet-wait",
         type=float,
-        help="seconds to wait before each point for "
-        "other jobs on the machine to calm down (default 20, quick 3)",
+        help="seconds to wait before each point for other jobs on the machine to "
+        f"calm down below {QUIET_OTHER_CORES} cores (default 30, quick 10)",
     )
     parser.add_argument(
         "--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -1552,7 +1906,8 @@ def parse_args(argv=None):
         "--redis-db",
         type=int,
         default=int(os.environ.get("BENCH_REDIS_DB", "13")),
-        help="Redis db for baselines; Parley uses the next one. Both are flushed.",
+        help="Redis db for baselines; Parley uses the next one, Parley's openai "
+        "line the one after. All three are flushed.",
     )
     parser.add_argument(
         "--database",
@@ -1573,7 +1928,7 @@ def parse_args(argv=None):
     if args.tokens is None:
         args.tokens = 200 if args.quick else 400
     if args.quiet_wait is None:
-        args.quiet_wait = 3.0 if args.quick else 20.0
+        args.quiet_wait = 10.0 if args.quick else 30.0
     if args.stall_seconds is None:
         args.stall_seconds = 8.0 if args.quick else 16.0
     default_ks = "10,60" if args.quick else "10,20,40,80,150,300,450,500,600"
@@ -1614,10 +1969,12 @@ def main(argv=None) -> int:
         ):
             systems = bench.start_systems(single_names, 1, 1)
             by_name = {s.name: s for s in systems}
+            # Light load first: the capacity criterion needs each system's
+            # light-load first response.
+            if ("light" in wanted or "capacity" in wanted) and systems:
+                bench.light(systems)
             if "capacity" in wanted and systems:
                 bench.sweep("single", systems, args.ks)
-            if "light" in wanted and systems:
-                bench.light(systems)
             if "resume" in wanted and "parley" in by_name:
                 bench.resume(by_name["parley"])
             if "stall" in wanted:

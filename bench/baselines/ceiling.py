@@ -29,7 +29,9 @@ async def stream_run(thread_id: str, text: str, rate: float) -> None:
     next_at = time.monotonic()
     parts = []
     for index, word in enumerate(text.split()):
-        if interval:
+        # Token i is due at start + i x interval, token 0 at once (as Parley's
+        # echo agent): every system runs the same schedule.
+        if interval and index:
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0:
