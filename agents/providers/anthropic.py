@@ -81,6 +81,7 @@ from agents.providers.http import (
     error_message,
     is_http_url,
     resolve_api_key,
+    shared_client,
     status_failure,
     timeout_failure,
 )
@@ -128,23 +129,22 @@ class AnthropicProvider(Provider):
         arguments = _create_arguments(request)
         responded = False
         try:
-            async with anthropic.AsyncAnthropic(
-                api_key=api_key,
-                base_url=request.base_url or DEFAULT_BASE_URL,
-                timeout=request.timeout,
-                max_retries=request.max_retries,
-            ) as client:
-                if not request.stream:
-                    message = await client.messages.create(**arguments, stream=False)
-                    responded = True
-                    for event in _message_events(message):
-                        yield event
-                    return
-                events = await client.messages.create(**arguments, stream=True)
+            base_url = request.base_url or DEFAULT_BASE_URL
+            client = shared_client(
+                ("anthropic", base_url, api_key),
+                lambda: anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url),
+            ).with_options(timeout=request.timeout, max_retries=request.max_retries)
+            if not request.stream:
+                message = await client.messages.create(**arguments, stream=False)
                 responded = True
-                async with events:
-                    async for event in _stream_events(events):
-                        yield event
+                for event in _message_events(message):
+                    yield event
+                return
+            events = await client.messages.create(**arguments, stream=True)
+            responded = True
+            async with events:
+                async for event in _stream_events(events):
+                    yield event
         except ProviderError:
             raise
         except Exception as error:  # every failure becomes a ProviderError

@@ -7,7 +7,12 @@ that may echo it. Which SDK exception means what stays in each provider's module
 
 from __future__ import annotations
 
+import asyncio
 import re
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from agents.errors import AgentErrorCode
@@ -143,3 +148,30 @@ def error_message(body: object, api_key: str) -> str:
     if len(api_key) >= 16:
         secrets += [api_key[:8], api_key[-8:]]
     return "" if any(secret in message for secret in secrets) else message
+
+
+# --- SDK clients, shared per event loop --------------------------------------------
+
+Client = TypeVar("Client")
+# Distinct (provider, endpoint, key) clients kept per event loop.
+MAX_SHARED_CLIENTS = 32
+_shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def shared_client(key: tuple, make: Callable[[], Client]) -> Client:
+    """The SDK client for `key` on this event loop, made once by `make()`.
+
+    A new SDK client per run builds a new HTTP client (an SSL context, a
+    connection pool) and a new connection to the model server: under a burst of
+    runs that cost more worker CPU than the replies' first tokens. Runs take
+    per-run options with the SDK's `with_options`, which shares the HTTP client.
+    """
+    clients: OrderedDict = _shared.setdefault(asyncio.get_running_loop(), OrderedDict())
+    client = clients.get(key)
+    if client is None or client.is_closed():
+        client = clients[key] = make()
+        while len(clients) > MAX_SHARED_CLIENTS:
+            clients.popitem(last=False)  # its connections close when collected
+    else:
+        clients.move_to_end(key)
+    return client

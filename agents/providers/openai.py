@@ -76,6 +76,7 @@ from agents.providers.http import (
     error_message,
     is_http_url,
     resolve_api_key,
+    shared_client,
     status_failure,
     timeout_failure,
 )
@@ -116,27 +117,26 @@ class OpenAIProvider(Provider):
         arguments = _create_arguments(request)
         responded = False
         try:
-            async with openai.AsyncOpenAI(
-                api_key=api_key,
-                base_url=request.base_url or DEFAULT_BASE_URL,
-                timeout=request.timeout,
-                max_retries=request.max_retries,
-            ) as client:
-                if not request.stream:
-                    completion = await client.chat.completions.create(
-                        **arguments, stream=False
-                    )
-                    responded = True
-                    for event in _completion_events(completion):
-                        yield event
-                    return
-                chunks = await client.chat.completions.create(
-                    **arguments, stream=True, stream_options={"include_usage": True}
+            base_url = request.base_url or DEFAULT_BASE_URL
+            client = shared_client(
+                ("openai", base_url, api_key),
+                lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url),
+            ).with_options(timeout=request.timeout, max_retries=request.max_retries)
+            if not request.stream:
+                completion = await client.chat.completions.create(
+                    **arguments, stream=False
                 )
                 responded = True
-                async with chunks:
-                    async for event in _chunk_events(chunks):
-                        yield event
+                for event in _completion_events(completion):
+                    yield event
+                return
+            chunks = await client.chat.completions.create(
+                **arguments, stream=True, stream_options={"include_usage": True}
+            )
+            responded = True
+            async with chunks:
+                async for event in _chunk_events(chunks):
+                    yield event
         except ProviderError:
             raise
         except Exception as error:  # every failure becomes a ProviderError
