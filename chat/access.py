@@ -143,9 +143,6 @@ class LiveAccess:
                 if not connections:
                     del index[key]
 
-    def count(self) -> int:
-        return sum(len(connections) for connections in self.by_thread.values())
-
     # --- notices --------------------------------------------------------------
     def _heard(self, message: str | None) -> None:
         """A broadcast (None: some may have been missed). Runs in the event
