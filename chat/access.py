@@ -31,7 +31,7 @@ from typing import Protocol
 from chat import errors as close_codes
 from chat.connectcache import CHANGED_MEMBERS_PREFIX, CHANGED_USER_PREFIX
 from chat.errors import ErrorCode
-from chat.eventlog import EventLog, get_event_log
+from chat.eventlog import EventLog, bound_to_event_log
 from chat.events import call_service
 from chat.models import Role
 from chat.permissions import access_now
@@ -248,13 +248,5 @@ class LiveAccess:
                 logger.exception("acting on an access change of a connection failed")
 
 
-_live: LiveAccess | None = None
-
-
-def live_access() -> LiveAccess:
-    """The process's LiveAccess, for its current event log (tests replace it)."""
-    global _live
-    log = get_event_log()
-    if _live is None or _live.log is not log:
-        _live = LiveAccess(log)
-    return _live
+# The process's LiveAccess, for its current event log (tests replace the log).
+live_access = bound_to_event_log(LiveAccess)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from chat.eventlog import EventLog, ThreadLogState, get_event_log
+from chat.eventlog import EventLog, ThreadLogState, bound_to_event_log, get_event_log
 from chat.events import call_service
 from chat.permissions import thread_role_for
 from chat.selectors import (
@@ -249,16 +249,8 @@ class _Caches:
             self.snapshots.drop(message)
 
 
-_caches: _Caches | None = None
-
-
-def _current() -> _Caches:
-    """The caches of the process's event log (tests replace the log)."""
-    global _caches
-    log = get_event_log()
-    if _caches is None or _caches.log is not log:
-        _caches = _Caches(log)
-    return _caches
+# The caches of the process's event log (tests replace the log).
+_current = bound_to_event_log(_Caches)
 
 
 def _enabled() -> bool:

@@ -1066,6 +1066,21 @@ def get_event_log() -> EventLog:
     return _event_log
 
 
+def bound_to_event_log(make: Callable[[EventLog], object]) -> Callable[[], object]:
+    """`get()` for one object per process made by `make(log)` (it keeps `.log`),
+    made again when the process's event log is replaced (tests do, per test)."""
+    current = None
+
+    def get():
+        nonlocal current
+        log = get_event_log()
+        if current is None or current.log is not log:
+            current = make(log)
+        return current
+
+    return get
+
+
 def reset_event_log() -> None:
     """Forget the process's event log (tests switch event loops between cases)."""
     global _event_log

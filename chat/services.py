@@ -323,17 +323,18 @@ def _run_of_thread(*, thread_id, run_id) -> Run:
     return run
 
 
+def _require_writer(*, actor, thread_id, action: str) -> None:
+    """Refuse unless `actor` may write the thread now (inside the transaction)."""
+    thread = Thread.objects.filter(pk=thread_id).first()
+    if thread is None:
+        raise ServiceError(ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404)
+    require_role(thread_role_now(thread=thread, user=actor), can_write, action=action)
+
+
 def thread_run_cancel(*, actor, thread_id, run_id=None) -> Run:
     """A writer of the thread stops one of its runs (None: the current one)."""
     with transaction.atomic():
-        thread = Thread.objects.filter(pk=thread_id).first()
-        if thread is None:
-            raise ServiceError(
-                ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404
-            )
-        require_role(
-            thread_role_now(thread=thread, user=actor), can_write, action="cancel runs"
-        )
+        _require_writer(actor=actor, thread_id=thread_id, action="cancel runs")
         return run_cancel(run=_run_of_thread(thread_id=thread_id, run_id=run_id))
 
 
@@ -342,16 +343,7 @@ def thread_input_submit(
 ) -> Run:
     """A writer of the thread answers a question a run asked."""
     with transaction.atomic():
-        thread = Thread.objects.filter(pk=thread_id).first()
-        if thread is None:
-            raise ServiceError(
-                ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404
-            )
-        require_role(
-            thread_role_now(thread=thread, user=actor),
-            can_write,
-            action="answer questions",
-        )
+        _require_writer(actor=actor, thread_id=thread_id, action="answer questions")
         run = _run_of_thread(thread_id=thread_id, run_id=run_id)
         run_input_submit(run=run, input_id=input_id, text=text, username=actor.username)
         return run
