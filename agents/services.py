@@ -26,7 +26,12 @@ from agents.models import (
     RunStatus,
 )
 from chat.errors import ErrorCode, ServiceError
-from chat.events import after_commit, publish_on_commit, run_status_frame
+from chat.events import (
+    after_commit,
+    independent,
+    publish_on_commit,
+    run_status_frame,
+)
 from chat.models import Message, MessageRole, Thread
 from chat.protocol import (
     ErrorContent,
@@ -55,7 +60,7 @@ async def send_to_channel(channel: str, message: dict) -> bool:
 def run_dispatch(*, run: Run) -> None:
     """Hand the run to a worker once the transaction commits."""
     message = {"type": "run.start", "run_id": str(run.id)}
-    after_commit(partial(send_to_channel, AGENT_RUNS_CHANNEL, message))
+    after_commit(independent(partial(send_to_channel, AGENT_RUNS_CHANNEL, message)))
 
 
 def _thread_head_run(thread_id) -> tuple | None:

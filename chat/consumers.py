@@ -23,6 +23,7 @@ from django.conf import settings
 from chat import errors as close_codes
 from chat import services
 from chat.access import live_access
+from chat.admission import message_admission
 from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
@@ -501,12 +502,15 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def on_message(self, frame: MessageIn) -> None:
         # The reply is the `message` event itself, which carries the request_id.
-        await call_service(
-            services.message_post,
-            thread=self.thread,
-            user=self.user,
-            text=frame.content,
-            request_id=frame.request_id,
+        # Posted with the other messages of this process that arrive meanwhile
+        # (chat/admission.py).
+        await message_admission().post(
+            services.MessageRequest(
+                thread_id=self.thread.pk,
+                user=self.user,
+                text=frame.content,
+                request_id=frame.request_id,
+            )
         )
 
     async def on_config(self, frame: ConfigIn) -> None:

@@ -147,10 +147,12 @@ def end_leaked_transactions(service: Callable, depths: dict[str, int]) -> None:
 
 async def _perform(actions: list[AfterCommitAction]) -> None:
     """Await the actions in order. A run of publishes starts together: they
-    enter the event log's batch in order and share one Redis round trip."""
-    for together, group in itertools.groupby(actions, key=_is_publish):
+    enter the event log's batch in order and share one Redis round trip. So
+    does a run of dispatches (`run_dispatch`: each run's start is independent
+    of the others'), e.g. the runs of a burst of messages posted together."""
+    for kind, group in itertools.groupby(actions, key=_kind):
         group = list(group)
-        batches = [group] if together else [[action] for action in group]
+        batches = [group] if kind else [[action] for action in group]
         for batch in batches:
             results = await asyncio.gather(
                 *(action() for action in batch), return_exceptions=True
@@ -160,8 +162,21 @@ async def _perform(actions: list[AfterCommitAction]) -> None:
                     logger.error("after-commit action %r failed: %r", action, result)
 
 
-def _is_publish(action: AfterCommitAction) -> bool:
-    return isinstance(action, partial) and action.func is publish
+# Actions of these kinds may start together with their neighbours of the kind.
+INDEPENDENT = "independent"
+
+
+def _kind(action: AfterCommitAction) -> str | None:
+    if isinstance(action, partial) and action.func is publish:
+        return "publish"
+    return getattr(action, "parley_kind", None)
+
+
+def independent(action: AfterCommitAction) -> AfterCommitAction:
+    """Mark an after-commit action that may run together with its
+    neighbours so marked (no order among them matters)."""
+    action.parley_kind = INDEPENDENT
+    return action
 
 
 def run_status_frame(run, *, state: str, **extra) -> StatusFrame:

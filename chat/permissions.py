@@ -48,25 +48,50 @@ def thread_role_now(*, thread: Thread, user) -> Role | None:
     """
     if user is None or not user.is_authenticated:
         return None
-    account = (
-        get_user_model()
-        .objects.filter(pk=user.pk)
-        .values_list("is_active", "is_staff")
-        .first()
-    )
-    if account is None or not account[0]:
-        return None
-    if thread.owner_id == user.pk:
-        return Role.OWNER
-    member_role = (
-        ThreadMember.objects.select_for_update()
-        .filter(thread_id=thread.pk, user_id=user.pk)
-        .values_list("role", flat=True)
-        .first()
-    )
-    if member_role:
-        return Role(member_role)
-    return Role.STAFF if account[1] else None
+    key = (str(thread.pk), user.pk)
+    return thread_roles_now(pairs={key}, threads={key[0]: thread})[key]
+
+
+def thread_roles_now(*, pairs: set[tuple[str, int]], threads: dict) -> dict:
+    """`thread_role_now` for many (thread id, user id) pairs in two statements
+    (a burst of messages); `threads` maps thread ids to their rows, read in the
+    same transaction. Pairs whose thread is missing get None."""
+    user_ids = {user_id for _, user_id in pairs}
+    accounts = {
+        pk: (active, staff)
+        for pk, active, staff in get_user_model()
+        .objects.filter(pk__in=user_ids)
+        .values_list("pk", "is_active", "is_staff")
+    }
+    members = [
+        (thread_id, user_id)
+        for thread_id, user_id in pairs
+        if thread_id in threads and threads[thread_id].owner_id != user_id
+    ]
+    member_roles = {}
+    if members:
+        member_roles = {
+            (str(thread_id), user_id): role
+            for thread_id, user_id, role in ThreadMember.objects.select_for_update()
+            .filter(
+                thread_id__in={thread_id for thread_id, _ in members},
+                user_id__in={user_id for _, user_id in members},
+            )
+            .values_list("thread_id", "user_id", "role")
+        }
+    roles = {}
+    for thread_id, user_id in pairs:
+        active, staff = accounts.get(user_id, (False, False))
+        thread = threads.get(thread_id)
+        if thread is None or not active:
+            roles[(thread_id, user_id)] = None
+        elif thread.owner_id == user_id:
+            roles[(thread_id, user_id)] = Role.OWNER
+        elif (thread_id, user_id) in member_roles:
+            roles[(thread_id, user_id)] = Role(member_roles[(thread_id, user_id)])
+        else:
+            roles[(thread_id, user_id)] = Role.STAFF if staff else None
+    return roles
 
 
 def require_role(role: Role | None, allowed, *, action: str) -> Role:

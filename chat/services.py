@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.errors import AgentErrorCode
@@ -24,7 +26,13 @@ from chat.caching import counter_increment
 from chat.errors import ErrorCode, ServiceError
 from chat.events import publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Role, Thread, ThreadMember
-from chat.permissions import can_manage, can_write, require_role, thread_role_now
+from chat.permissions import (
+    can_manage,
+    can_write,
+    require_role,
+    thread_role_now,
+    thread_roles_now,
+)
 from chat.protocol import MessageContent, MessageFrame, StatusFrame
 from chat.selectors import message_content
 
@@ -217,6 +225,16 @@ def _check_message_rate(user) -> None:
         )
 
 
+@dataclass
+class MessageRequest:
+    """One user message to post (a socket's `message` frame, an API call)."""
+
+    thread_id: object
+    user: object
+    text: str
+    request_id: str | None = None
+
+
 def message_post(
     *, thread: Thread, user, text: str, request_id: str | None = None
 ) -> Run:
@@ -224,6 +242,35 @@ def message_post(
 
     What happens when the thread is busy follows the agent's busy policy.
     """
+    (outcome,) = messages_post(
+        requests=[MessageRequest(thread.pk, user, text, request_id)]
+    )
+    if isinstance(outcome, ServiceError):
+        raise outcome
+    return outcome
+
+
+def messages_post(*, requests: list[MessageRequest]) -> list[Run | ServiceError]:
+    """Post many user messages (a burst from many sockets) at once: each is
+    checked and stored exactly as alone, in one transaction and a handful of
+    statements for all of them. Returns, per request in order, its run or the
+    ServiceError that refused it (one refusal never affects the others)."""
+    outcomes: list[Run | ServiceError | None] = [None] * len(requests)
+    admitted = []
+    for index, request in enumerate(requests):
+        try:
+            _check_message_text(request.text)
+            _check_message_rate(request.user)
+            admitted.append(index)
+        except ServiceError as refusal:
+            outcomes[index] = refusal
+    if admitted:
+        with transaction.atomic():
+            _admit(requests, admitted, outcomes)
+    return outcomes
+
+
+def _check_message_text(text: str) -> None:
     if not text.strip():
         raise ServiceError(ErrorCode.VALIDATION_ERROR, "The message is empty.")
     if "\x00" in text:
@@ -237,77 +284,128 @@ def message_post(
             f"{settings.PARLEY_MAX_MESSAGE_CHARS}.",
             status=413,
         )
-    _check_message_rate(user)
-    with transaction.atomic():
-        thread = _thread_locked(thread.pk)
-        require_role(
-            thread_role_now(thread=thread, user=user),
-            can_write,
-            action="write to it",
-        )
-        agent = thread.agent
-        if not agent.enabled:
-            raise ServiceError(
-                AgentErrorCode.AGENT_DISABLED, f"The agent {agent.name!r} is disabled."
+
+
+def _admit(requests, admitted: list[int], outcomes: list) -> None:
+    """The database part of `messages_post`, inside its transaction."""
+    # Thread rows locked in one statement, in key order (no deadlock between
+    # batches); members and counts read once for the whole batch.
+    thread_ids = sorted({str(requests[index].thread_id) for index in admitted})
+    threads = {
+        str(thread.pk): thread
+        for thread in Thread.objects.select_for_update(of=("self",))
+        .select_related("agent")
+        .filter(pk__in=thread_ids)
+        .order_by("pk")
+    }
+    users = {requests[index].user.pk: requests[index].user for index in admitted}
+    roles = thread_roles_now(
+        pairs={(str(requests[i].thread_id), requests[i].user.pk) for i in admitted},
+        threads=threads,
+    )
+    user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
+    in_thread: Counter = Counter()
+    by_user: Counter = Counter()
+    scope = Q(thread_id__in=list(threads))
+    if user_limit > 0:
+        scope |= Q(requested_by_id__in=list(users))
+    for thread_id, user_id in Run.objects.filter(
+        scope, status__in=ACTIVE_RUN_STATUSES
+    ).values_list("thread_id", "requested_by_id"):
+        in_thread[str(thread_id)] += 1
+        by_user[user_id] += 1
+    messages, runs, placed = [], [], []
+    for index in admitted:
+        request = requests[index]
+        thread_id = str(request.thread_id)
+        thread = threads.get(thread_id)
+        try:
+            if thread is None:
+                raise ServiceError(
+                    ErrorCode.THREAD_NOT_FOUND, "No such thread.", status=404
+                )
+            require_role(
+                roles.get((thread_id, request.user.pk)),
+                can_write,
+                action="write to it",
             )
-        # The thread's active runs and the user's, counted in one statement.
-        user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
-        in_thread = Q(thread=thread)
-        by_user = Q(requested_by=user)
-        scope = (in_thread | by_user) if user_limit > 0 else in_thread
-        active = Run.objects.filter(scope, status__in=ACTIVE_RUN_STATUSES).aggregate(
-            in_thread=Count("pk", filter=in_thread),
-            by_user=Count("pk", filter=by_user),
-        )
-        if active["in_thread"] and agent.busy_policy == BusyPolicy.REJECT:
-            raise ServiceError(
-                ErrorCode.THREAD_BUSY,
-                "The agent is still answering; wait for it or stop it first.",
-                status=409,
-            )
-        if user_limit > 0 and active["by_user"] >= user_limit:
-            raise ServiceError(
-                ErrorCode.TOO_MANY_RUNS,
-                f"You already have {user_limit} replies running or queued.",
-                status=429,
-            )
+            agent = thread.agent
+            if not agent.enabled:
+                raise ServiceError(
+                    AgentErrorCode.AGENT_DISABLED,
+                    f"The agent {agent.name!r} is disabled.",
+                )
+            ahead = in_thread[thread_id]
+            if ahead and agent.busy_policy == BusyPolicy.REJECT:
+                raise ServiceError(
+                    ErrorCode.THREAD_BUSY,
+                    "The agent is still answering; wait for it or stop it first.",
+                    status=409,
+                )
+            if user_limit > 0 and by_user[request.user.pk] >= user_limit:
+                raise ServiceError(
+                    ErrorCode.TOO_MANY_RUNS,
+                    f"You already have {user_limit} replies running or queued.",
+                    status=429,
+                )
+        except ServiceError as refusal:
+            outcomes[index] = refusal
+            continue
         # Message and run point at each other; the foreign keys are checked at
-        # commit, so the run's id can be chosen first (one statement less).
+        # commit, so both ids are chosen first and both rows go in one INSERT each.
         run_id = uuid.uuid4()
-        message = Message.objects.create(
-            thread=thread, author=user, role=MessageRole.USER, text=text, run_id=run_id
+        message = Message(
+            id=uuid.uuid4(),
+            thread=thread,
+            author=request.user,
+            role=MessageRole.USER,
+            text=request.text,
+            run_id=run_id,
         )
-        run = Run.objects.create(
+        run = Run(
             id=run_id,
             thread=thread,
             agent=agent,
-            requested_by=user,
+            requested_by=request.user,
             prompt=message,
             status=RunStatus.QUEUED,
         )
-        Thread.objects.filter(pk=thread.pk).update(updated_at=timezone.now())
-        message.author = user
+        messages.append(message)
+        runs.append(run)
+        placed.append((index, run, message, ahead))
+        in_thread[thread_id] += 1
+        by_user[request.user.pk] += 1
+    if not placed:
+        return
+    Message.objects.bulk_create(messages)
+    Run.objects.bulk_create(runs)
+    Thread.objects.filter(pk__in={str(run.thread_id) for run in runs}).update(
+        updated_at=timezone.now()
+    )
+    # Every event first (they go out together), then the dispatches (together
+    # too, after the events that announce their runs).
+    for index, run, message, ahead in placed:
         publish_on_commit(
-            thread.id,
+            run.thread_id,
             MessageFrame(
                 content=MessageContent(**message_content(message)),
-                thread_id=thread.id,
+                thread_id=run.thread_id,
                 run_id=run.id,
-                request_id=request_id,
+                request_id=requests[index].request_id,
             ),
         )
         publish_on_commit(
-            thread.id,
-            run_status_frame(run, state="queued", position=active["in_thread"]),
+            run.thread_id, run_status_frame(run, state="queued", position=ahead)
         )
-        if not active["in_thread"]:
+    for index, run, _message, ahead in placed:
+        if not ahead:
             run_dispatch(run=run)
-        elif agent.busy_policy == BusyPolicy.INTERRUPT:
+        elif run.agent.busy_policy == BusyPolicy.INTERRUPT:
             for other in Run.objects.filter(
-                thread=thread, status__in=ACTIVE_RUN_STATUSES
+                thread_id=run.thread_id, status__in=ACTIVE_RUN_STATUSES
             ).exclude(pk=run.pk):
                 run_cancel(run=other)
-    return run
+        outcomes[index] = run
 
 
 def _run_of_thread(*, thread_id, run_id) -> Run:
