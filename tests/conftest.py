@@ -118,8 +118,15 @@ async def worker():
     import agents.worker
 
     task = agents.worker._embedded
-    for run_task in list(runtime.tasks.values()):
+    run_tasks = list(runtime.tasks.values())
+    for run_task in run_tasks:
         run_task.cancel()
+    # A cancelled run still finishes (run_finish, in a database thread): wait for
+    # it, or its transaction races the test database's flush (a deadlock with
+    # TRUNCATE, then every later test sees this one's rows).
+    await asyncio.wait_for(
+        asyncio.gather(*run_tasks, return_exceptions=True), timeout=20
+    )
     for background in runtime._background:
         background.cancel()
     if task is not None:
@@ -228,3 +235,11 @@ async def client_for():
             # raises. The teardown goes on (the database flush must run, or
             # every later test sees this one's rows).
             pass
+    # Messages still on their way into the database finish before the flush.
+    from chat.admission import message_admission
+
+    admission = message_admission()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while (admission.in_flight or admission.waiting) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
