@@ -78,6 +78,13 @@ def _thread_locked(thread_id) -> Thread:
     return stored
 
 
+def _thread_locked_for_manager(thread_id, actor, action: str) -> Thread:
+    """The thread's row, locked, once `actor` may manage it now (owner, staff)."""
+    stored = _thread_locked(thread_id)
+    require_role(thread_role_now(thread=stored, user=actor), can_manage, action=action)
+    return stored
+
+
 def thread_update(
     *,
     actor,
@@ -129,12 +136,7 @@ def thread_update(
 def thread_reset(*, actor, thread: Thread) -> None:
     """Cancel the thread's runs and delete its messages; event ids keep counting."""
     with transaction.atomic():
-        stored = _thread_locked(thread.pk)
-        require_role(
-            thread_role_now(thread=stored, user=actor),
-            can_manage,
-            action="reset this thread",
-        )
+        _thread_locked_for_manager(thread.pk, actor, "reset this thread")
         for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES):
             run_cancel(run=run)
         Message.objects.filter(thread=thread).delete()
@@ -150,12 +152,7 @@ def thread_reset(*, actor, thread: Thread) -> None:
 def thread_delete(*, actor, thread: Thread) -> None:
     """Delete the thread; its open sockets and streams close (chat/access.py)."""
     with transaction.atomic():
-        stored = _thread_locked(thread.pk)
-        require_role(
-            thread_role_now(thread=stored, user=actor),
-            can_manage,
-            action="delete this thread",
-        )
+        _thread_locked_for_manager(thread.pk, actor, "delete this thread")
         for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES):
             run_cancel(run=run)
         publish_on_commit(
@@ -185,12 +182,7 @@ def member_add(
             ErrorCode.VALIDATION_ERROR, "The owner is already in the thread."
         )
     with transaction.atomic():
-        stored = _thread_locked(thread.pk)
-        require_role(
-            thread_role_now(thread=stored, user=actor),
-            can_manage,
-            action="share this thread",
-        )
+        stored = _thread_locked_for_manager(thread.pk, actor, "share this thread")
         return ThreadMember.objects.update_or_create(
             thread=stored, user=user, defaults={"role": role}
         )
@@ -200,13 +192,10 @@ def member_remove(*, actor, thread: Thread, username: str) -> None:
     """Remove a member (owner, staff; members may remove themselves). Their open
     sockets and streams on the thread close at once (chat/access.py)."""
     with transaction.atomic():
-        stored = _thread_locked(thread.pk)
-        if username != getattr(actor, "username", None):
-            require_role(
-                thread_role_now(thread=stored, user=actor),
-                can_manage,
-                action="remove members",
-            )
+        if username == getattr(actor, "username", None):  # anyone may leave
+            stored = _thread_locked(thread.pk)
+        else:
+            stored = _thread_locked_for_manager(thread.pk, actor, "remove members")
         ThreadMember.objects.filter(thread=stored, user__username=username).delete()
 
 
