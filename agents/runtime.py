@@ -44,9 +44,9 @@ from chat.models import Message, MessageRole
 from chat.protocol import (
     InputRequestContent,
     InputRequestFrame,
-    StateContent,
     StateFrame,
     response_event_json,
+    state_content,
 )
 
 logger = logging.getLogger(__name__)
@@ -489,12 +489,17 @@ class WorkerRuntime:
     async def _publish_state(
         self, run: Run, kind: str, data: dict, stream: ChunkStream
     ) -> None:
+        try:
+            content = state_content(kind, data)
+        except ValueError:  # a provider's bug: the reply goes on without it
+            logger.exception("run %s: dropped a state update of kind %r", run.id, kind)
+            return
         # Keep order: text flushed before the state update must be published first.
         await stream.drain()
         await publish_with_retry(
             run.thread_id,
             StateFrame(
-                content=StateContent(kind=kind, data=data),
+                content=content,
                 thread_id=run.thread_id,
                 run_id=run.id,
             ),
@@ -549,7 +554,7 @@ class WorkerRuntime:
         await publish_with_retry(
             run.thread_id,
             StateFrame(
-                content=StateContent(kind=kind, data=data),
+                content=state_content(kind, data),
                 thread_id=run.thread_id,
                 run_id=run.id,
             ),

@@ -195,10 +195,85 @@ class ResponseFrame(ServerFrame):
     stream_index: int
 
 
-class StateContent(BaseModel):
+# `state` frames: what a run does besides text, one model per `kind`.
+
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: str
-    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class UsageData(_Strict):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class UsageState(_Strict):
+    kind: Literal["usage"]
+    data: UsageData
+
+
+class ToolCallData(_Strict):
+    """A tool call as the model streams it: `arguments` so far, this `delta`."""
+
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    arguments_delta: str = ""
+
+
+class ToolCallState(_Strict):
+    kind: Literal["tool_call"]
+    data: ToolCallData
+
+
+class WaitingForInputData(_Strict):
+    question: str
+
+
+class WaitingForInputState(_Strict):
+    kind: Literal["waiting_for_input"]
+    data: WaitingForInputData
+
+
+class InputReceivedData(_Strict):
+    input_id: str
+    by: str  # the username of who answered
+    answer: str
+
+
+class InputReceivedState(_Strict):
+    kind: Literal["input_received"]
+    data: InputReceivedData
+
+
+class InputTimeoutData(_Strict):
+    input_id: str
+
+
+class InputTimeoutState(_Strict):
+    kind: Literal["input_timeout"]
+    data: InputTimeoutData
+
+
+StateContent = Annotated[
+    UsageState
+    | ToolCallState
+    | WaitingForInputState
+    | InputReceivedState
+    | InputTimeoutState,
+    Field(discriminator="kind"),
+]
+_state_adapter: TypeAdapter[StateContent] = TypeAdapter(StateContent)
+STATE_KINDS = frozenset(
+    {"usage", "tool_call", "waiting_for_input", "input_received", "input_timeout"}
+)
+
+
+def state_content(kind: str, data: dict[str, Any]) -> StateContent:
+    """A `state` frame's content from its kind and data; ValueError (pydantic's
+    ValidationError) when the kind is unknown or the data does not fit it."""
+    return _state_adapter.validate_python({"kind": kind, "data": data})
 
 
 class StateFrame(ServerFrame):
@@ -223,11 +298,176 @@ class StateCompleteFrame(ServerFrame):
     run_id: UUID
 
 
+# `status` frames: connection and run status, one model per `state`.
+
+Role = Literal["owner", "participant", "observer", "staff"]
+
+
+class ConnectedStatus(_Strict):
+    """The first frame on a socket: who you are here."""
+
+    state: Literal["connected"]
+    role: Role
+    user: str
+
+
+class PresenceUser(_Strict):
+    username: str
+    role: Role
+    connections: int
+
+
+class InputRecord(_Strict):
+    """A question a finished run asked, as history and snapshots show it."""
+
+    input_id: str
+    kind: str
+    question: str
+    status: Literal["open", "answered", "timed_out", "cancelled"]
+    answer: str | None
+    answered_by: Author | None
+    asked_at: str
+    answered_at: str | None
+
+
+class HistoryMessage(MessageContent):
+    """A message in a snapshot or the history: with the questions its run asked."""
+
+    inputs: list[InputRecord] = Field(default_factory=list)
+
+
+class OpenInputRequest(_Strict):
+    input_id: str
+    kind: str
+    question: str
+    timeout: float
+    asked_at: str
+    expires_at: str
+    seconds_left: float
+    answerable_by: Literal["writers"]
+
+
+class RunProgress(_Strict):
+    """A run not finished yet, in a snapshot: its text so far."""
+
+    run_id: UUID
+    status: Literal["queued", "running", "cancelling"]
+    text: str
+    next_stream_index: int
+    input_requests: list[OpenInputRequest]
+
+
+class SnapshotStatus(_Strict):
+    """The thread as it is now; `resynced` when a resume could not be replayed."""
+
+    state: Literal["snapshot", "resynced"]
+    last_event_id: int
+    messages: list[HistoryMessage]
+    runs: list[RunProgress]
+    presence: list[PresenceUser]
+
+
+class _Accepted(_Strict):
+    state: Literal["accepted"]
+
+
+class ConfigAccepted(_Accepted):
+    request: Literal["config"]
+    config: dict[str, Any]  # the thread's overrides now
+
+
+class CancelAccepted(_Accepted):
+    request: Literal["cancel"]
+    run_id: UUID
+
+
+class InputAccepted(_Accepted):
+    request: Literal["input"]
+    run_id: UUID
+
+
+class ResumeAccepted(_Accepted):
+    request: Literal["resume"]
+    last_event_id: int | None
+
+
+AcceptedStatus = Annotated[
+    ConfigAccepted | CancelAccepted | InputAccepted | ResumeAccepted,
+    Field(discriminator="request"),
+]
+
+
+class RoleChangedStatus(_Strict):
+    state: Literal["role_changed"]
+    role: Role
+
+
+class PresenceStatus(_Strict):
+    state: Literal["presence"]
+    users: list[PresenceUser]
+
+
+class QueuedStatus(_Strict):
+    state: Literal["queued"]
+    run_id: UUID
+    position: int  # runs ahead of it
+
+
+class RunningStatus(_Strict):
+    state: Literal["running"]
+    run_id: UUID
+
+
+class CancellingStatus(_Strict):
+    state: Literal["cancelling"]
+    run_id: UUID
+
+
+class ThreadUpdatedStatus(_Strict):
+    state: Literal["thread_updated"]
+    title: str
+    config: dict[str, Any]
+
+
+class ResetStatus(_Strict):
+    state: Literal["reset"]
+
+
+class DeletedStatus(_Strict):
+    state: Literal["deleted"]
+
+
+class NoticeStatus(_Strict):
+    """A notice for everyone in the thread, from the project's own code
+    (`group_send`, docs/protocol.md): the web UI shows it as an alert."""
+
+    state: Literal["notice"]
+    text: str = Field(min_length=1, max_length=2000)
+    level: Literal["info", "warning"] = "info"
+
+
+StatusContent = Annotated[
+    ConnectedStatus
+    | SnapshotStatus
+    | AcceptedStatus
+    | RoleChangedStatus
+    | PresenceStatus
+    | QueuedStatus
+    | RunningStatus
+    | CancellingStatus
+    | ThreadUpdatedStatus
+    | ResetStatus
+    | DeletedStatus
+    | NoticeStatus,
+    Field(discriminator="state"),
+]
+
+
 class StatusFrame(ServerFrame):
-    """Connection and run status; `content.state` says which (see docs/protocol.md)."""
+    """Connection and run status; `content.state` says which (docs/protocol.md)."""
 
     type: Literal["status"] = "status"
-    content: dict[str, Any]
+    content: StatusContent
 
 
 class InputRequestContent(BaseModel):

@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 
 from agents.models import AgentConfig
 from chat.models import Role, Thread, ThreadMember
+from chat.protocol import parse_server_frame
 
 PASSWORD = "correct-horse-battery"
 
@@ -183,7 +184,9 @@ class Client:
 
     async def receive(self, timeout: float = 5.0) -> dict:
         while True:
-            frame = json.loads(await self.communicator.receive_from(timeout=timeout))
+            text = await self.communicator.receive_from(timeout=timeout)
+            parse_server_frame(text)  # every frame the server sends fits its model
+            frame = json.loads(text)
             if self.presence or not _is_presence(frame):
                 self.frames.append(frame)
                 return frame

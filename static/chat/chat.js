@@ -397,6 +397,10 @@
       case "presence":
         showPresence(content.users || []);
         break;
+      case "notice":
+        // A notice from the project's own code (docs/protocol.md).
+        if (typeof content.text === "string") showAlert(content.text, "info");
+        break;
       case "role_changed":
         // The owner changed this user's role while the page was open.
         if (content.role) {

@@ -10,7 +10,10 @@ from chat.models import Role
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-NOTICE = {"type": "status", "content": {"state": "maintenance", "minutes": 5}}
+NOTICE = {
+    "type": "status",
+    "content": {"state": "notice", "text": "Maintenance in 5 minutes", "level": "info"},
+}
 
 
 def test_thread_groups_are_named_by_thread():

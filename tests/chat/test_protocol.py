@@ -1,7 +1,9 @@
 """Every frame type round-trips through the protocol models; bad input is named."""
 
 import json
+import typing
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from chat.errors import ErrorCode
 from chat.eventlog import with_event_id
 from chat.protocol import (
+    STATE_KINDS,
     Author,
     ErrorContent,
     ErrorFrame,
@@ -24,12 +27,14 @@ from chat.protocol import (
     StateCompleteFrame,
     StateContent,
     StateFrame,
+    StatusContent,
     StatusFrame,
     event_json,
     frame_json,
     parse_client_frame,
     parse_server_frame,
     response_event_json,
+    state_content,
 )
 
 THREAD = uuid.uuid4()
@@ -81,7 +86,7 @@ SERVER_FRAMES = [
     ),
     ResponseFrame(content="chunk", thread_id=THREAD, run_id=RUN, stream_index=0),
     StateFrame(
-        content=StateContent(kind="usage", data={"output_tokens": 3}),
+        content=state_content("usage", {"output_tokens": 3}),
         thread_id=THREAD,
         run_id=RUN,
     ),
@@ -90,7 +95,9 @@ SERVER_FRAMES = [
         thread_id=THREAD,
         run_id=RUN,
     ),
-    StatusFrame(content={"state": "connected", "role": "owner"}, thread_id=THREAD),
+    StatusFrame(
+        content={"state": "connected", "role": "owner", "user": "ada"}, thread_id=THREAD
+    ),
     InputRequestFrame(
         content=InputRequestContent(input_id="r:1", question="?", timeout=5),
         thread_id=THREAD,
@@ -174,3 +181,49 @@ def test_the_workers_response_json_is_the_response_frames_json(text, stream_inde
     assert list(fast) == list(model)  # same fields, same order
     assert {**fast, "timestamp": None} == {**model, "timestamp": None}
     assert ResponseFrame.model_validate({**fast, "event_id": 1}).content == text
+
+
+def _literal_values(union) -> set[str]:
+    """The discriminator values of a discriminated union of models."""
+    values: set[str] = set()
+    for member in typing.get_args(typing.get_args(union)[0]):
+        if typing.get_origin(member) is typing.Annotated:
+            values |= _literal_values(member)
+            continue
+        for name in ("state", "kind"):
+            field = member.model_fields.get(name)
+            if field is not None:
+                values |= set(typing.get_args(field.annotation))
+    return values
+
+
+def test_every_status_state_and_state_kind_is_documented():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    states = _literal_values(StatusContent)
+    kinds = _literal_values(StateContent)
+    assert {"connected", "snapshot", "accepted", "queued", "notice"} <= states
+    assert kinds == STATE_KINDS
+    missing = sorted(value for value in states | kinds if f"`{value}`" not in docs)
+    assert missing == [], f"docs/protocol.md does not describe {missing}"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"state": "connected", "role": "owner"},  # no user
+        {"state": "queued", "run_id": str(RUN)},  # no position
+        {"state": "accepted", "request": "message"},  # not a request with a reply
+        {"state": "maintenance"},  # unknown
+        {"state": "notice", "text": ""},
+    ],
+)
+def test_a_status_that_fits_no_state_model_is_refused(content):
+    with pytest.raises(ValueError):
+        StatusFrame(content=content, thread_id=THREAD)
+
+
+def test_a_state_update_of_an_unknown_kind_or_shape_is_refused():
+    with pytest.raises(ValueError):
+        state_content("thinking", {})
+    with pytest.raises(ValueError):
+        state_content("input_timeout", {"input_id": "x", "extra": 1})

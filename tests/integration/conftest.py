@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 import psutil
 import pytest
 
+from chat.protocol import parse_server_frame
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 DAPHNE = str(Path(sys.executable).with_name("daphne"))
@@ -345,7 +347,9 @@ class Socket:
     async def receive(self, timeout: float = 30) -> dict:
         """The next frame, skipping presence news (who joined or left)."""
         while True:
-            frame = json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+            text = await asyncio.wait_for(self.connection.recv(), timeout)
+            parse_server_frame(text)  # every frame the server sends fits its model
+            frame = json.loads(text)
             content = frame["content"]
             if not (isinstance(content, dict) and content.get("state") == "presence"):
                 self.frames.append(frame)
