@@ -13,6 +13,7 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from chat import (
+            redis_connections,
             signals,  # noqa: F401  (connects auth signal receivers)
             transport,
         )
@@ -22,6 +23,10 @@ class ChatConfig(AppConfig):
         checks.register(transport.check_socket_transport, checks.Tags.compatibility)
         if "daphne.server" in sys.modules:
             transport.log_self_check()
+        # Without hiredis each published chunk costs several times the CPU.
+        checks.register(redis_connections.check_packer, checks.Tags.compatibility)
+        if "daphne.server" in sys.modules or "runworker" in sys.argv:
+            redis_connections.log_packer_problem()
 
         # The event loop thread is busy streaming; the database thread gives up
         # the GIL on every query and, at Python's default 5 ms switch interval,

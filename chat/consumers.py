@@ -27,7 +27,7 @@ from chat.admission import message_admission
 from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import get_event_log
+from chat.eventlog import Event, get_event_log
 from chat.events import (
     call_service,
     new_connection_id,
@@ -98,7 +98,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.subscribed = False
         self.last_sent_event_id = 0
         self.syncing = False
-        self.pending: list[tuple[int, str]] = []
+        self.pending: list[Event] = []
         self.resync_pending = False
         self.resync_task: asyncio.Task | None = None
         # Live events held while an access change is checked (chat/access.py).
@@ -252,18 +252,19 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         """Bytes queued for this socket and not yet sent (chat/transport.py)."""
         return self._transport.backlog_bytes()
 
-    async def deliver(self, event_id: int, payload: str) -> None:
+    async def deliver(self, event: Event) -> None:
         """A live thread event (called by the event log, in event_id order)."""
+        event_id = event.event_id
         if event_id == 0:  # an announcement: current news, the snapshot has it too
             if not (
                 self.syncing or self.resync_pending or self.access_held or self.closed
             ):
-                await self._send_event(payload)
+                await self._send_event(event.text)
             return
         if self.resync_pending or self.closed:
             return  # the snapshot that follows holds it
         if self.syncing or self.access_held:
-            self.pending.append((event_id, payload))
+            self.pending.append(event)
             if len(self.pending) > MAX_PENDING_EVENTS:
                 self.lost_continuity()
             return
@@ -275,7 +276,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if self.backlog_bytes() > settings.PARLEY_SEND_BUFFER_LIMIT_BYTES:
             self.lost_continuity()  # a stalled reader: nothing more until it drains
             return
-        await self._send_event(payload)
+        await self._send_event(event.text)
         self.last_sent_event_id = event_id
 
     def lost_continuity(self) -> None:
@@ -346,9 +347,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 self.last_sent_event_id = snapshot["last_event_id"]
             else:
                 self.last_sent_event_id = last_event_id
-                for event_id, payload in events:
-                    await self._send_event(payload)
-                    self.last_sent_event_id = event_id
+                for event in events:
+                    await self._send_event(event.text)
+                    self.last_sent_event_id = event.event_id
             if not self.access_held:
                 await self._send_pending()
         finally:
@@ -358,15 +359,15 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         """Send the live events held meanwhile, in order (a gap: resync)."""
         while self.pending and not self.resync_pending:
             pending, self.pending = self.pending, []
-            for event_id, payload in pending:
-                if event_id <= self.last_sent_event_id:
+            for event in pending:
+                if event.event_id <= self.last_sent_event_id:
                     continue
-                if event_id != self.last_sent_event_id + 1:
+                if event.event_id != self.last_sent_event_id + 1:
                     # Missed between log read and live stream: start over.
                     self.pending = []
                     return await self.sync(None, state="resynced")
-                await self._send_event(payload)
-                self.last_sent_event_id = event_id
+                await self._send_event(event.text)
+                self.last_sent_event_id = event.event_id
 
     # --- access changes (chat/access.py) ----------------------------------------
     def hold_live(self) -> None:

@@ -20,16 +20,16 @@ process (chat/connectcache.py drops cached access data with them). Only while
 on; listeners get None when that stops (the subscriber lost Redis).
 
 Frames are serialized once, by the producer, without `event_id`; the log
-appends `,"event_id":N}` when it assigns N, and sockets forward the text as is.
+adds `"event_id":N` when it assigns N, and sockets forward the text as is. What
+the log itself needs to know of an event (its id, type and run) travels beside
+the text in an `Event`, never read back out of the JSON.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import hashlib
 import logging
-import ssl
 import time
 import weakref
 from collections import deque
@@ -37,13 +37,33 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chat.redis_connections import (
+    CommandBatch,
+    CommandPipe,
+    Script,
+    ScriptMissing,
+    Subscription,
+    settle,
+)
+
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A thread event as the log carries it: id, type and run beside the
+    frame's JSON (`text`, `event_id` included: sockets send it as is).
+    `event_id` 0: an announcement, outside the log (see `EventLog.announce`)."""
+
+    event_id: int
+    type: str
+    run_id: str  # "" when the frame belongs to no run
+    text: str
+
+
 class Subscriber(Protocol):
-    async def deliver(self, event_id: int, payload: str) -> None:
-        """Forward one event; must not block for long (sockets apply back-pressure).
-        event_id 0: an announcement, outside the log (see `announce`)."""
+    async def deliver(self, event: Event) -> None:
+        """Forward one event; must not block for long (sockets apply back-pressure)."""
 
     def lost_continuity(self) -> None:
         """Events may have been lost (log gone, subscription dropped): resync."""
@@ -73,11 +93,8 @@ class ThreadLogState:
 
 
 def with_event_id(payload: str, event_id: int) -> str:
+    """The frame's JSON (made without `event_id`) with its `event_id` added."""
     return f'{payload[:-1]},"event_id":{event_id}}}'
-
-
-def event_id_of(payload: str) -> int:
-    return int(payload[payload.rfind(":") + 1 : -1])
 
 
 BroadcastListener = Callable[[str | None], None]
@@ -116,15 +133,17 @@ class EventLog(abc.ABC):
         thread_id: str,
         payload: str,
         *,
+        type: str,
+        run_id: str = "",
         chunk: Chunk | None = None,
         run_ended: str | None = None,
     ) -> int:
-        """Append one event (a frame's JSON without event_id); return its event_id."""
+        """Append one event (a frame's JSON without event_id, the frame's
+        `type` and `run_id` beside it); return its event_id (0: a chunk
+        already published, by a retried publish)."""
 
     @abc.abstractmethod
-    async def read_after(
-        self, thread_id: str, event_id: int
-    ) -> list[tuple[int, str]] | None:
+    async def read_after(self, thread_id: str, event_id: int) -> list[Event] | None:
         """Events after `event_id` in order, or None when they are not all in the window."""
 
     @abc.abstractmethod
@@ -139,7 +158,7 @@ class EventLog(abc.ABC):
     async def unsubscribe(self, thread_id: str, subscriber: Subscriber) -> None: ...
 
     @abc.abstractmethod
-    async def announce(self, thread_id: str, payload: str) -> None:
+    async def announce(self, thread_id: str, payload: str, *, type: str) -> None:
         """Send a frame (with `event_id` null) to the thread's live sockets, all
         processes, without logging it: ephemeral news such as presence."""
 
@@ -187,7 +206,9 @@ class MemoryEventLog(EventLog):
             )
         return thread
 
-    async def publish(self, thread_id, payload, *, chunk=None, run_ended=None) -> int:
+    async def publish(
+        self, thread_id, payload, *, type, run_id="", chunk=None, run_ended=None
+    ) -> int:
         thread = self._thread(thread_id)
         now = time.monotonic()
         if thread.expires_at and thread.expires_at < now:
@@ -209,11 +230,11 @@ class MemoryEventLog(EventLog):
             thread.run_parts.pop(run_ended, None)
         thread.sequence += 1
         event_id = thread.sequence
-        text = with_event_id(payload, event_id)
-        thread.events.append((event_id, text))
+        event = Event(event_id, type, run_id, with_event_id(payload, event_id))
+        thread.events.append(event)
         # Deliver in the publisher's task: sends to sockets complete without
         # suspending, so events reach every subscriber in event_id order.
-        await deliver_to_each(thread.subscribers, thread_id, event_id, text)
+        await deliver_to_each(thread.subscribers, thread_id, event)
         return event_id
 
     async def read_after(self, thread_id, event_id):
@@ -225,9 +246,9 @@ class MemoryEventLog(EventLog):
             return []
         if sequence - event_id > self.max_replay or not thread.events:
             return None
-        if thread.events[0][0] > event_id + 1:
+        if thread.events[0].event_id > event_id + 1:
             return None
-        return [(eid, text) for eid, text in thread.events if eid > event_id]
+        return [event for event in thread.events if event.event_id > event_id]
 
     async def thread_state(self, thread_id):
         thread = self._threads.get(thread_id)
@@ -249,10 +270,12 @@ class MemoryEventLog(EventLog):
         if thread is not None:
             thread.subscribers.discard(subscriber)
 
-    async def announce(self, thread_id, payload):
+    async def announce(self, thread_id, payload, *, type):
         thread = self._threads.get(thread_id)
         if thread is not None:
-            await deliver_to_each(thread.subscribers, thread_id, 0, payload)
+            await deliver_to_each(
+                thread.subscribers, thread_id, Event(0, type, "", payload)
+            )
 
     async def presence_list(self, thread_id):
         return sorted(self._presence.get(thread_id, ()))
@@ -268,7 +291,10 @@ class MemoryEventLog(EventLog):
 # KEYS: 1 sequence, 2 log stream, 3 runs hash (run_id -> next stream_index),
 #       4 the run's text (chunk/end only; else any key of the thread)
 # ARGV: 1 payload, 2 pub/sub channel, 3 max events, 4 ttl, 5 mode (""|chunk|end),
-#       6 run_id, 7 stream_index, 8 chunk text, 9 "1" when 10 is a seed, 10 seed text
+#       6 run_id of chunk/end, 7 stream_index, 8 chunk text, 9 "1" when 10 is a
+#       seed, 10 seed text, 11 the frame's type, 12 the frame's run_id
+# The log keeps each event's type and run beside its text; pub/sub carries
+# "<event_id> <type> <run_id> <text>" (the record `_event_of_message` reads).
 PUBLISH_SCRIPT = """
 local mode = ARGV[5]
 if mode == 'chunk' then
@@ -295,14 +321,15 @@ end
 local id = redis.call('INCR', KEYS[1])
 if id == 1 then redis.call('DEL', KEYS[2]) end
 local payload = string.sub(ARGV[1], 1, -2) .. ',"event_id":' .. id .. '}'
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'p', payload)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0',
+  'p', payload, 't', ARGV[11], 'r', ARGV[12])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[2], payload)
+redis.call('PUBLISH', ARGV[2], id .. ' ' .. ARGV[11] .. ' ' .. ARGV[12] .. ' ' .. payload)
 return id
 """
 
 # KEYS: 1 sequence, 2 log stream. ARGV: 1 after, 2 max events to replay.
-# Returns {sequence, complete (1|0), payload...}
+# Returns {sequence, complete (1|0), event_id, type, run_id, payload, ...}
 READ_AFTER_SCRIPT = """
 local sequence = tonumber(redis.call('GET', KEYS[1]) or '0')
 local after = tonumber(ARGV[1])
@@ -314,7 +341,17 @@ if #entries == 0 then return {sequence, 0} end
 local first = tonumber(string.match(entries[1][1], '^(%d+)'))
 if first ~= after + 1 then return {sequence, 0} end
 local out = {sequence, 1}
-for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
+for i = 1, #entries do
+  local fields = {}
+  local values = entries[i][2]
+  for j = 1, #values, 2 do fields[values[j]] = values[j + 1] end
+  -- an entry without its type (written before types were kept): no replay
+  if not fields['t'] then return {sequence, 0} end
+  out[#out + 1] = string.match(entries[i][1], '^(%d+)')
+  out[#out + 1] = fields['t']
+  out[#out + 1] = fields['r'] or ''
+  out[#out + 1] = fields['p']
+end
 return out
 """
 
@@ -365,231 +402,20 @@ def _keys(thread_id: str) -> tuple[str, str, str, str, str]:
     )
 
 
-# --- Plain RESP connections (the hot paths: publishing, fan-out) ---------------
+def _event_message(event: Event) -> str:
+    """An event as one pub/sub message (the format PUBLISH_SCRIPT writes)."""
+    return f"{event.event_id} {event.type} {event.run_id} {event.text}"
+
+
+def _event_of_message(message: str) -> Event:
+    event_id, type, run_id, text = message.split(" ", 3)
+    return Event(int(event_id), type, run_id, text)
+
 
 # Once batches hold PUBLISH_BATCH_BUSY publishes or more, a process starts one
 # at most every PUBLISH_BATCH_INTERVAL seconds.
 PUBLISH_BATCH_INTERVAL = 0.002
 PUBLISH_BATCH_BUSY = 8
-
-
-class RedisReplyError(ConnectionError):
-    """Redis answered a command with an error (loading, out of memory, ...);
-    publishers retry as they do while the connection is down."""
-
-
-class _ScriptMissing(RedisReplyError):
-    """NOSCRIPT: Redis restarted and forgot the script."""
-
-
-def _command(*parts: str | int) -> bytes:
-    """One command in RESP."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else str(part).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-@dataclass(frozen=True)
-class _RedisAddress:
-    """Where the plain RESP connections go, read from the URL by redis-py's own
-    parser (so `redis://`, `rediss://` (TLS) and `unix://` mean what they mean
-    to redis-py and channels-redis; any other scheme is refused)."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    db: int
-    unix_path: str | None = None
-    tls: ssl.SSLContext | None = None
-    tls_hostname: str | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> _RedisAddress:
-        from redis.asyncio.connection import SSLConnection, parse_url
-
-        options = parse_url(url)  # ValueError names the schemes it accepts
-        tls = None
-        if options.get("connection_class") is SSLConnection:
-            tls = _tls_context(options)
-        return cls(
-            host=options.get("host") or "127.0.0.1",
-            port=int(options.get("port") or 6379),
-            username=options.get("username"),
-            password=options.get("password"),
-            db=int(options.get("db") or 0),
-            unix_path=options.get("path"),
-            tls=tls,
-            tls_hostname=(options.get("host") or "127.0.0.1")
-            if tls is not None and tls.check_hostname
-            else None,
-        )
-
-    async def connect(
-        self, *, select_db: bool
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.unix_path is not None:
-            reader, writer = await asyncio.open_unix_connection(self.unix_path)
-        else:
-            reader, writer = await asyncio.open_connection(
-                self.host,
-                self.port,
-                ssl=self.tls,
-                server_hostname=self.tls_hostname if self.tls else None,
-            )
-        commands = []
-        if self.password:
-            auth = (self.username, self.password) if self.username else (self.password,)
-            commands.append(_command("AUTH", *auth))
-        if select_db and self.db:
-            commands.append(_command("SELECT", self.db))
-        for command in commands:
-            writer.write(command)
-            reply = await reader.readline()
-            if not reply.startswith(b"+OK"):
-                writer.close()
-                raise ConnectionError(
-                    f"Redis refused {command.split()[2]!r}: {reply!r}"
-                )
-        return reader, writer
-
-
-def _tls_context(options: dict) -> ssl.SSLContext:
-    """The TLS context a `rediss://` URL's options ask for, as redis-py reads
-    them (`ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`,
-    `ssl_check_hostname`)."""
-    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    requirement = str(options.get("ssl_cert_reqs", "required")).lower()
-    if options.get("ssl_certfile"):
-        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-    check_hostname = options.get("ssl_check_hostname")
-    if check_hostname is not None:
-        context.check_hostname = str(check_hostname).lower() in ("1", "true", "yes")
-    if requirement == "none":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif requirement == "optional":
-        context.verify_mode = ssl.CERT_OPTIONAL
-    return context
-
-
-class _ScriptPipe:
-    """The publish script's own connection on one event loop: a batch of
-    EVALSHA calls is written at once and their replies read in order.
-    (redis-py's pipeline cost the worker more CPU than Redis spent running
-    the script.) Any failure closes the connection: replies would misalign."""
-
-    def __init__(self, address: _RedisAddress, timeout: float) -> None:
-        self.address = address
-        self.timeout = timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def load(self, script: str) -> str:
-        [sha] = await self._call([_command("SCRIPT", "LOAD", script)])
-        if isinstance(sha, Exception):
-            raise sha
-        return sha
-
-    async def run(self, sha: str, batch) -> list:
-        return await self._call(
-            [
-                _command("EVALSHA", sha, len(keys), *keys, *args)
-                for keys, args, _ in batch
-            ]
-        )
-
-    async def _call(self, commands: list[bytes]) -> list:
-        try:
-            async with asyncio.timeout(self.timeout):
-                if self._writer is None:
-                    self._reader, self._writer = await self.address.connect(
-                        select_db=True
-                    )
-                self._writer.write(b"".join(commands))
-                return [await self._reply() for _ in commands]
-        except BaseException:
-            self.close()
-            raise
-
-    async def _reply(self) -> int | str | list | None | Exception:
-        line = await self._reader.readline()
-        kind, value = line[:1], line[1:-2]
-        if kind == b":":
-            return int(value)
-        if kind == b"$":
-            if value == b"-1":
-                return None
-            data = await self._reader.readexactly(int(value) + 2)
-            return data[:-2].decode()
-        if kind == b"*":
-            if value == b"-1":
-                return None
-            return [await self._reply() for _ in range(int(value))]
-        if kind == b"+":
-            return value.decode()
-        if kind == b"-":
-            message = value.decode(errors="replace")
-            if message.startswith("NOSCRIPT"):
-                return _ScriptMissing(message)
-            return RedisReplyError(message)
-        raise ConnectionError(f"Redis closed the connection or answered {line!r}")
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
-
-
-class _CommandBatch:
-    """Commands of one event loop on a connection of their own, written
-    together and answered in order: the connect path's calls (presence, the
-    log's state, announcements) from a burst of connects share round trips,
-    without redis-py's per-call cost."""
-
-    def __init__(self, pipe: _ScriptPipe) -> None:
-        self.pipe = pipe
-        self.pending: list[tuple[bytes, asyncio.Future]] = []
-        self.flushing = False
-
-    def call(self, *parts: str | int) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((_command(*parts), future))
-        if not self.flushing:
-            self.flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        return future
-
-    async def _flush(self) -> None:
-        try:
-            while self.pending:
-                await asyncio.sleep(0)  # let this loop turn's callers join in
-                batch, self.pending = self.pending, []
-                try:
-                    results = await self.pipe._call([command for command, _ in batch])
-                except Exception as error:  # connection lost: every caller fails
-                    results = [error] * len(batch)
-                _settle([future for _, future in batch], results)
-        finally:
-            self.flushing = False
-
-    async def script(self, script: _Script, keys: list[str], args: list) -> object:
-        try:
-            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except _ScriptMissing:  # Redis restarted: EVAL loads it again
-            return await self.call("EVAL", script.text, len(keys), *keys, *args)
-
-
-@dataclass(frozen=True)
-class _Script:
-    text: str
-    sha: str
-
-    @classmethod
-    def of(cls, text: str) -> _Script:
-        return cls(text, hashlib.sha1(text.encode()).hexdigest())
 
 
 class _LoopConnection:
@@ -598,7 +424,7 @@ class _LoopConnection:
     loop that opened them, and synchronous callers (`async_to_sync` outside a
     server) each bring a loop of their own."""
 
-    def __init__(self, client, pipe: _ScriptPipe, commands: _CommandBatch) -> None:
+    def __init__(self, client, pipe: CommandPipe, commands: CommandBatch) -> None:
         self.client = client
         self.pipe = pipe
         self.commands = commands
@@ -611,8 +437,9 @@ class _LoopConnection:
 class RedisEventLog(EventLog):
     def __init__(self, *, url: str, socket_timeout: float = 30.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        import redis.asyncio as redis
+        from redis.asyncio.connection import parse_url
 
+        parse_url(url)  # a URL redis-py cannot use fails here, naming the schemes
         self.url = url
         self._client_options = {
             "decode_responses": True,
@@ -622,17 +449,14 @@ class RedisEventLog(EventLog):
         if not url.startswith("unix:"):  # TCP only: redis-py refuses it for unix://
             self._client_options["socket_keepalive"] = True
         self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        # Scripts are registered once (their sha) and run on each loop's client.
-        registry = redis.Redis.from_url(url, **self._client_options)
-        self._publish_sha: str | None = None
-        self._read_script = registry.register_script(READ_AFTER_SCRIPT)
-        self._state_script = _Script.of(STATE_SCRIPT)
-        self._presence_script = _Script.of(PRESENCE_SCRIPT)
+        self._publish_script = Script.of(PUBLISH_SCRIPT)
+        self._read_script = Script.of(READ_AFTER_SCRIPT)
+        self._state_script = Script.of(STATE_SCRIPT)
+        self._presence_script = Script.of(PRESENCE_SCRIPT)
         self._local_presence: dict[str, set[str]] = {}
         self._presence_task: asyncio.Task | None = None
-        self._address = _RedisAddress.from_url(url)
         self._socket_timeout = socket_timeout
-        self._listener = _RedisFanOut(self, self._address)
+        self._listener = _RedisFanOut(self)
 
     @property
     def _connection(self) -> _LoopConnection:
@@ -647,8 +471,8 @@ class RedisEventLog(EventLog):
                 self.url, max_connections=64, timeout=20, **self._client_options
             )
             client = redis.Redis.from_pool(pool)
-            pipe = _ScriptPipe(self._address, self._socket_timeout)
-            commands = _CommandBatch(_ScriptPipe(self._address, self._socket_timeout))
+            pipe = CommandPipe(self.url, self._socket_timeout)
+            commands = CommandBatch(CommandPipe(self.url, self._socket_timeout))
             connection = self._loops[loop] = _LoopConnection(client, pipe, commands)
         return connection
 
@@ -656,23 +480,27 @@ class RedisEventLog(EventLog):
     def _redis(self):
         return self._connection.client
 
-    # Producer side: every publish of this process in one pipeline per loop turn.
-    async def publish(self, thread_id, payload, *, chunk=None, run_ended=None) -> int:
+    # Producer side: every publish of this process in one batch per loop turn.
+    async def publish(
+        self, thread_id, payload, *, type, run_id="", chunk=None, run_ended=None
+    ) -> int:
         seq_key, log_key, runs_key, text_prefix, channel = _keys(thread_id)
-        run_id = chunk.run_id if chunk else (run_ended or "")
+        entry_run = chunk.run_id if chunk else (run_ended or "")
         mode = "chunk" if chunk else ("end" if run_ended else "")
-        keys = (seq_key, log_key, runs_key, text_prefix + run_id)
+        keys = (seq_key, log_key, runs_key, text_prefix + entry_run)
         args = [
             payload,
             channel,
             self.max_events,
             self.ttl_seconds,
             mode,
-            run_id,
+            entry_run,
             chunk.stream_index if chunk else 0,
             chunk.text if chunk else "",
             "0",
             "",
+            type,
+            run_id,
         ]
         event_id = await self._enqueue(keys, args)
         if event_id == -1:  # the log lost the run's text (Redis restarted): re-seed
@@ -692,6 +520,7 @@ class RedisEventLog(EventLog):
 
     async def _flush(self, connection: _LoopConnection) -> None:
         loop = asyncio.get_running_loop()
+        script = self._publish_script
         try:
             while connection.pending:
                 # Under a heavy stream (the last batch was full), gather
@@ -707,32 +536,38 @@ class RedisEventLog(EventLog):
                 batch, connection.pending = connection.pending, []
                 connection.last_batch_size = len(batch)
                 try:
-                    results = await self._run_batch(connection.pipe, batch)
-                    if any(isinstance(result, _ScriptMissing) for result in results):
+                    results = await connection.pipe.call(
+                        [
+                            ("EVALSHA", script.sha, len(keys), *keys, *args)
+                            for keys, args, _ in batch
+                        ]
+                    )
+                    if any(isinstance(result, ScriptMissing) for result in results):
                         # Redis restarted and forgot the script: load it, run again.
-                        self._publish_sha = None
-                        results = await self._run_batch(connection.pipe, batch)
+                        await connection.pipe.call([("SCRIPT", "LOAD", script.text)])
+                        results = await connection.pipe.call(
+                            [
+                                ("EVALSHA", script.sha, len(keys), *keys, *args)
+                                for keys, args, _ in batch
+                            ]
+                        )
                 except Exception as error:  # connection lost: every caller retries
                     results = [error] * len(batch)
-                _settle([future for _, _, future in batch], results)
+                settle([future for _, _, future in batch], results)
         finally:
             connection.flushing = False
 
-    async def _run_batch(self, pipe: _ScriptPipe, batch) -> list:
-        if self._publish_sha is None:
-            self._publish_sha = await pipe.load(PUBLISH_SCRIPT)
-        return await pipe.run(self._publish_sha, batch)
-
     async def read_after(self, thread_id, event_id):
         seq_key, log_key, *_ = _keys(thread_id)
-        result = await self._read_script(
-            keys=[seq_key, log_key],
-            args=[event_id, self.max_replay],
-            client=self._redis,
+        result = await self._connection.commands.script(
+            self._read_script, [seq_key, log_key], [event_id, self.max_replay]
         )
         if int(result[1]) != 1:
             return None
-        return [(event_id_of(payload), payload) for payload in result[2:]]
+        return [
+            Event(int(result[index]), *result[index + 1 : index + 4])
+            for index in range(2, len(result), 4)
+        ]
 
     async def thread_state(self, thread_id):
         seq_key, _, runs_key, text_prefix, _ = _keys(thread_id)
@@ -753,8 +588,10 @@ class RedisEventLog(EventLog):
     async def unsubscribe(self, thread_id, subscriber):
         await self._listener.remove(thread_id, subscriber)
 
-    async def announce(self, thread_id, payload):
-        await self._connection.commands.call("PUBLISH", _keys(thread_id)[4], payload)
+    async def announce(self, thread_id, payload, *, type):
+        await self._connection.commands.call(
+            "PUBLISH", _keys(thread_id)[4], _event_message(Event(0, type, "", payload))
+        )
 
     def broadcasts_live(self) -> bool:
         self._listener._ensure_running()
@@ -807,26 +644,25 @@ class RedisEventLog(EventLog):
         await self._listener.close()
         connection = self._loops.pop(asyncio.get_running_loop(), None)
         if connection is not None:
-            connection.pipe.close()
-            connection.commands.pipe.close()
+            await connection.pipe.close()
+            await connection.commands.pipe.close()
             await connection.client.aclose()
 
 
 class _RedisFanOut:
     """One pub/sub connection per process, fanning events out to local sockets.
 
-    A small RESP reader of its own (rather than redis-py's PubSub, which
-    reconnects and resubscribes silently) so that a dropped connection is
-    always noticed and turned into resyncs.
+    On a `Subscription` (chat/redis_connections.py), which never reconnects by
+    itself, so that a dropped connection is always noticed and turned into
+    resyncs.
     """
 
-    def __init__(self, log: RedisEventLog, address: _RedisAddress) -> None:
+    def __init__(self, log: RedisEventLog) -> None:
         self.log = log
-        self.address = address
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.last_seen: dict[str, int] = {}
         self._confirmations: dict[str, asyncio.Future] = {}
-        self._writer: asyncio.StreamWriter | None = None
+        self._subscription: Subscription | None = None
         self._connected: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         # Subscribed to BROADCAST_CHANNEL on the live connection.
@@ -852,39 +688,37 @@ class _RedisFanOut:
             del self.subscribers[thread_id]
             self.last_seen.pop(thread_id, None)
             self._confirmations.pop(thread_id, None)
-            if self._writer is not None:
+            if self._subscription is not None:
                 try:
-                    self._send("UNSUBSCRIBE", _keys(thread_id)[4])
+                    await self._subscription.send("UNSUBSCRIBE", _keys(thread_id)[4])
                 except (ConnectionError, RuntimeError):
                     pass
 
     async def _subscribe(self, thread_ids: Iterable[str]) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout=10)
         loop = asyncio.get_running_loop()
-        waits = []
+        waits, channels = [], []
         for thread_id in thread_ids:
             future = self._confirmations.get(thread_id)
             if future is None:
                 future = self._confirmations[thread_id] = loop.create_future()
-                self._send("SUBSCRIBE", _keys(thread_id)[4])
+                channels.append(_keys(thread_id)[4])
             waits.append(future)
+        if channels:
+            await self._subscription.send("SUBSCRIBE", *channels)
         await asyncio.wait_for(asyncio.gather(*waits), timeout=10)
-
-    def _send(self, *parts: str) -> None:
-        if self._writer is None:
-            raise ConnectionError("not connected to Redis")
-        self._writer.write(_command(*parts))
 
     async def _run(self) -> None:
         backoff = 0.1
         first = True
         while True:
             try:
-                # Pub/sub channels are not per database: no SELECT.
-                reader, self._writer = await self.address.connect(select_db=False)
+                subscription = Subscription(self.log.url)
+                await subscription.connect()
+                self._subscription = subscription
                 backoff = 0.1
                 self._confirmations.clear()
-                self._send("SUBSCRIBE", BROADCAST_CHANNEL)
+                await subscription.send("SUBSCRIBE", BROADCAST_CHANNEL)
                 self._connected.set()
                 if self.subscribers:
                     resubscribe = asyncio.get_running_loop().create_task(
@@ -892,8 +726,7 @@ class _RedisFanOut:
                     )
                     resubscribe.add_done_callback(_log_failure)
                 first = False
-                await self._read(reader)
-                raise ConnectionError("Redis closed the subscriber connection")
+                await self._read(subscription)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -907,9 +740,9 @@ class _RedisFanOut:
                     for subscriber in list(subscribers):
                         subscriber.lost_continuity()
                 self._connected.clear()
-                if self._writer is not None:
-                    self._writer.close()
-                self._writer = None
+                if self._subscription is not None:
+                    await self._subscription.close()
+                self._subscription = None
                 for future in self._confirmations.values():
                     if not future.done():
                         future.cancel()
@@ -927,56 +760,42 @@ class _RedisFanOut:
                 for subscriber in list(self.subscribers.get(thread_id, ())):
                     subscriber.lost_continuity()
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, subscription: Subscription) -> None:
+        """Until the connection drops (it raises ConnectionError then)."""
         prefix_length = len("parley:{")
         while True:
-            header = await reader.readline()
-            if not header:
-                return
-            if header[:1] != b"*":
-                continue  # +OK etc.
-            count = int(header[1:-2])
-            parts: list[bytes | int] = []
-            for _ in range(count):
-                line = await reader.readline()
-                if line[:1] == b"$":
-                    size = int(line[1:-2])
-                    data = await reader.readexactly(size + 2)
-                    parts.append(data[:-2])
-                else:
-                    parts.append(int(line[1:-2]))
-            kind = parts[0]
-            if parts[1:2] == [BROADCAST_CHANNEL.encode()]:
-                if kind == b"message":
-                    self.log._notify(parts[2].decode())
-                elif kind == b"subscribe":
+            message = await subscription.read()
+            if not isinstance(message, list) or len(message) < 3:
+                continue
+            kind, channel = message[0], message[1]
+            if channel == BROADCAST_CHANNEL:
+                if kind == "message":
+                    self.log._notify(message[2])
+                elif kind == "subscribe":
                     self.broadcast_ready = True
                 continue
-            if kind == b"message":
-                channel = parts[1].decode()
+            if kind == "message":
                 thread_id = channel[prefix_length : channel.index("}")]
                 try:
-                    await self._dispatch(thread_id, parts[2].decode())
+                    await self._dispatch(thread_id, _event_of_message(message[2]))
                 except Exception:  # never the subscription's end (see deliver_to_each)
                     logger.exception("dispatching an event of thread %s", thread_id)
-            elif kind == b"subscribe":
-                channel = parts[1].decode()
+            elif kind == "subscribe":
                 thread_id = channel[prefix_length : channel.index("}")]
                 future = self._confirmations.get(thread_id)
                 if future is not None and not future.done():
                     future.set_result(True)
 
-    async def _dispatch(self, thread_id: str, payload: str) -> None:
+    async def _dispatch(self, thread_id: str, event: Event) -> None:
         subscribers = self.subscribers.get(thread_id)
         if not subscribers:
             return
-        try:
-            event_id = event_id_of(payload)
-        except ValueError:  # an announcement (event_id null): not part of the log
-            await deliver_to_each(subscribers, thread_id, 0, payload)
+        event_id = event.event_id
+        if event_id == 0:  # an announcement: not part of the log
+            await deliver_to_each(subscribers, thread_id, event)
             return
         last = self.last_seen.get(thread_id)
-        events = [(event_id, payload)]
+        events = [event]
         if last is not None:
             if event_id <= last:
                 return  # duplicate
@@ -991,31 +810,32 @@ class _RedisFanOut:
                         subscriber.lost_continuity()
                     self.last_seen[thread_id] = event_id
                     return
-                events = [item for item in missed if item[0] <= event_id]
+                events = [item for item in missed if item.event_id <= event_id]
         self.last_seen[thread_id] = event_id
-        for eid, text in events:
-            await deliver_to_each(subscribers, thread_id, eid, text)
+        for item in events:
+            await deliver_to_each(subscribers, thread_id, item)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        if self._writer is not None:
-            self._writer.close()
+        if self._subscription is not None:
+            await self._subscription.close()
+            self._subscription = None
 
 
 async def deliver_to_each(
-    subscribers: Iterable[Subscriber], thread_id: str, event_id: int, payload: str
+    subscribers: Iterable[Subscriber], thread_id: str, event: Event
 ) -> None:
     """Deliver to every subscriber; what one raises (a socket closed meanwhile)
     is that subscriber's alone: logged, and it resyncs. It never reaches the
     loop that serves every other subscriber of the process."""
     for subscriber in list(subscribers):
         try:
-            await subscriber.deliver(event_id, payload)
+            await subscriber.deliver(event)
         except Exception as error:
             logger.info(
                 "delivering event %s of thread %s to one subscriber failed: %r",
-                event_id,
+                event.event_id,
                 thread_id,
                 error,
             )
@@ -1023,17 +843,6 @@ async def deliver_to_each(
                 subscriber.lost_continuity()
             except Exception:
                 logger.exception("a subscriber failed to resync")
-
-
-def _settle(futures: list[asyncio.Future], results: list) -> None:
-    """Hand each caller of a batch its reply (an exception is raised to it)."""
-    for future, result in zip(futures, results, strict=True):
-        if future.done():
-            continue
-        if isinstance(result, Exception):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -47,10 +47,20 @@ async def publish(
     chunk: Chunk | None = None,
     run_ended: str | None = None,
 ) -> int:
-    """Publish a frame, or its event JSON already made (the worker's chunks)."""
-    payload = frame if isinstance(frame, str) else event_json(frame)
+    """Publish a frame, or a chunk's event JSON already made (the worker's
+    `response` frames: `chunk` says which run and place)."""
+    if isinstance(frame, str):
+        payload, frame_type, run_id = frame, "response", chunk.run_id
+    else:
+        payload, frame_type = event_json(frame), frame.type
+        run_id = str(frame.run_id) if frame.run_id else ""
     return await get_event_log().publish(
-        str(thread_id), payload, chunk=chunk, run_ended=run_ended
+        str(thread_id),
+        payload,
+        type=frame_type,
+        run_id=run_id,
+        chunk=chunk,
+        run_ended=run_ended,
     )
 
 
@@ -272,7 +282,7 @@ class PresenceNews:
         from chat.protocol import frame_json
 
         await self.log.announce(
-            thread_id, frame_json(presence_frame(thread_id, present))
+            thread_id, frame_json(presence_frame(thread_id, present)), type="status"
         )
 
     def _sent(self, thread_id: str, now: float) -> None:

@@ -25,7 +25,7 @@ from agents.models import FINAL_RUN_STATUSES, Run
 from chat.access import live_access
 from chat.api_errors import error_body
 from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import get_event_log
+from chat.eventlog import Event, get_event_log
 from chat.events import new_connection_id, presence_member, presence_news
 from chat.protocol import StatusFrame, error_frame, frame_json
 from chat.selectors import thread_get_for_user, thread_snapshot
@@ -39,7 +39,7 @@ class _Stream:
     """One SSE response's live side: its events from the event log (overflow
     means resync) and its access (chat/access.py: held while a change is
     checked, ended when access is lost). The response's generator reads
-    `queue`: ("event", event_id, payload), ("frame", sse bytes), ("lost",) or
+    `queue`: ("event", Event), ("frame", sse bytes), ("lost",) or
     ("closed", sse bytes)."""
 
     def __init__(self, *, thread_id: str, user, token_key: str | None, role) -> None:
@@ -49,15 +49,16 @@ class _Stream:
         self.held: list[tuple] | None = None
 
     # event log subscriber
-    async def deliver(self, event_id: int, payload: str) -> None:
+    async def deliver(self, event: Event) -> None:
+        if event.event_id == 0:
+            return  # announcements (presence) are the sockets' business
         if self.held is not None:
-            if event_id:  # announcements are news of the moment: not kept
-                self.held.append(("event", event_id, payload))
+            self.held.append(("event", event))
             return
         if self.queue.qsize() >= QUEUE_LIMIT:
             self.lost_continuity()
             return
-        self.queue.put_nowait(("event", event_id, payload))
+        self.queue.put_nowait(("event", event))
 
     def lost_continuity(self) -> None:
         self.queue.put_nowait(("lost",))
@@ -113,10 +114,6 @@ def _sse(event_id: int | None, event: str, data: str) -> bytes:
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
 
-def _type_of(payload: str) -> str:
-    return payload[9 : payload.index('"', 9)]  # payloads start with {"type":"
-
-
 def _error(code: ErrorCode, message: str, status: int) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status)
 
@@ -138,12 +135,11 @@ async def _events(
 ):
     log = get_event_log()
     thread_id = str(thread.id)
-    marker = f'"run_id":"{run_id}"' if run_id else None
     heartbeat = settings.PARLEY_SSE_HEARTBEAT_SECONDS
     last_sent = 0
 
-    def wanted(payload: str) -> bool:
-        return marker is None or marker in payload
+    def wanted(event: Event) -> bool:
+        return run_id is None or event.run_id == run_id
 
     try:
         yield b"retry: 1000\n\n"
@@ -166,11 +162,11 @@ async def _events(
                 return
         else:
             last_sent = last_event_id or 0
-            for event_id, payload in replay:
-                last_sent = event_id
-                if wanted(payload):
-                    yield _sse(event_id, _type_of(payload), payload)
-                    if marker and _type_of(payload) == "state_complete":
+            for event in replay:
+                last_sent = event.event_id
+                if wanted(event):
+                    yield _sse(event.event_id, event.type, event.text)
+                    if run_id is not None and event.type == "state_complete":
                         yield _end(run_id)
                         return
             if run_id is not None:
@@ -195,16 +191,13 @@ async def _events(
             if kind == "lost":  # lost continuity: let the client resume from last_sent
                 yield _sse(None, "resync", json.dumps({"last_event_id": last_sent}))
                 return
-            _, event_id, payload = item
-            if event_id == 0:
-                continue  # announcements (presence) are the socket's business
-            if event_id <= last_sent:
+            event = item[1]
+            if event.event_id <= last_sent:
                 continue
-            last_sent = event_id
-            if wanted(payload):
-                kind = _type_of(payload)
-                yield _sse(event_id, kind, payload)
-                if marker and kind == "state_complete":
+            last_sent = event.event_id
+            if wanted(event):
+                yield _sse(event.event_id, event.type, event.text)
+                if run_id is not None and event.type == "state_complete":
                     yield _end(run_id)
                     return
     finally:

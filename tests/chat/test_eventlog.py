@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat.eventlog import Chunk, MemoryEventLog, RedisEventLog
+from chat.eventlog import Chunk, Event, MemoryEventLog, RedisEventLog
 from tests.eventually import eventually
 
 
@@ -50,9 +50,11 @@ def chunk_frame(run_id: str, index: int, text: str) -> str:
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[int, str]] = []
+        self.records: list[Event] = []
 
-    async def deliver(self, event_id: int, payload: str) -> None:
-        self.events.append((event_id, payload))
+    async def deliver(self, event: Event) -> None:
+        self.records.append(event)
+        self.events.append((event.event_id, event.text))
 
     def lost_continuity(self) -> None:
         self.events.append((-1, ""))
@@ -68,16 +70,28 @@ async def test_ids_replay_and_run_text(name, make_log):
     text = ""
     for index, word in enumerate(["alpha ", "beta ", "gamma"]):
         await log.publish(
-            thread, chunk_frame(run, index, word), chunk=Chunk(run, index, word, text)
+            thread,
+            chunk_frame(run, index, word),
+            type="response",
+            run_id=run,
+            chunk=Chunk(run, index, word, text),
         )
         text += word
     await asyncio.sleep(0.2)  # pub/sub delivery
     assert [event_id for event_id, _ in recorder.events] == [1, 2, 3]
     assert json.loads(recorder.events[0][1])["event_id"] == 1
-    assert [json.loads(p)["content"] for _, p in await log.read_after(thread, 1)] == [
-        "beta ",
-        "gamma",
+    # Each event's id, type and run travel beside its text, live and replayed.
+    assert [(e.event_id, e.type, e.run_id) for e in recorder.records] == [
+        (1, "response", run),
+        (2, "response", run),
+        (3, "response", run),
     ]
+    replayed = await log.read_after(thread, 1)
+    assert [(e.event_id, e.type, e.run_id) for e in replayed] == [
+        (2, "response", run),
+        (3, "response", run),
+    ]
+    assert [json.loads(e.text)["content"] for e in replayed] == ["beta ", "gamma"]
     assert await log.read_after(thread, 3) == []
     assert await log.read_after(thread, 99) is None  # from the future: the log was lost
     state = await log.thread_state(thread)
@@ -89,11 +103,21 @@ async def test_ids_replay_and_run_text(name, make_log):
     # A retried publish of a chunk already in the log is not applied twice.
     assert (
         await log.publish(
-            thread, chunk_frame(run, 1, "beta "), chunk=Chunk(run, 1, "beta ")
+            thread,
+            chunk_frame(run, 1, "beta "),
+            type="response",
+            run_id=run,
+            chunk=Chunk(run, 1, "beta "),
         )
         == 0
     )
-    await log.publish(thread, '{"type":"state_complete"}', run_ended=run)
+    await log.publish(
+        thread,
+        '{"type":"state_complete"}',
+        type="state_complete",
+        run_id=run,
+        run_ended=run,
+    )
     assert run not in (await log.thread_state(thread)).runs
     await log.unsubscribe(thread, recorder)
     await log.close()
@@ -104,7 +128,7 @@ async def test_events_older_than_the_window_are_not_replayed(name, make_log):
     log = make_log()
     thread = str(uuid.uuid4())
     for _ in range(120):
-        await log.publish(thread, '{"type":"status","content":{}}')
+        await log.publish(thread, '{"type":"status","content":{}}', type="status")
     assert await log.read_after(thread, 1) is None  # beyond max_replay / max_events
     assert len(await log.read_after(thread, 100)) == 20
     await log.close()
@@ -122,9 +146,9 @@ class ProtocolClient:
         self.next_index = 0
         self.applied_indices: list[int] = []
 
-    async def deliver(self, event_id: int, payload: str) -> None:
+    async def deliver(self, event: Event) -> None:
         if self.connected:
-            self.apply(event_id, payload)
+            self.apply(event.event_id, event.text)
 
     def lost_continuity(self) -> None:
         self.connected = False
@@ -156,8 +180,8 @@ class ProtocolClient:
             self.applied_indices = list(range(self.next_index))
             self.last_event_id = state.last_event_id
         else:
-            for event_id, payload in events:
-                self.apply(event_id, payload)
+            for event in events:
+                self.apply(event.event_id, event.text)
         self.connected = True
 
     async def disconnect(self) -> None:
@@ -195,6 +219,8 @@ def test_random_disconnects_never_lose_or_double_a_chunk(name, make_log, words, 
             await log.publish(
                 thread,
                 chunk_frame(run, index, word),
+                type="response",
+                run_id=run,
                 chunk=Chunk(run, index, word, text),
             )
             text += word
@@ -242,12 +268,20 @@ async def test_the_log_lives_in_the_database_its_url_names_and_survives_a_script
         await log.subscribe(thread_id, recorder)
         run_id = str(uuid.uuid4())
         first = await log.publish(
-            thread_id, chunk_frame(run_id, 0, "a "), chunk=Chunk(run_id, 0, "a ")
+            thread_id,
+            chunk_frame(run_id, 0, "a "),
+            type="response",
+            run_id=run_id,
+            chunk=Chunk(run_id, 0, "a "),
         )
         # Redis forgets its scripts (as after a restart): publishing loads it again.
         await other.script_flush()
         second = await log.publish(
-            thread_id, chunk_frame(run_id, 1, "b"), chunk=Chunk(run_id, 1, "b", "a ")
+            thread_id,
+            chunk_frame(run_id, 1, "b"),
+            type="response",
+            run_id=run_id,
+            chunk=Chunk(run_id, 1, "b", "a "),
         )
 
         assert (first, second) == (1, 2)
@@ -271,7 +305,7 @@ async def test_the_log_lives_in_the_database_its_url_names_and_survives_a_script
 class ClosedSocket(Recorder):
     """A subscriber whose socket has just closed: every delivery raises."""
 
-    async def deliver(self, event_id: int, payload: str) -> None:
+    async def deliver(self, event: Event) -> None:
         raise ConnectionError("Attempt to send on a closed protocol")
 
 
@@ -287,17 +321,25 @@ async def test_a_subscriber_that_raises_never_touches_the_others(name, make_log)
         await log.subscribe(thread_id, healthy)
         run_id = str(uuid.uuid4())
         for index in range(3):
-            await log.announce(thread_id, '{"type":"status","event_id":null}')
+            await log.announce(
+                thread_id, '{"type":"status","event_id":null}', type="status"
+            )
             await log.publish(
                 thread_id,
                 chunk_frame(run_id, index, f"t{index} "),
+                type="response",
+                run_id=run_id,
                 chunk=Chunk(run_id, index, f"t{index} "),
             )
         await eventually(lambda: len([e for e, _ in healthy.events if e > 0]) == 3)
         assert [e for e, _ in healthy.events] == [0, 1, 0, 2, 0, 3]  # no -1: resync
         # The subscription itself is alive: later events still arrive.
         await log.publish(
-            thread_id, chunk_frame(run_id, 3, "t3"), chunk=Chunk(run_id, 3, "t3")
+            thread_id,
+            chunk_frame(run_id, 3, "t3"),
+            type="response",
+            run_id=run_id,
+            chunk=Chunk(run_id, 3, "t3"),
         )
         await eventually(lambda: healthy.events[-1][0] == 4)
     finally:
@@ -309,28 +351,25 @@ async def test_a_subscriber_that_raises_never_touches_the_others(name, make_log)
 @pytest.mark.parametrize(
     "url, expected",
     [
-        ("redis://:pw@10.0.0.5:6380/3", ("10.0.0.5", 6380, None, "pw", 3, None, False)),
-        ("rediss://u:p@h.example:6390/1", ("h.example", 6390, "u", "p", 1, None, True)),
-        ("unix:///run/redis.sock?db=2", ("127.0.0.1", 6379, None, None, 2, "/run/redis.sock", False)),
+        ("redis://:pw@10.0.0.5:6380/3", ("Connection", "10.0.0.5", 6380, "pw", 3)),
+        ("rediss://u:p@h.example:6390/1", ("SSLConnection", "h.example", 6390, "p", 1)),
+        ("unix:///run/redis.sock?db=2", ("UnixDomainSocketConnection", None, None, None, 2)),
     ],
 )  # fmt: skip
 def test_the_event_logs_own_connections_read_every_redis_url_kind(url, expected):
-    from chat.eventlog import _RedisAddress
+    """They are redis-py's connections: TLS and unix sockets as redis-py reads them."""
+    from chat.redis_connections import connection_for
 
-    address = _RedisAddress.from_url(url)
+    connection = connection_for(url, socket_timeout=None)
     assert (
-        address.host,
-        address.port,
-        address.username,
-        address.password,
-        address.db,
-        address.unix_path,
-        address.tls is not None,
+        type(connection).__name__,
+        getattr(connection, "host", None),
+        getattr(connection, "port", None),
+        connection.password,
+        connection.db,
     ) == expected
 
 
 def test_a_redis_url_of_another_kind_is_refused():
-    from chat.eventlog import _RedisAddress
-
     with pytest.raises(ValueError, match="rediss://"):
-        _RedisAddress.from_url("redis+sentinel://h:26379/0")
+        RedisEventLog(url="redis+sentinel://h:26379/0", max_events=50, ttl_seconds=60)

@@ -36,13 +36,14 @@ async def test_a_management_command_group_sends_to_sockets_on_two_daphnes(stack)
             "send = async_to_sync(get_channel_layer().group_send)\n"
             "for n in range(3):\n"
             f"    send('thread.{thread}', {{'type': 'thread.event', 'frame': "
-            "{'type': 'status', 'content': {'state': 'notice', 'n': n}}})\n"
+            "{'type': 'status', 'content': {'state': 'notice', 'text': f'notice {n}'}}})\n"
             "result = True\n",
         )
         for socket in (on_a, on_b):
             frames = [await socket.receive(timeout=10) for _ in range(3)]
             assert [f["content"] for f in frames] == [
-                {"state": "notice", "n": n} for n in range(3)
+                {"state": "notice", "text": f"notice {n}", "level": "info"}
+                for n in range(3)
             ]
             assert [f["event_id"] for f in frames] == [
                 before + 1,
@@ -56,4 +57,4 @@ async def test_a_management_command_group_sends_to_sockets_on_two_daphnes(stack)
         assert (await again.receive())["content"]["state"] == "connected"
         replayed = [await again.receive() for _ in range(2)]
         assert [f["event_id"] for f in replayed] == [before + 2, before + 3]
-        assert [f["content"]["n"] for f in replayed] == [1, 2]
+        assert [f["content"]["text"] for f in replayed] == ["notice 1", "notice 2"]
