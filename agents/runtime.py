@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -38,6 +39,7 @@ from agents.providers.base import (
     Usage,
 )
 from agents.validation import effective_config
+from chat.batches import ServiceBatches
 from chat.eventlog import Chunk, get_event_log
 from chat.events import call_service, publish
 from chat.models import Message, MessageRole
@@ -254,18 +256,24 @@ def _request_for(run: Run) -> tuple[ProviderRequest, object]:
     return request, get_provider(agent.provider)
 
 
-def _claim_and_prepare(
-    *, run_id: str, worker_channel: str
-) -> tuple[Run, tuple[ProviderRequest, object] | Exception] | None:
-    """Claim the run and build its provider request (or the error building it
-    raised, which fails the run like a provider error would)."""
-    run = services.run_claim(run_id=run_id, worker_channel=worker_channel)
-    if run is None:
-        return None
-    try:
-        return run, _request_for(run)
-    except Exception as error:
-        return run, error
+def _claims_and_prepare(
+    *, items: list[str], worker_channel: str
+) -> list[tuple[Run, tuple[ProviderRequest, object] | Exception] | None]:
+    """Claim a batch of runs (chat/batches.py) and build each one's provider
+    request (or the error building it raised, which fails the run like a
+    provider error would); None for a run not claimed."""
+    claimed = services.runs_claim(run_ids=items, worker_channel=worker_channel)
+    outcomes = []
+    for run_id in items:
+        run = claimed.get(run_id)
+        if run is None:
+            outcomes.append(None)
+            continue
+        try:
+            outcomes.append((run, _request_for(run)))
+        except Exception as error:
+            outcomes.append((run, error))
+    return outcomes
 
 
 class WorkerRuntime:
@@ -284,6 +292,8 @@ class WorkerRuntime:
         self._streams: dict[str, ChunkStream] = {}
         self._checkpointed: dict[str, int] = {}
         self._asked: set[str] = set()
+        # Claims that arrive while the service threads are busy go together.
+        self._claims: ServiceBatches | None = None
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -293,6 +303,10 @@ class WorkerRuntime:
         self._slots = asyncio.Semaphore(settings.PARLEY_WORKER_CONCURRENCY)
         layer = get_channel_layer()
         self.channel_name = await layer.new_channel("agents.worker.")
+        self._claims = ServiceBatches(
+            partial(_claims_and_prepare, worker_channel=self.channel_name),
+            concurrency=settings.PARLEY_SERVICE_THREADS,
+        )
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._listen_control(layer)),
@@ -373,10 +387,9 @@ class WorkerRuntime:
 
     # --- one run -----------------------------------------------------------
     async def execute(self, run_id: str) -> None:
-        # One database hop from `run.start` to calling the provider.
-        claimed = await call_service(
-            _claim_and_prepare, run_id=run_id, worker_channel=self.channel_name
-        )
+        # One database hop from `run.start` to calling the provider, shared
+        # with the other runs handed over meanwhile.
+        claimed = await self._claims.submit(run_id)
         if claimed is None:
             return
         run, prepared = claimed

@@ -127,6 +127,40 @@ def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
     return run
 
 
+def runs_claim(*, run_ids: list[str], worker_channel: str) -> dict[str, Run]:
+    """`run_claim` for many runs at once (a worker handed a burst): one read
+    and one claiming UPDATE for all of them; a run that UPDATE does not take
+    (another of its thread is ahead, or it was cancelled) goes the way
+    `run_claim` goes for one. The claimed runs by id (with agent, thread and
+    prompt); the others are not in it."""
+    runs = {
+        str(run.pk): run
+        for run in Run.objects.select_related("agent", "thread", "prompt").filter(
+            pk__in=run_ids, status=RunStatus.QUEUED
+        )
+    }
+    if not runs:
+        return {}
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.PARLEY_LEASE_SECONDS)
+    for run in runs.values():
+        run.status = RunStatus.RUNNING
+        run.started_at = now
+        run.worker_channel = worker_channel
+        run.lease_expires_at = lease
+    taken = _claim_many_if_first(list(runs.values()))
+    claimed = {}
+    for run_id, run in runs.items():
+        if run_id in taken:
+            publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
+            claimed[run_id] = run
+        else:  # the thread's lock decides, as for one
+            one = run_claim(run_id=run_id, worker_channel=worker_channel)
+            if one is not None:
+                claimed[run_id] = one
+    return claimed
+
+
 # The claiming UPDATE: a queued run, with no run of its thread ahead of it (one
 # running, or one queued before it in `_thread_head_run`'s order). Written out
 # because it runs once per reply on the way to its first token, and the ORM
@@ -151,6 +185,27 @@ def _claim_if_first(run: Run) -> bool:
     with connection.cursor() as cursor:
         _execute_on_runs(cursor, CLAIM_SQL, run, names)
         return cursor.rowcount == 1
+
+
+def _claim_many_if_first(runs: list[Run]) -> set[str]:
+    """CLAIM_SQL for several runs in one statement (they share the new status,
+    start, worker and lease); the ids of the runs it took."""
+    first = runs[0]
+    fields = Run._meta
+    table = connection.ops.quote_name(fields.db_table)
+    where_one = "WHERE id = %s AND status = 'queued'"
+    placeholders = ", ".join(["%s"] * len(runs))
+    sql = CLAIM_SQL.format(run=table).replace(
+        where_one, f"WHERE id IN ({placeholders}) AND status = 'queued'"
+    )
+    values = [
+        fields.get_field(name).get_db_prep_value(getattr(first, name), connection)
+        for name in ("status", "started_at", "worker_channel", "lease_expires_at")
+    ]
+    ids = [fields.pk.get_db_prep_value(run.pk, connection) for run in runs]
+    with connection.cursor() as cursor:
+        cursor.execute(sql + f" RETURNING {table}.id", values + ids)
+        return {str(fields.pk.to_python(row[0])) for row in cursor.fetchall()}
 
 
 def _execute_on_runs(cursor, sql: str, run: Run, names, *more_params) -> None:

@@ -244,5 +244,5 @@ async def client_for():
     admission = message_admission()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20
-    while (admission.in_flight or admission.waiting) and loop.time() < deadline:
+    while not admission.idle() and loop.time() < deadline:
         await asyncio.sleep(0.02)

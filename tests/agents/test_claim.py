@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from agents.models import Run, RunStatus
-from agents.services import run_claim
+from agents.services import run_claim, runs_claim
 from chat.models import Message, MessageRole, Role
 
 WORKER = "agents.worker.inmemory!claim-test"
@@ -121,3 +121,72 @@ def test_two_workers_claiming_the_same_run_one_wins(thread, users):
     winners = [result for result in results if result is not None]
     assert len(results) == 2 and len(winners) == 1
     assert Run.objects.get(pk=run.pk).worker_channel == winners[0].worker_channel
+
+
+@pytest.mark.django_db
+def test_a_batch_claims_each_thread_first_run_as_one_claim_would(thread, users):
+    from chat.models import Thread
+
+    owner = users[Role.OWNER]
+    other = Thread.objects.create(owner=owner, agent=thread.agent)
+    busy = Thread.objects.create(owner=owner, agent=thread.agent)
+    first = make_run(thread, owner, age_seconds=5)
+    behind = make_run(thread, owner)  # queued behind `first`, same batch
+    elsewhere = make_run(other, owner)
+    make_run(busy, owner, status=RunStatus.RUNNING, age_seconds=5)
+    waiting = make_run(busy, owner)  # its thread is running another
+    ended = make_run(other, owner, status=RunStatus.CANCELLED)
+    batch = [behind, first, elsewhere, waiting, ended]
+
+    claimed = runs_claim(run_ids=[str(r.id) for r in batch], worker_channel=WORKER)
+
+    assert set(claimed) == {str(first.id), str(elsewhere.id)}
+    assert claimed[str(first.id)].prompt.text == "hello"
+    assert claimed[str(first.id)].agent == thread.agent
+    assert [status_of(r) for r in batch] == [
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+        RunStatus.RUNNING,
+        RunStatus.QUEUED,
+        RunStatus.CANCELLED,
+    ]
+    stored = Run.objects.get(pk=first.pk)
+    assert stored.worker_channel == WORKER and stored.lease_expires_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_claiming_one_batch_start_each_run_once(thread, users):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer: claims cannot overlap")
+    from chat.models import Thread
+
+    owner = users[Role.OWNER]
+    runs = [
+        make_run(Thread.objects.create(owner=owner, agent=thread.agent), owner)
+        for _ in range(20)
+    ]
+    barrier = threading.Barrier(2)
+    results: dict[str, dict] = {}
+
+    def claim(worker: str) -> None:
+        barrier.wait()
+        try:
+            results[worker] = runs_claim(
+                run_ids=[str(r.id) for r in runs], worker_channel=worker
+            )
+        finally:
+            connection.close()
+
+    workers = [
+        threading.Thread(target=claim, args=(f"{WORKER}-{n}",)) for n in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+
+    won = [run_id for claimed in results.values() for run_id in claimed]
+    assert sorted(won) == sorted(str(r.id) for r in runs)  # each once, none lost
+    for worker, claimed in results.items():
+        for run_id in claimed:
+            assert Run.objects.get(pk=run_id).worker_channel == worker
