@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import binascii
 import logging
 import time
 import weakref
@@ -850,6 +851,63 @@ def _log_failure(task: asyncio.Task) -> None:
         logger.warning("resubscribing failed: %s", task.exception())
 
 
+class ShardedEventLog(EventLog):
+    """Threads spread over several Redis servers: each thread's keys, log and
+    channel live on one of them, chosen by a stable hash of its id (crc32, as
+    channels-redis shards its groups); broadcasts go through the first. Every
+    server carries its share of the per-chunk load (one script call and one
+    delivery per web process per chunk)."""
+
+    def __init__(self, shards: list[RedisEventLog]) -> None:
+        first = shards[0]
+        super().__init__(
+            max_events=first.max_events,
+            ttl_seconds=first.ttl_seconds,
+            max_replay=first.max_replay,
+        )
+        self.shards = shards
+
+    def shard_of(self, thread_id: str) -> RedisEventLog:
+        return self.shards[binascii.crc32(thread_id.encode()) % len(self.shards)]
+
+    def add_broadcast_listener(self, listener: BroadcastListener) -> None:
+        self.shards[0].add_broadcast_listener(listener)
+
+    def broadcasts_live(self) -> bool:
+        return self.shards[0].broadcasts_live()
+
+    async def broadcast(self, message: str) -> None:
+        await self.shards[0].broadcast(message)
+
+    async def publish(self, thread_id, payload, **kwargs) -> int:
+        return await self.shard_of(thread_id).publish(thread_id, payload, **kwargs)
+
+    async def read_after(self, thread_id, event_id):
+        return await self.shard_of(thread_id).read_after(thread_id, event_id)
+
+    async def thread_state(self, thread_id):
+        return await self.shard_of(thread_id).thread_state(thread_id)
+
+    async def subscribe(self, thread_id, subscriber):
+        await self.shard_of(thread_id).subscribe(thread_id, subscriber)
+
+    async def unsubscribe(self, thread_id, subscriber):
+        await self.shard_of(thread_id).unsubscribe(thread_id, subscriber)
+
+    async def announce(self, thread_id, payload, *, type):
+        await self.shard_of(thread_id).announce(thread_id, payload, type=type)
+
+    async def presence_list(self, thread_id):
+        return await self.shard_of(thread_id).presence_list(thread_id)
+
+    async def presence_set(self, thread_id, member, present):
+        return await self.shard_of(thread_id).presence_set(thread_id, member, present)
+
+    async def close(self) -> None:
+        for shard in self.shards:
+            await shard.close()
+
+
 # --- The process's event log --------------------------------------------------
 
 _event_log: EventLog | None = None
@@ -865,11 +923,13 @@ def get_event_log() -> EventLog:
             "ttl_seconds": settings.PARLEY_EVENT_LOG_TTL_SECONDS,
         }
         if settings.REDIS_URL:
-            _event_log = RedisEventLog(
-                url=settings.REDIS_URL,
-                socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-                **options,
-            )
+            shards = [
+                RedisEventLog(
+                    url=url, socket_timeout=settings.REDIS_SOCKET_TIMEOUT, **options
+                )
+                for url in settings.REDIS_EVENT_LOG_URLS
+            ]
+            _event_log = shards[0] if len(shards) == 1 else ShardedEventLog(shards)
         else:
             _event_log = MemoryEventLog(**options)
     return _event_log

@@ -168,6 +168,23 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # layer's blocking receive; an idle socket would then fail with "Timeout
 # reading". 30 s is comfortably above channels-redis's 5 s BZPOPMIN.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 30.0)
+# The event log (every chunk: one script call, one delivery per web process)
+# may spread threads over several Redis servers, comma-separated; the channel
+# layer and the cache stay on REDIS_URL. Default: REDIS_URL alone.
+REDIS_EVENT_LOG_URLS = [
+    url.strip()
+    for url in (env_str("REDIS_EVENT_LOG_URLS") or REDIS_URL or "").split(",")
+    if url.strip()
+]
+for _url in REDIS_EVENT_LOG_URLS if REDIS_URL else ():
+    from redis.connection import parse_url as _parse_redis_url
+
+    try:
+        _parse_redis_url(_url)
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"REDIS_EVENT_LOG_URLS holds a URL that cannot be used: {error}"
+        ) from None
 
 if PARLEY_EMBEDDED:
     CHANNEL_LAYERS = {

@@ -145,12 +145,22 @@ class Stack:
     """One deployment: a database, a redis-server, any number of daphnes and workers."""
 
     def __init__(
-        self, tmp_path: Path, *, redis_transport: str = "tcp", **settings: str
+        self,
+        tmp_path: Path,
+        *,
+        redis_transport: str = "tcp",
+        event_log_shards: int = 1,
+        **settings: str,
     ) -> None:
         base = urlparse(os.environ["DATABASE_URL"])
         self.db_name = f"parley_it_{uuid.uuid4().hex[:10]}"
         self.admin_url = os.environ["DATABASE_URL"]
         self.redis = RedisServer(tmp_path, redis_transport)
+        # Further redis-servers the event log spreads threads over (one each).
+        self.event_log_shards = [
+            RedisServer(tmp_path / f"shard-{n}", redis_transport)
+            for n in range(1, event_log_shards)
+        ]
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
             "DATABASE_URL": base._replace(path=f"/{self.db_name}").geturl(),
@@ -168,6 +178,13 @@ class Stack:
     def start(self) -> Stack:
         self.redis.start()
         self.env["REDIS_URL"] = self.redis.url
+        for shard in self.event_log_shards:
+            shard.workdir.mkdir(exist_ok=True)
+            shard.start()
+        if self.event_log_shards:
+            self.env["REDIS_EVENT_LOG_URLS"] = ",".join(
+                server.url for server in [self.redis, *self.event_log_shards]
+            )
         self._sql(f'CREATE DATABASE "{self.db_name}"')
         self.manage("migrate", "--noinput", "-v0")
         return self
@@ -250,6 +267,8 @@ class Stack:
                 process.kill()
                 process.wait()
         self.redis.kill()
+        for shard in self.event_log_shards:
+            shard.kill()
         try:
             self._sql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         except Exception:

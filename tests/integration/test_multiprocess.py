@@ -23,12 +23,16 @@ async def open_and_sync(socket: Socket) -> ReplyTracker:
     return tracker
 
 
-@pytest.fixture(params=["tcp", "tls", "unix"])
+@pytest.fixture(params=["tcp", "tls", "unix", "sharded"])
 def any_redis_stack(tmp_path, request):
-    """A stack on Redis over plain TCP, over TLS (rediss://) and over a unix socket."""
+    """A stack on Redis over plain TCP, over TLS (rediss://), over a unix socket,
+    and with the event log's threads spread over two redis-servers."""
     from tests.integration.conftest import Stack
 
-    stack = Stack(tmp_path, redis_transport=request.param).start()
+    if request.param == "sharded":
+        stack = Stack(tmp_path, event_log_shards=2).start()
+    else:
+        stack = Stack(tmp_path, redis_transport=request.param).start()
     try:
         yield stack
     finally:
