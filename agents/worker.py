@@ -16,6 +16,7 @@ from channels.worker import Worker
 
 from agents.runtime import get_runtime
 from agents.services import AGENT_RUNS_CHANNEL
+from chat.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class AgentWorkerServer(Worker):
 
     async def _receive_runs(self, channel: str) -> None:
         runtime = get_runtime()
-        delay = 0.1
+        backoff = Backoff(0.1)
         while not self.stopping.is_set():
             # Hold a free slot before taking a run off the channel: a full
             # worker leaves runs to the others.
@@ -97,13 +98,12 @@ class AgentWorkerServer(Worker):
                     break
                 try:
                     message = receive.result()
-                    delay = 0.1
+                    backoff.reset()
                 except Exception as error:
                     logger.warning(
                         "agent-runs: channel layer unavailable (%s); retrying", error
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    await backoff.wait()
                     continue
                 if message.get("type") != "run.start":
                     logger.warning("agent-runs: ignoring %r", message.get("type"))

@@ -29,6 +29,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http.request import validate_host
 
+from chat.retry import Backoff
+
 logger = logging.getLogger(__name__)
 
 SUBPROTOCOL = "parley"
@@ -88,7 +90,7 @@ class CredentialSockets:
 
     async def _receive(self) -> None:
         loop = asyncio.get_running_loop()
-        delay = 0.1
+        backoff = Backoff(0.1, maximum=5.0)
         rejoin_at = loop.time() + REJOIN_SECONDS
         while True:
             if loop.time() >= rejoin_at:
@@ -109,11 +111,10 @@ class CredentialSockets:
                 continue
             except Exception as error:  # Redis away; it may come back empty
                 logger.info("channel layer unavailable (%s); retrying", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
                 rejoin_at = 0.0
                 continue
-            delay = 0.1
+            backoff.reset()
             if message.get("type") == REVOKED:
                 for socket in list(self.sockets.get(message.get("group"), ())):
                     closing = loop.create_task(socket.auth_revoked(message))

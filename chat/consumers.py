@@ -28,6 +28,7 @@ from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import Event, get_event_log
+from chat.retry import Backoff
 from chat.events import (
     call_service,
     new_connection_id,
@@ -289,7 +290,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.resync_task = asyncio.get_running_loop().create_task(self._resync())
 
     async def _resync(self) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2)
         while self.resync_pending and not self.closed:
             try:
                 limit = settings.PARLEY_SEND_BUFFER_LIMIT_BYTES // 4
@@ -304,8 +305,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             except Exception as error:  # the log is unreachable (Redis restarting)
                 self.resync_pending = True
                 logger.info("resync of thread %s waits: %s", self.thread_id, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.wait()
 
     async def sync(
         self,

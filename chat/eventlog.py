@@ -46,6 +46,7 @@ from chat.redis_connections import (
     Subscription,
     settle,
 )
+from chat.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -710,14 +711,14 @@ class _RedisFanOut:
         await asyncio.wait_for(asyncio.gather(*waits), timeout=10)
 
     async def _run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1)
         first = True
         while True:
             try:
                 subscription = Subscription(self.log.url)
                 await subscription.connect()
                 self._subscription = subscription
-                backoff = 0.1
+                backoff.reset()
                 self._confirmations.clear()
                 await subscription.send("SUBSCRIBE", BROADCAST_CHANNEL)
                 self._connected.set()
@@ -749,8 +750,7 @@ class _RedisFanOut:
                         future.cancel()
                 self._confirmations.clear()
                 self.last_seen.clear()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.wait()
 
     async def _resubscribe(self, *, resync: bool) -> None:
         thread_ids = list(self.subscribers)
