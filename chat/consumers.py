@@ -27,8 +27,7 @@ from chat.admission import message_admission
 from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
 from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import Event, get_event_log
-from chat.retry import Backoff
+from chat.eventlog import Event, EventCursor, get_event_log
 from chat.events import (
     call_service,
     new_connection_id,
@@ -54,6 +53,7 @@ from chat.protocol import (
     parse_client_frame,
     request_id_of,
 )
+from chat.retry import Backoff
 from chat.transport import SocketTransport
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.thread_id = None
         self.closed = False
         self.subscribed = False
-        self.last_sent_event_id = 0
+        self.cursor = EventCursor()  # the last event sent to this socket
         self.syncing = False
         self.pending: list[Event] = []
         self.resync_pending = False
@@ -255,8 +255,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self, event: Event) -> None:
         """A live thread event (called by the event log, in event_id order)."""
-        event_id = event.event_id
-        if event_id == 0:  # an announcement: current news, the snapshot has it too
+        if (
+            event.event_id == 0
+        ):  # an announcement: current news, the snapshot has it too
             if not (
                 self.syncing or self.resync_pending or self.access_held or self.closed
             ):
@@ -269,16 +270,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             if len(self.pending) > MAX_PENDING_EVENTS:
                 self.lost_continuity()
             return
-        if event_id <= self.last_sent_event_id:
+        place = self.cursor.place(event)
+        if place == EventCursor.SEEN:
             return
-        if event_id != self.last_sent_event_id + 1:
+        if place == EventCursor.GAP:
             self.lost_continuity()
             return
         if self.backlog_bytes() > settings.PARLEY_SEND_BUFFER_LIMIT_BYTES:
             self.lost_continuity()  # a stalled reader: nothing more until it drains
             return
         await self._send_event(event.text)
-        self.last_sent_event_id = event_id
+        self.cursor.sent(event)
 
     def lost_continuity(self) -> None:
         """Drop live events from now on and resync this socket from a snapshot,
@@ -324,12 +326,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.pending = []
         log = get_event_log()
         try:
-            events = None
-            if last_event_id is not None:
-                events = await log.read_after(self.thread_id, last_event_id)
-                if events is None:
-                    state = "resynced"
+            events = await self.cursor.missed(log, self.thread_id, last_event_id)
             if events is None:
+                if last_event_id is not None:
+                    state = "resynced"
                 log_state = await log.thread_state(self.thread_id)
                 snapshot = await socket_snapshot(
                     thread=self.thread, log_state=log_state
@@ -344,12 +344,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                         content={"state": state, **snapshot}, thread_id=self.thread_id
                     )
                 )
-                self.last_sent_event_id = snapshot["last_event_id"]
+                self.cursor.last_event_id = snapshot["last_event_id"]
             else:
-                self.last_sent_event_id = last_event_id
                 for event in events:
                     await self._send_event(event.text)
-                    self.last_sent_event_id = event.event_id
+                    self.cursor.sent(event)
             if not self.access_held:
                 await self._send_pending()
         finally:
@@ -360,14 +359,15 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         while self.pending and not self.resync_pending:
             pending, self.pending = self.pending, []
             for event in pending:
-                if event.event_id <= self.last_sent_event_id:
+                place = self.cursor.place(event)
+                if place == EventCursor.SEEN:
                     continue
-                if event.event_id != self.last_sent_event_id + 1:
+                if place == EventCursor.GAP:
                     # Missed between log read and live stream: start over.
                     self.pending = []
                     return await self.sync(None, state="resynced")
                 await self._send_event(event.text)
-                self.last_sent_event_id = event.event_id
+                self.cursor.sent(event)
 
     # --- access changes (chat/access.py) ----------------------------------------
     def hold_live(self) -> None:
@@ -551,7 +551,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def on_resume(self, frame: ResumeIn) -> None:
         # last_event_id null asks for a fresh snapshot (a client saw a gap).
         await self.sync(frame.content.last_event_id, state="resynced")
-        await self._accepted(frame, last_event_id=self.last_sent_event_id)
+        await self._accepted(frame, last_event_id=self.cursor.last_event_id)
 
     handlers = {
         "message": on_message,

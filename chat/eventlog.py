@@ -63,6 +63,43 @@ class Event:
     text: str
 
 
+class EventCursor:
+    """One client's place in a thread's events (a socket's or an SSE stream's):
+    the id it has been sent last, and the rules of docs/protocol.md that every
+    event goes by — replay what it missed if the log still has all of it
+    (else it needs a snapshot), then each live event once and in order: one
+    already sent is skipped, the next is sent, one past a gap means events
+    were lost (resync)."""
+
+    SEEN, NEXT, GAP = "seen", "next", "gap"
+
+    def __init__(self, last_event_id: int = 0) -> None:
+        self.last_event_id = last_event_id
+
+    async def missed(
+        self, log: EventLog, thread_id: str, after: int | None
+    ) -> list[Event] | None:
+        """The events after `after` (the client's last event id), the cursor
+        placed at `after`; None when the client needs a snapshot instead (no
+        id, or the log no longer holds them all)."""
+        if after is None:
+            return None
+        events = await log.read_after(thread_id, after)
+        if events is not None:
+            self.last_event_id = after
+        return events
+
+    def place(self, event: Event) -> str:
+        if event.event_id <= self.last_event_id:
+            return self.SEEN
+        if event.event_id != self.last_event_id + 1:
+            return self.GAP
+        return self.NEXT
+
+    def sent(self, event: Event) -> None:
+        self.last_event_id = event.event_id
+
+
 class Subscriber(Protocol):
     async def deliver(self, event: Event) -> None:
         """Forward one event; must not block for long (sockets apply back-pressure)."""

@@ -25,7 +25,7 @@ from agents.models import FINAL_RUN_STATUSES, Run
 from chat.access import live_access
 from chat.api_errors import error_body
 from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import Event, get_event_log
+from chat.eventlog import Event, EventCursor, get_event_log
 from chat.events import new_connection_id, presence_member, presence_news
 from chat.protocol import StatusFrame, error_frame, frame_json
 from chat.selectors import thread_get_for_user, thread_snapshot
@@ -136,18 +136,16 @@ async def _events(
     log = get_event_log()
     thread_id = str(thread.id)
     heartbeat = settings.PARLEY_SSE_HEARTBEAT_SECONDS
-    last_sent = 0
+    cursor = EventCursor()  # the last event this stream has passed
 
     def wanted(event: Event) -> bool:
         return run_id is None or event.run_id == run_id
 
     try:
         yield b"retry: 1000\n\n"
-        replay = None
-        if last_event_id is not None:
-            replay = await log.read_after(thread_id, last_event_id)
-        elif run_id is not None:
-            replay = await log.read_after(thread_id, 0)  # the run's events so far
+        if last_event_id is None and run_id is not None:
+            last_event_id = 0  # a run's stream: its events so far, if the log has them
+        replay = await cursor.missed(log, thread_id, last_event_id)
         if replay is None:
             state = await log.thread_state(thread_id)
             snapshot = await sync_to_async(thread_snapshot)(
@@ -156,14 +154,13 @@ async def _events(
             if run_id is not None:
                 snapshot = await sync_to_async(_run_snapshot)(run_id, snapshot)
             yield _sse(None, "snapshot", json.dumps(snapshot))
-            last_sent = state.last_event_id
+            cursor.last_event_id = state.last_event_id
             if run_id is not None and snapshot.get("ended"):
                 yield _end(run_id, snapshot["status"])
                 return
         else:
-            last_sent = last_event_id or 0
             for event in replay:
-                last_sent = event.event_id
+                cursor.sent(event)
                 if wanted(event):
                     yield _sse(event.event_id, event.type, event.text)
                     if run_id is not None and event.type == "state_complete":
@@ -188,13 +185,15 @@ async def _events(
             if kind == "frame":
                 yield item[1]
                 continue
-            if kind == "lost":  # lost continuity: let the client resume from last_sent
-                yield _sse(None, "resync", json.dumps({"last_event_id": last_sent}))
+            event = item[1] if kind == "event" else None
+            place = cursor.place(event) if event is not None else EventCursor.GAP
+            if place == EventCursor.GAP:  # lost continuity: resume from the cursor
+                last = cursor.last_event_id
+                yield _sse(None, "resync", json.dumps({"last_event_id": last}))
                 return
-            event = item[1]
-            if event.event_id <= last_sent:
+            if place == EventCursor.SEEN:
                 continue
-            last_sent = event.event_id
+            cursor.sent(event)
             if wanted(event):
                 yield _sse(event.event_id, event.type, event.text)
                 if run_id is not None and event.type == "state_complete":
