@@ -251,11 +251,12 @@ class RunAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected runs")
     def cancel_runs(self, request, queryset) -> None:
         from agents.services import run_cancel
+        from audit.services import audit_run_cancel
 
         cancelled = 0
         for run in queryset:
             try:
-                run_cancel(run=run)
+                audit_run_cancel(actor=request.user, run=run_cancel(run=run))
                 cancelled += 1
             except ServiceError as error:
                 messages.warning(request, f"run {run.id}: {error.message}")

@@ -50,6 +50,7 @@ from chat.protocol import (
     response_event_json,
     state_content,
 )
+from ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -357,8 +358,10 @@ class WorkerRuntime:
             await self._slots.acquire()
         task = asyncio.get_running_loop().create_task(self.execute(run_id))
         self.tasks[run_id] = task
+        metrics.worker_run_began()
 
         def done(_task: asyncio.Task) -> None:
+            metrics.worker_run_ended()
             self.tasks.pop(run_id, None)
             self.cancel_reasons.pop(run_id, None)
             self._slots.release()
@@ -397,6 +400,8 @@ class WorkerRuntime:
         agent = run.agent
 
         async def publish_chunk(index: int, text: str, text_before: str) -> None:
+            if index == 0:
+                metrics.first_response(run)
             frame = response_event_json(
                 thread_id=thread_id, run_id=run.id, stream_index=index, text=text
             )

@@ -39,6 +39,7 @@ from chat.protocol import (
     StateCompleteFrame,
     error_frame,
 )
+from ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def run_claim(*, run_id: str, worker_channel: str) -> Run | None:
                 return None  # a running run dispatches the next when it ends
             if not _claim_if_first(run):  # cancelled meanwhile
                 return None
+    metrics.run_started(run)
     publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
     return run
 
@@ -152,6 +154,7 @@ def runs_claim(*, run_ids: list[str], worker_channel: str) -> dict[str, Run]:
     claimed = {}
     for run_id, run in runs.items():
         if run_id in taken:
+            metrics.run_started(run)
             publish_on_commit(run.thread_id, run_status_frame(run, state="running"))
             claimed[run_id] = run
         else:  # the thread's lock decides, as for one
@@ -288,6 +291,7 @@ def run_finish(
     with transaction.atomic():
         if not _finish_if_active(run):
             return None
+        metrics.run_finished(run)
         message = None
         if text or status in (RunStatus.COMPLETED, RunStatus.FAILED):
             message = Message.objects.create(

@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from agents.models import Run, RunStatus
 from agents.serializers import RunFilterSerializer, RunSerializer
+from audit.services import audit_login
 from chat import services
 from chat.api_errors import ErrorDocumentingSchema
 from chat.caching import shared_cache
@@ -427,7 +428,9 @@ class TokenView(ApiViewMixin, APIView):
                     status=400,
                 )
             serializer.is_valid(raise_exception=True)
-        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        user = serializer.validated_data["user"]
+        token, _ = Token.objects.get_or_create(user=user)
+        audit_login(request=request, user=user, method="token")
         return Response({"token": token.key})
 
     @extend_schema(

@@ -55,6 +55,7 @@ from chat.protocol import (
 )
 from chat.retry import Backoff
 from chat.transport import SocketTransport
+from ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         )
         self.live = live_access()
         self.live.add(self, read_at_generation=read_at_generation)
+        metrics.socket_opened()
         # Held from here: what arrives while subscribing is in the snapshot (or
         # the replay) that sync() reads next, which comes right after `connected`.
         self.syncing = True
@@ -223,6 +225,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.resync_task.cancel()
         if self.live is not None:
             self.live.remove(self)
+            metrics.socket_closed()
         if self.subscribed:
             self.subscribed = False
             log = get_event_log()

@@ -31,6 +31,7 @@ from django.db.transaction import TransactionManagementError
 
 from chat.eventlog import Chunk, get_event_log
 from chat.protocol import ServerFrame, StatusFrame, event_json
+from ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ async def publish(
     else:
         payload, frame_type = event_json(frame), frame.type
         run_id = str(frame.run_id) if frame.run_id else ""
+    metrics.event_published()
     return await get_event_log().publish(
         str(thread_id),
         payload,

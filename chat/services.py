@@ -22,6 +22,7 @@ from agents.services import (
     run_input_submit,
 )
 from agents.validation import thread_config_errors
+from audit.services import audit_run_cancel
 from chat.caching import counter_increment
 from chat.errors import ErrorCode, ServiceError
 from chat.events import publish_on_commit, run_status_frame
@@ -35,6 +36,7 @@ from chat.permissions import (
 )
 from chat.protocol import MessageContent, MessageFrame, StatusFrame
 from chat.selectors import message_content
+from ops import metrics
 
 
 def agent_get_enabled(*, name: str) -> AgentConfig:
@@ -367,6 +369,7 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
     if not placed:
         return
     Message.objects.bulk_create(messages)
+    metrics.messages_posted(len(messages))
     Run.objects.bulk_create(runs)
     Thread.objects.filter(pk__in={str(run.thread_id) for run in runs}).update(
         updated_at=timezone.now()
@@ -422,7 +425,9 @@ def thread_run_cancel(*, actor, thread_id, run_id=None) -> Run:
     """A writer of the thread stops one of its runs (None: the current one)."""
     with transaction.atomic():
         _require_writer(actor=actor, thread_id=thread_id, action="cancel runs")
-        return run_cancel(run=_run_of_thread(thread_id=thread_id, run_id=run_id))
+        run = run_cancel(run=_run_of_thread(thread_id=thread_id, run_id=run_id))
+        audit_run_cancel(actor=actor, run=run)
+        return run
 
 
 def thread_input_submit(

@@ -20,6 +20,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from agents.worker import start_embedded_worker, worker_application  # noqa: E402
+from audit.context import AuditOriginMiddleware  # noqa: E402
 from chat.auth import WebSocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from config.process import prepare_server_process  # noqa: E402
@@ -47,7 +48,9 @@ application = EmbeddedWorkerStarter(
     ProtocolTypeRouter(
         {
             "http": http_application,
-            "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
+            "websocket": AuditOriginMiddleware(
+                WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))
+            ),
             "channel": worker_application(),
         }
     )

@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     # sweeping and graceful shutdown for agent-runs) overrides the stock one.
     "agents",
     "chat",
+    "ops",
+    "audit",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -85,11 +87,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ops.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.context.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -340,6 +344,9 @@ PARLEY_SSE_HEARTBEAT_SECONDS = env_float("PARLEY_SSE_HEARTBEAT_SECONDS", 15.0)
 PARLEY_HISTORY_MAX_CHARS = env_int("PARLEY_HISTORY_MAX_CHARS", 24_000)
 PARLEY_PROVIDER_TIMEOUT_SECONDS = env_float("PARLEY_PROVIDER_TIMEOUT_SECONDS", 60.0)
 PARLEY_PROVIDER_MAX_RETRIES = env_int("PARLEY_PROVIDER_MAX_RETRIES", 2)
+# /metrics wants `Authorization: Bearer <this>` (or a staff login); empty: staff only.
+PARLEY_METRICS_TOKEN = env_str("PARLEY_METRICS_TOKEN")
+PARLEY_READYZ_TIMEOUT_SECONDS = env_float("PARLEY_READYZ_TIMEOUT_SECONDS", 2.0)
 
 LOGGING = {
     "version": 1,

@@ -1,19 +1,14 @@
 """URL map: admin, the REST API under /api/, login, the web UI."""
 
 from django.contrib import admin
-from django.http import JsonResponse
 from django.urls import include, path
-
-
-def healthz(request):
-    return JsonResponse({"status": "ok"})
-
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/audit/", include("audit.urls")),  # before the /api/ catch-all
     path("api/", include("config.api_urls")),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("healthz", healthz),
+    path("", include("ops.urls")),  # /healthz, /readyz, /metrics
     path("", include("chat.web_urls")),
 ]
 

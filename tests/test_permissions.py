@@ -45,6 +45,7 @@ def fast_password_hashing(settings):
 # {thread} is the shared thread, {run} a queued run in it, "extra" a participant
 # other than the caller, "spare" an agent no thread uses.
 API_TABLE = {
+    "audit": ("get", "/api/audit/", None, row(403, 403, 403, 200, 403)),
     "threads-list": ("get", "/api/threads/", None, row(200, 200, 200, 200, 200)),
     "threads-create": (
         "post",
