@@ -1,0 +1,1 @@
+"""Tests of the Python client (client/) against real servers."""
