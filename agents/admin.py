@@ -12,6 +12,7 @@ import asyncio
 import os
 
 from asgiref.sync import async_to_sync
+from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import F
@@ -29,6 +30,8 @@ TEST_PROMPT = "This is a connection test. Reply with one short sentence."
 TEST_TIMEOUT_SECONDS = 15.0
 TEST_MAX_AGENTS = 5
 TEST_CHUNK_PREVIEW_CHARS = 200
+# Saving or opening an agent with MCP servers checks each answers within this.
+MCP_PROBE_TIMEOUT_SECONDS = 3.0
 
 
 def probe_request_for(agent: AgentConfig) -> ProviderRequest:
@@ -75,8 +78,41 @@ async def first_chunk(
                 pass
 
 
+# Fields added with tools (issue 15): a form posted without them (a script
+# written before) keeps working, each taking its default.
+TOOL_FIELDS = (
+    "tools",
+    "approval_required",
+    "mcp_servers",
+    "max_tool_steps",
+    "tool_timeout_seconds",
+    "input_timeout_seconds",
+)
+
+
+class AgentConfigForm(forms.ModelForm):
+    # The admin adds the other fields (its fieldsets) to this base form.
+    class Meta:
+        model = AgentConfig
+        fields = list(TOOL_FIELDS)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in TOOL_FIELDS:
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for name in TOOL_FIELDS:
+            if name in self.fields and cleaned.get(name) in (None, ""):
+                cleaned[name] = AgentConfig._meta.get_field(name).get_default()
+        return cleaned
+
+
 @admin.register(AgentConfig)
 class AgentConfigAdmin(admin.ModelAdmin):
+    form = AgentConfigForm
     list_display = ("name", "provider", "model", "enabled", "busy_policy", "updated_at")
     list_filter = ("provider", "enabled", "busy_policy")
     list_editable = ("enabled",)
@@ -109,6 +145,22 @@ class AgentConfigAdmin(admin.ModelAdmin):
             "Streaming and concurrency",
             {"fields": ("chunk_size", "buffer_chunks", "busy_policy")},
         ),
+        (
+            "Tools",
+            {
+                "fields": (
+                    "tools",
+                    "approval_required",
+                    "mcp_servers",
+                    "max_tool_steps",
+                    "tool_timeout_seconds",
+                    "input_timeout_seconds",
+                ),
+                "description": "Registered tools: calculate, clock, ask_thread and "
+                "those of installed apps; MCP tools as <server>.<tool>. Secrets of "
+                "MCP servers stay in environment variables named in headers_env.",
+            },
+        ),
         ("Advanced", {"fields": ("allowed_overrides", "extra_params")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
@@ -121,6 +173,13 @@ class AgentConfigAdmin(admin.ModelAdmin):
     def _warn(self, request, agent: AgentConfig) -> None:
         for warning in agent_config_warnings(agent):
             messages.warning(request, f"{agent.name}: {warning}")
+        if agent.mcp_servers:
+            from agents.tools.mcp import mcp_server_problems
+
+            for problem in async_to_sync(mcp_server_problems)(
+                agent, timeout=MCP_PROBE_TIMEOUT_SECONDS
+            ):
+                messages.warning(request, f"{agent.name}: {problem}")
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)

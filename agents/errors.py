@@ -20,4 +20,7 @@ class AgentErrorCode(StrEnum):
     RUN_NOT_FOUND = "run_not_found"
     RUN_NOT_ACTIVE = "run_not_active"
     INPUT_NOT_PENDING = "input_not_pending"
+    INPUT_MISMATCH = "input_mismatch"
+    TOOL_STEPS_EXCEEDED = "tool_steps_exceeded"
+    TOOL_UNAVAILABLE = "tool_unavailable"
     INTERNAL_ERROR = "internal_error"

@@ -11,6 +11,7 @@ PROVIDER_CHOICES = [
     ("echo", "Echo (offline)"),
     ("openai", "OpenAI-compatible Chat Completions"),
     ("anthropic", "Anthropic Messages"),
+    ("python", "Agent written in Python (model = its registered name)"),
 ]
 
 # Fields a thread may override through a `config` frame or PATCH, when the agent
@@ -69,6 +70,39 @@ class AgentConfig(models.Model):
     )
     allowed_overrides = models.JSONField(default=default_allowed_overrides, blank=True)
     extra_params = models.JSONField(default=dict, blank=True)
+    # Tools (agents/tools/): names from the registry, or `<server>.<tool>` of
+    # an MCP server in `mcp_servers`, or `<server>.*` for all of its tools.
+    tools = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Tool names the agent may call, e.g. ["calculate", "clock"].',
+    )
+    approval_required = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Tools that run only after a writer of the thread approves.",
+    )
+    mcp_servers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='MCP servers: [{"name": "files", "url": "http://...", '
+        '"headers_env": {"Authorization": "FILES_TOKEN"}}].',
+    )
+    max_tool_steps = models.PositiveIntegerField(
+        default=8,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Model calls that may ask for tools in one reply; past it the run fails.",
+    )
+    tool_timeout_seconds = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(3600.0)],
+        help_text="How long one tool call may take.",
+    )
+    input_timeout_seconds = models.FloatField(
+        default=120.0,
+        validators=[MinValueValidator(1.0), MaxValueValidator(86_400.0)],
+        help_text="How long an approval or an ask_thread question waits for people.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -170,6 +204,8 @@ class RunInput(models.Model):
     input_id = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, default="question")
     question = models.TextField()
+    # For an approval: the pending tool call ({"id", "name", "arguments"}).
+    tool_call = models.JSONField(null=True, blank=True)
     asked_at = models.DateTimeField()
     timeout_seconds = models.FloatField()
     expires_at = models.DateTimeField()
@@ -194,3 +230,43 @@ class RunInput(models.Model):
 
     def __str__(self) -> str:
         return f"input {self.input_id} ({self.status})"
+
+
+class ToolStepStatus(models.TextChoices):
+    PENDING = "pending"  # asked for; running or waiting for approval
+    COMPLETED = "completed"
+    FAILED = "failed"  # the tool raised, timed out, was unknown ...
+    DENIED = "denied"  # approval refused or not given in time
+    CANCELLED = "cancelled"  # the run ended while it ran
+
+
+class RunToolStep(models.Model):
+    """One tool call a run's model made and what it gave back.
+
+    Stored as it happens (a snapshot of a running run shows it; the history
+    keeps it) and sent back to the model on later turns. `text_offset` is where
+    in the reply's text the call came, which splits the stored reply back into
+    the model's turns.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tool_steps")
+    step = models.PositiveIntegerField()  # the model call that asked, from 0
+    position = models.PositiveIntegerField()  # its place among that call's
+    call_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200)
+    arguments = models.JSONField(default=dict, blank=True)  # object, or raw text
+    text_offset = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=10, choices=ToolStepStatus.choices, default=ToolStepStatus.PENDING
+    )
+    output = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step", "position"]
+        indexes = [models.Index(fields=["run", "step", "position"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import itertools
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -23,12 +24,12 @@ from functools import partial
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 
 from agents import services
 from agents.errors import AgentErrorCode
-from agents.models import Run, RunInputStatus, RunStatus
+from agents.models import Run, RunInputStatus, RunStatus, RunToolStep, ToolStepStatus
 from agents.providers import get_provider
 from agents.providers.base import (
     ChatMessage,
@@ -36,7 +37,18 @@ from agents.providers.base import (
     ProviderRequest,
     StateUpdate,
     TextDelta,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
     Usage,
+)
+from agents.tools import Tool, ToolContext, get_tool
+from agents.tools.runner import (
+    MAX_OUTPUT_BYTES,
+    ToolOutcome,
+    parse_arguments,
+    redact_value,
+    run_tool,
 )
 from agents.validation import effective_config
 from chat.batches import ServiceBatches
@@ -47,6 +59,7 @@ from chat.protocol import (
     InputRequestContent,
     InputRequestFrame,
     StateFrame,
+    ToolCallData,
     response_event_json,
     state_content,
 )
@@ -221,20 +234,122 @@ def _history(run: Run, *, persistent: bool) -> list[ChatMessage]:
         .exclude(pk=run.prompt_id)
         .annotate(turn=Coalesce("run__created_at", "created_at"))
         .order_by("-turn", "role", "-created_at")  # "assistant" < "user"
-        .values_list("role", "text")
     )
-    for role, text in _in_pages(earlier, HISTORY_PAGE):
-        if not text:
+    # Whether each reply's run called tools, in the same query: a thread
+    # without tool calls pays no extra query for them.
+    earlier = earlier.annotate(
+        called_tools=Exists(RunToolStep.objects.filter(run_id=OuterRef("run_id")))
+    ).values_list("role", "text", "run_id", "called_tools")
+    for role, text, turns in _with_tool_turns(_in_pages(earlier, HISTORY_PAGE)):
+        if not text and not turns:
             continue  # a reply that failed before its first chunk
-        if len(text) > budget:
+        size = len(text) + sum(_turn_size(turn) for turn in turns)
+        if size > budget:
             break
-        budget -= len(text)
-        messages.append(ChatMessage(role, text))
+        budget -= size
+        if turns:
+            messages.extend(reversed(turns))  # newest first, as `messages` is here
+        else:
+            messages.append(ChatMessage(role, text))
     messages.reverse()
     # Providers expect alternating turns starting with the user.
     while len(messages) > 1 and messages[0].role != "user":
         messages.pop(0)
     return messages
+
+
+def _with_tool_turns(rows):
+    """(role, text, turns) per history row: `turns` splits a reply whose run
+    called tools back into the model's turns (text and calls, results, ...,
+    the final text), [] for any other row. One query per page of rows."""
+    page: list[tuple] = []
+    for row in rows:
+        page.append(row)
+        if len(page) == HISTORY_PAGE:
+            yield from _page_with_tool_turns(page)
+            page = []
+    yield from _page_with_tool_turns(page)
+
+
+def _page_with_tool_turns(page: list[tuple]):
+    run_ids = {
+        run_id
+        for role, _text, run_id, called_tools in page
+        if role == "assistant" and called_tools
+    }
+    steps: dict = {}
+    if run_ids:
+        for tool_step in RunToolStep.objects.filter(run_id__in=run_ids).order_by(
+            "step", "position"
+        ):
+            steps.setdefault(tool_step.run_id, []).append(tool_step)
+    for role, text, run_id, _called_tools in page:
+        run_steps = steps.get(run_id) if role == "assistant" else None
+        yield role, text, tool_turns(text, run_steps) if run_steps else []
+
+
+def tool_turns(text: str, tool_steps: list[RunToolStep]) -> list[ChatMessage]:
+    """A reply with tool calls as the model's turns, oldest first."""
+    turns: list[ChatMessage] = []
+    by_step: dict[int, list[RunToolStep]] = {}
+    for tool_step in tool_steps:
+        by_step.setdefault(tool_step.step, []).append(tool_step)
+    offset = 0
+    for number in sorted(by_step):
+        calls = by_step[number]
+        end = max(offset, min(calls[0].text_offset, len(text)))
+        turns.append(
+            ChatMessage(
+                "assistant",
+                text[offset:end].strip(),
+                tool_calls=tuple(
+                    ToolCall(
+                        id=call.call_id,
+                        name=_wire_name(call.name),
+                        arguments=call.arguments
+                        if isinstance(call.arguments, str)
+                        else json.dumps(call.arguments),
+                    )
+                    for call in calls
+                ),
+            )
+        )
+        turns.append(
+            ChatMessage(
+                "tool",
+                "",
+                tool_results=tuple(
+                    ToolResult(
+                        call_id=call.call_id,
+                        name=_wire_name(call.name),
+                        content=call.output
+                        if call.status == ToolStepStatus.COMPLETED
+                        else f"Error: {call.error or call.status}",
+                        is_error=call.status != ToolStepStatus.COMPLETED,
+                    )
+                    for call in calls
+                ),
+            )
+        )
+        offset = end
+    final = text[offset:].strip()
+    if final:
+        turns.append(ChatMessage("assistant", final))
+    return turns
+
+
+def _turn_size(turn: ChatMessage) -> int:
+    return (
+        len(turn.content)
+        + sum(len(call.arguments) for call in turn.tool_calls)
+        + sum(len(result.content) for result in turn.tool_results)
+    )
+
+
+def _wire_name(name: str) -> str:
+    """A tool's name as the model sees it: the APIs allow no dots in names, so
+    an MCP tool `<server>.<tool>` is offered as `<server>__<tool>`."""
+    return name.replace(".", "__")
 
 
 def _request_for(run: Run) -> tuple[ProviderRequest, object]:
@@ -253,6 +368,7 @@ def _request_for(run: Run) -> tuple[ProviderRequest, object]:
         base_url=agent.base_url or None,
         timeout=settings.PARLEY_PROVIDER_TIMEOUT_SECONDS,
         max_retries=settings.PARLEY_PROVIDER_MAX_RETRIES,
+        input_timeout=agent.input_timeout_seconds,
     )
     return request, get_provider(agent.provider)
 
@@ -293,6 +409,7 @@ class WorkerRuntime:
         self._streams: dict[str, ChunkStream] = {}
         self._checkpointed: dict[str, int] = {}
         self._asked: set[str] = set()
+        self._used_tools: set[str] = set()
         # Claims that arrive while the service threads are busy go together.
         self._claims: ServiceBatches | None = None
 
@@ -426,6 +543,7 @@ class WorkerRuntime:
             self._streams.pop(run_id, None)
             self._checkpointed.pop(run_id, None)
             self._asked.discard(run_id)
+            self._used_tools.discard(run_id)
 
     async def _run_stream(
         self, run_id: str, run: Run, prepared, stream: ChunkStream
@@ -450,22 +568,91 @@ class WorkerRuntime:
                     f"No API key: set the environment variable {agent.api_key_env} "
                     "for the worker.",
                 )
+            tools = await self._tools_for(run)
+            request.tools = [
+                ToolSpec(wire, tool.description, tool.parameters)
+                for wire, (_name, tool) in tools.items()
+            ]
             room = settings.PARLEY_MAX_REPLY_CHARS
-            async for event in provider.stream(request):
-                if isinstance(event, TextDelta):
-                    # Frames above 1 MiB cannot be sent through daphne: bound replies.
-                    stream.add(event.text[:room])
-                    room -= len(event.text)
-                    if room < 0:
-                        raise ProviderError(
-                            AgentErrorCode.REPLY_TOO_LONG,
-                            f"The reply was cut at {settings.PARLEY_MAX_REPLY_CHARS} characters.",
-                        )
-                elif isinstance(event, StateUpdate):
-                    await self._publish_state(run, event.kind, event.data, stream)
-                elif isinstance(event, Usage):
-                    usage = event.as_dict()
-                    await self._publish_state(run, "usage", usage, stream)
+            # Characters of reply text so far and tool steps taken, over every
+            # model call (a Python agent's tool calls count as steps too).
+            reply = _ReplyProgress()
+
+            async def call_tool(name: str, arguments: dict) -> ToolResult:
+                if reply.step >= agent.max_tool_steps:
+                    raise ProviderError(
+                        AgentErrorCode.TOOL_STEPS_EXCEEDED,
+                        f"The agent called more than {agent.max_tool_steps} tools "
+                        "(max_tool_steps); the reply was stopped.",
+                    )
+                call = ToolCall(
+                    id=f"call_{reply.step}",
+                    name=_wire_name(name),
+                    arguments=json.dumps(arguments),
+                )
+                reply.step += 1
+                (result,) = await self._run_tool_calls(
+                    run,
+                    request,
+                    reply.step - 1,
+                    [call],
+                    tools,
+                    stream,
+                    text_offset=reply.written,
+                )
+                return result
+
+            request.call_tool = call_tool
+            while True:
+                calls: list[ToolCall] = []
+                step_text: list[str] = []
+                async for event in provider.stream(request):
+                    if isinstance(event, TextDelta):
+                        text = event.text
+                        if reply.step and not step_text and text and reply.written:
+                            text = "\n\n" + text  # a new turn of the model
+                        # Frames above 1 MiB cannot be sent through daphne: bound replies.
+                        stream.add(text[:room])
+                        step_text.append(text)
+                        reply.written += min(len(text), max(room, 0))
+                        room -= len(text)
+                        if room < 0:
+                            raise ProviderError(
+                                AgentErrorCode.REPLY_TOO_LONG,
+                                f"The reply was cut at {settings.PARLEY_MAX_REPLY_CHARS} characters.",
+                            )
+                    elif isinstance(event, ToolCall):
+                        calls.append(event)
+                    elif isinstance(event, StateUpdate):
+                        await self._publish_state(run, event.kind, event.data, stream)
+                    elif isinstance(event, Usage):
+                        usage = _add_usage(usage, event.as_dict())
+                        await self._publish_state(run, "usage", usage, stream)
+                if not calls:
+                    break
+                if reply.step >= agent.max_tool_steps:
+                    raise ProviderError(
+                        AgentErrorCode.TOOL_STEPS_EXCEEDED,
+                        f"The agent still asked for tools after {agent.max_tool_steps} "
+                        "tool steps (max_tool_steps); the reply was stopped.",
+                    )
+                results = await self._run_tool_calls(
+                    run,
+                    request,
+                    reply.step,
+                    calls,
+                    tools,
+                    stream,
+                    text_offset=reply.written,
+                )
+                request.messages = [
+                    *request.messages,
+                    ChatMessage(
+                        "assistant", "".join(step_text).strip(), tool_calls=tuple(calls)
+                    ),
+                    ChatMessage("tool", "", tool_results=tuple(results)),
+                ]
+                reply.step += 1
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()
             if self.cancel_reasons.get(run_id) == "shutdown":
@@ -502,6 +689,7 @@ class WorkerRuntime:
             error_code=error_code,
             error=error,
             close_inputs=run_id in self._asked,
+            close_tool_steps=run_id in self._used_tools,
         )
 
     async def _publish_state(
@@ -523,8 +711,164 @@ class WorkerRuntime:
             ),
         )
 
+    # --- tools ---------------------------------------------------------------
+    async def _tools_for(self, run: Run) -> dict[str, tuple[str, Tool]]:
+        """The tools the run's agent may call: model-facing name -> (name, tool)."""
+        tools: dict[str, tuple[str, Tool]] = {}
+        names = list(run.agent.tools or [])
+        if run.agent.provider == "python":
+            from agents.python_agents import get_python_agent
+
+            written_in_python = get_python_agent(run.agent.model)
+            names += list(getattr(written_in_python, "tools", ()) or ())
+        for name in names:
+            tool = get_tool(name)
+            if tool is not None:
+                tools[_wire_name(name)] = (name, tool)
+        if run.agent.mcp_servers:
+            from agents.tools.mcp import mcp_tools_for
+
+            for name, tool in (await mcp_tools_for(run.agent)).items():
+                tools[_wire_name(name)] = (name, tool)
+        return tools
+
+    async def _run_tool_calls(
+        self,
+        run: Run,
+        request: ProviderRequest,
+        step: int,
+        calls: list[ToolCall],
+        tools: dict[str, tuple[str, Tool]],
+        stream: ChunkStream,
+        *,
+        text_offset: int,
+    ) -> list[ToolResult]:
+        """Run one model call's tool calls, independent ones at once; each
+        `tool_call` frame goes out before any runs, each `tool_result` as its
+        call ends. Their results, in the order of the calls."""
+        run_id = str(run.id)
+        agent = run.agent
+        secrets = [key for key in (request.api_key,) if key]
+        for _name, tool in tools.values():
+            secrets += tool.extra.get("secrets", [])
+        entries = []
+        for call in calls:
+            name = tools[call.name][0] if call.name in tools else call.name
+            if len(call.arguments) > MAX_OUTPUT_BYTES:  # never a frame too large
+                arguments = call.arguments[:1000] + " … (cut: too long)"
+            else:
+                arguments = redact_value(parse_arguments(call.arguments), secrets)
+            entries.append({"id": call.id, "name": name, "arguments": arguments})
+        self._used_tools.add(run_id)
+        await call_service(
+            services.run_tool_steps_open,
+            run_id=run_id,
+            step=step,
+            text_offset=text_offset,
+            calls=entries,
+        )
+        for entry in entries:
+            await self._publish_state(run, "tool_call", entry, stream)
+        context = ToolContext(
+            run_id=run_id,
+            thread_id=str(run.thread_id),
+            ask=lambda question: self.ask_human(
+                run, question, agent.input_timeout_seconds
+            ),
+        )
+        approvals = set(agent.approval_required or [])
+
+        async def one(position: int, call: ToolCall, entry: dict) -> ToolResult:
+            tool = tools.get(call.name, (None, None))[1]
+            name = entry["name"]
+            outcome = None
+            status = ToolStepStatus.COMPLETED
+            if tool is not None and (
+                name in approvals or f"{name.split('.', 1)[0]}.*" in approvals
+            ):
+                approved = await self.ask_approval(
+                    run, entry, agent.input_timeout_seconds
+                )
+                if approved is not True:
+                    status = ToolStepStatus.DENIED
+                    outcome = ToolOutcome(
+                        error="A person in the thread denied this tool call."
+                        if approved is False
+                        else "Nobody approved this tool call in time; it did not run."
+                    )
+            if outcome is None:
+                outcome = await run_tool(
+                    tool,
+                    name=name,
+                    arguments=entry["arguments"],
+                    context=context,
+                    timeout=None
+                    if tool is not None and tool.waits_for_people
+                    else agent.tool_timeout_seconds,
+                    secrets=secrets,
+                )
+                if outcome.error is not None:
+                    status = ToolStepStatus.FAILED
+            await call_service(
+                services.run_tool_step_close,
+                run_id=run_id,
+                step=step,
+                position=position,
+                status=status,
+                output=outcome.output or "",
+                error=outcome.error or "",
+            )
+            data = {"id": call.id, "name": name}
+            if outcome.error is None:
+                data["output"] = outcome.output
+            else:
+                data["error"] = outcome.error
+            await self._publish_state(run, "tool_result", data, stream)
+            return ToolResult(
+                call_id=call.id,
+                name=call.name,
+                content=outcome.text,
+                is_error=outcome.error is not None,
+            )
+
+        async with asyncio.TaskGroup() as group:
+            running = [
+                group.create_task(one(position, call, entry))
+                for position, (call, entry) in enumerate(
+                    zip(calls, entries, strict=True)
+                )
+            ]
+        return [task.result() for task in running]
+
+    async def ask_approval(self, run: Run, entry: dict, timeout: float) -> bool | None:
+        """Ask the thread's writers to approve a tool call: True, False, or None
+        when nobody answered within `timeout` s (the call does not run)."""
+        arguments = entry["arguments"]
+        shown = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        answer = await self._ask(
+            run,
+            f"Allow the tool {entry['name']} with {shown[:500]}?",
+            timeout,
+            kind="approval",
+            tool_call=ToolCallData(**entry),
+        )
+        return answer if answer is None else bool(answer)
+
     async def ask_human(self, run: Run, question: str, timeout: float) -> str | None:
-        """Ask the thread; the answer, or None when nobody answers in `timeout` s.
+        """Ask the thread; the answer, or None when nobody answers in `timeout` s."""
+        return await self._ask(run, question, timeout)
+
+    async def _ask(
+        self,
+        run: Run,
+        question: str,
+        timeout: float,
+        *,
+        kind: str = "question",
+        tool_call: ToolCallData | None = None,
+    ):
+        """Ask the thread (a question, or an approval of `tool_call`); the
+        answer (text, or True/False), or None when nobody answers in time.
 
         The question is stored before it is published (snapshots show it open,
         the history keeps it) and closed with how it ended."""
@@ -540,12 +884,18 @@ class WorkerRuntime:
                 input_id=input_id,
                 question=question,
                 timeout=timeout,
+                kind=kind,
+                tool_call=tool_call.model_dump() if tool_call else None,
             )
             await publish_with_retry(
                 run.thread_id,
                 InputRequestFrame(
                     content=InputRequestContent(
-                        input_id=input_id, question=question, timeout=timeout
+                        input_id=input_id,
+                        kind=kind,
+                        question=question,
+                        timeout=timeout,
+                        tool_call=tool_call,
                     ),
                     thread_id=run.thread_id,
                     run_id=run.id,
@@ -553,15 +903,19 @@ class WorkerRuntime:
             )
             try:
                 result, by = await asyncio.wait_for(future, timeout)
-                kind = "input_received"
-                data = {"input_id": input_id, "by": by, "answer": result}
+                if isinstance(result, bool):  # an approval
+                    shown = "approved" if result else "denied"
+                else:
+                    shown = result
+                state_kind = "input_received"
+                data = {"input_id": input_id, "by": by, "answer": shown}
                 closed = {
                     "status": RunInputStatus.ANSWERED,
-                    "answer": result,
+                    "answer": shown,
                     "username": by,
                 }
             except TimeoutError:
-                kind, data, result = "input_timeout", {"input_id": input_id}, None
+                state_kind, data, result = "input_timeout", {"input_id": input_id}, None
                 closed = {"status": RunInputStatus.TIMED_OUT}
         finally:
             self._inputs.get(run_id, {}).pop(input_id, None)
@@ -572,7 +926,7 @@ class WorkerRuntime:
         await publish_with_retry(
             run.thread_id,
             StateFrame(
-                content=state_content(kind, data),
+                content=state_content(state_kind, data),
                 thread_id=run.thread_id,
                 run_id=run.id,
             ),
@@ -620,8 +974,9 @@ class WorkerRuntime:
             task.cancel()
 
     def answer(
-        self, run_id: str, input_id: str | None, text: str, username: str
+        self, run_id: str, input_id: str | None, text: str | bool, username: str
     ) -> bool:
+        """Hand an answer (text, or True/False for an approval) to the waiting run."""
         pending = self._inputs.get(run_id) or {}
         if input_id is None and pending:
             input_id = next(iter(pending))
@@ -647,10 +1002,11 @@ class WorkerRuntime:
             if message.get("type") == "run.cancel":
                 self.cancel(message["run_id"])
             elif message.get("type") == "run.input":
+                approve = message.get("approve")
                 self.answer(
                     message["run_id"],
                     message.get("input_id"),
-                    message["text"],
+                    message.get("text") if approve is None else bool(approve),
                     message.get("username", ""),
                 )
 
@@ -694,6 +1050,22 @@ class WorkerRuntime:
             services.run_sweep,
             read_partial_text=lambda run: partial.get(str(run.id)),
         )
+
+
+class _ReplyProgress:
+    """How far a reply has come: its text's length, the tool steps taken."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.step = 0
+
+
+def _add_usage(total: dict, more: dict) -> dict:
+    """Usage over the model calls of one reply: the counts added up."""
+    added = dict(total)
+    for key, value in more.items():
+        added[key] = added.get(key, 0) + value
+    return added
 
 
 def _stale_runs() -> list[tuple[str, str]]:

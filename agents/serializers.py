@@ -31,6 +31,12 @@ AGENT_FIELDS = [
     "busy_policy",
     "allowed_overrides",
     "extra_params",
+    "tools",
+    "approval_required",
+    "mcp_servers",
+    "max_tool_steps",
+    "tool_timeout_seconds",
+    "input_timeout_seconds",
     "enabled",
 ]
 
@@ -48,6 +54,24 @@ class AgentConfigSerializer(serializers.ModelSerializer):
         child=serializers.JSONField(),
         required=False,
         help_text="Provider-specific parameters, e.g. tokens_per_second for echo.",
+    )
+
+    tools = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text="Tools the agent may call: registered names (calculate, clock, "
+        "ask_thread ...) or <server>.<tool> of an MCP server (<server>.* for all).",
+    )
+    approval_required = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text="Tools that run only once a writer of the thread approves.",
+    )
+    mcp_servers = serializers.ListField(
+        child=serializers.DictField(child=serializers.JSONField()),
+        required=False,
+        help_text='MCP servers: {"name", "url", "headers_env": {header: ENV_VAR}} '
+        '(or "command"/"args"/"env" for stdio, where the server allows it).',
     )
 
     class Meta:

@@ -24,6 +24,8 @@ from agents.models import (
     RunInput,
     RunInputStatus,
     RunStatus,
+    RunToolStep,
+    ToolStepStatus,
 )
 from chat.errors import ErrorCode, ServiceError
 from chat.events import (
@@ -269,6 +271,7 @@ def run_finish(
     error_code: str = "",
     error: str = "",
     close_inputs: bool = True,
+    close_tool_steps: bool = True,
 ) -> Run | None:
     """Store the reply (partial text too) and the outcome, then tell the thread.
 
@@ -303,6 +306,10 @@ def run_finish(
             )
         if close_inputs:
             _run_inputs_close_open(run_id=run.pk)
+        if close_tool_steps:
+            RunToolStep.objects.filter(
+                run_id=run.pk, status=ToolStepStatus.PENDING
+            ).update(status=ToolStepStatus.CANCELLED, finished_at=run.finished_at)
         # Updating the thread also locks it for dispatching its next run.
         Thread.objects.filter(pk=run.thread_id).update(updated_at=run.finished_at)
         thread_id = run.thread_id
@@ -392,34 +399,55 @@ def run_active_for_thread(*, thread_id) -> Run | None:
 
 
 def run_input_submit(
-    *, run: Run, input_id: str | None, text: str, username: str
+    *,
+    run: Run,
+    input_id: str | None,
+    text: str | None,
+    username: str,
+    approve: bool | None = None,
 ) -> None:
     """Hand an answer to the worker waiting for it. `input_id` None answers the
-    run's oldest open question. The worker records the answer (first one wins)."""
+    run's oldest open question (or approval). A question takes `text`, an
+    approval `approve`. The worker records the answer (first one wins)."""
     if run.status != RunStatus.RUNNING:
         raise ServiceError(
             AgentErrorCode.INPUT_NOT_PENDING,
             "The run is not waiting for input.",
             status=409,
         )
-    if len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
+    if text is not None and len(text) > settings.PARLEY_MAX_MESSAGE_CHARS:
         raise ServiceError(ErrorCode.MESSAGE_TOO_LONG, "The answer is too long.")
     open_inputs = RunInput.objects.filter(run_id=run.pk, status=RunInputStatus.OPEN)
     if input_id is not None:
         open_inputs = open_inputs.filter(input_id=input_id)
-    pending = open_inputs.order_by("asked_at", "id").values_list("input_id", flat=True)
-    input_id = pending.first()
-    if input_id is None:
+    pending = open_inputs.order_by("asked_at", "id").values_list("input_id", "kind")
+    found = pending.first()
+    if found is None:
         raise ServiceError(
             AgentErrorCode.INPUT_NOT_PENDING,
             "No open question to answer (answered already, timed out or unknown).",
             status=409,
         )
+    input_id, kind = found
+    if kind == "approval" and approve is None:
+        raise ServiceError(
+            AgentErrorCode.INPUT_MISMATCH,
+            "This is a tool call waiting for approval: answer with "
+            '{"approve": true} or {"approve": false}.',
+            status=400,
+        )
+    if kind != "approval" and text is None:
+        raise ServiceError(
+            AgentErrorCode.INPUT_MISMATCH,
+            'This is a question: answer with {"text": "..."}.',
+            status=400,
+        )
     message = {
         "type": "run.input",
         "run_id": str(run.id),
         "input_id": input_id,
-        "text": text,
+        "text": text if kind != "approval" else None,
+        "approve": approve if kind == "approval" else None,
         "username": username,
     }
     after_commit(partial(send_to_channel, run.worker_channel, message))
@@ -483,14 +511,22 @@ def run_checkpoint(*, checkpoints: list[tuple[str, str, int]]) -> int:
 
 
 def run_input_open(
-    *, run_id: str, input_id: str, question: str, timeout: float, kind: str = "question"
+    *,
+    run_id: str,
+    input_id: str,
+    question: str,
+    timeout: float,
+    kind: str = "question",
+    tool_call: dict | None = None,
 ) -> RunInput:
-    """Store a question the run asks the thread, before it is published."""
+    """Store a question the run asks the thread (or, `kind` approval, the tool
+    call waiting for a yes), before it is published."""
     now = timezone.now()
     return RunInput.objects.create(
         run_id=run_id,
         input_id=input_id,
         kind=kind,
+        tool_call=tool_call,
         question=question,
         asked_at=now,
         timeout_seconds=timeout,
@@ -528,4 +564,48 @@ def _run_inputs_close_open(*, run_id) -> int:
     """Close the questions a run that ended left open."""
     return RunInput.objects.filter(run_id=run_id, status=RunInputStatus.OPEN).update(
         status=RunInputStatus.CANCELLED
+    )
+
+
+# --- tool steps (agents/runtime.py's tool loop calls these) ---------------------
+
+
+def run_tool_steps_open(
+    *, run_id: str, step: int, text_offset: int, calls: list[dict]
+) -> None:
+    """Store the tool calls one model call made (`{"id", "name", "arguments"}`
+    each), before they run: snapshots show them, the history keeps them."""
+    now = timezone.now()
+    RunToolStep.objects.bulk_create(
+        RunToolStep(
+            run_id=run_id,
+            step=step,
+            position=position,
+            call_id=call["id"],
+            name=call["name"],
+            arguments=call["arguments"],
+            text_offset=text_offset,
+            started_at=now,
+        )
+        for position, call in enumerate(calls)
+    )
+
+
+def run_tool_step_close(
+    *,
+    run_id: str,
+    step: int,
+    position: int,
+    status: ToolStepStatus,
+    output: str = "",
+    error: str = "",
+) -> bool:
+    """Record what a tool call gave back; False when it had been closed already."""
+    return bool(
+        RunToolStep.objects.filter(
+            run_id=run_id,
+            step=step,
+            position=position,
+            status=ToolStepStatus.PENDING,
+        ).update(status=status, output=output, error=error, finished_at=timezone.now())
     )

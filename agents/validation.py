@@ -55,6 +55,7 @@ def agent_config_errors(agent) -> dict[str, str]:
         errors.setdefault(
             "extra_params", "Text may not contain NUL (\\u0000) characters."
         )
+    errors.update(tool_config_errors(agent))
     if agent.provider == "echo" and isinstance(agent.extra_params, dict):
         problem = _echo_params_problem(agent.extra_params)
         if problem:
@@ -64,6 +65,130 @@ def agent_config_errors(agent) -> dict[str, str]:
 
         errors.update(get_provider(agent.provider).config_problems(agent))
     return errors
+
+
+MCP_SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+MCP_SERVER_KEYS = {"name", "url", "headers_env", "command", "args", "env"}
+
+
+def _number_between(value: Any, low: float, high: float) -> bool:
+    return _is_number(value) and low <= value <= high
+
+
+def tool_config_errors(agent) -> dict[str, str]:
+    """Problems of the tool fields: unknown tool names, bad MCP server entries."""
+    from django.conf import settings
+
+    from agents.tools import tool_names
+
+    errors: dict[str, str] = {}
+    servers = getattr(agent, "mcp_servers", None)
+    server_names: set[str] = set()
+    if not isinstance(servers, list):
+        errors["mcp_servers"] = "A list of server objects."
+    else:
+        for position, server in enumerate(servers):
+            problem = _mcp_server_problem(
+                server,
+                allow_stdio=settings.PARLEY_MCP_ALLOW_STDIO,
+            )
+            if problem is None and server["name"] in server_names:
+                problem = f"the name {server['name']!r} is used twice"
+            if problem:
+                errors["mcp_servers"] = f"Server {position + 1}: {problem}."
+                break
+            server_names.add(server["name"])
+    known = set(tool_names())
+    for field in ("tools", "approval_required"):
+        names = getattr(agent, field, None)
+        if not isinstance(names, list) or not all(
+            isinstance(name, str) for name in names
+        ):
+            errors[field] = "A list of tool names."
+            continue
+        unknown = [
+            name
+            for name in names
+            if name not in known
+            and not (
+                "." in name
+                and name.split(".", 1)[0] in server_names
+                and name.split(".", 1)[1]
+            )
+        ]
+        if unknown:
+            errors[field] = (
+                f"Unknown tools: {', '.join(unknown)}. Choose from "
+                f"{', '.join(sorted(known))}, or <server>.<tool> (<server>.* for "
+                "all) of a server in mcp_servers."
+            )
+    approvals = getattr(agent, "approval_required", None)
+    tools = getattr(agent, "tools", None)
+    if "approval_required" not in errors and isinstance(tools, list):
+        missing = [
+            name
+            for name in approvals or []
+            if name not in tools and f"{name.split('.', 1)[0]}.*" not in tools
+        ]
+        if missing:
+            errors["approval_required"] = (
+                f"Not among the agent's tools: {', '.join(missing)}."
+            )
+    if not _number_between(getattr(agent, "max_tool_steps", 8), 1, 100) or not (
+        isinstance(getattr(agent, "max_tool_steps", 8), int)
+    ):
+        errors["max_tool_steps"] = "An integer between 1 and 100."
+    if not _number_between(getattr(agent, "tool_timeout_seconds", 30), 0.1, 3600):
+        errors["tool_timeout_seconds"] = "Seconds between 0.1 and 3600."
+    if not _number_between(getattr(agent, "input_timeout_seconds", 120), 1, 86_400):
+        errors["input_timeout_seconds"] = "Seconds between 1 and 86400."
+    return errors
+
+
+def _mcp_server_problem(server: Any, *, allow_stdio: bool) -> str | None:
+    if not isinstance(server, dict):
+        return "an object with name and url"
+    unknown = sorted(set(server) - MCP_SERVER_KEYS)
+    if unknown:
+        return f"unknown keys {', '.join(unknown)}"
+    name = server.get("name")
+    if not isinstance(name, str) or not MCP_SERVER_NAME.match(name):
+        return "name: letters, digits, _ and -, at most 32 (no dots)"
+    url, command = server.get("url"), server.get("command")
+    if (url is None) == (command is None):
+        return "give either url (Streamable HTTP) or command (stdio)"
+    if url is not None and (
+        not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https")
+    ):
+        return "url: an http:// or https:// URL"
+    if command is not None:
+        if not allow_stdio:
+            return (
+                "stdio servers start processes on the worker; the setting "
+                "PARLEY_MCP_ALLOW_STDIO is off"
+            )
+        args = server.get("args", [])
+        if (
+            not isinstance(command, str)
+            or not command
+            or not (
+                isinstance(args, list) and all(isinstance(arg, str) for arg in args)
+            )
+        ):
+            return "command: a program name; args: a list of strings"
+    for key in ("headers_env", "env"):
+        mapping = server.get(key, {})
+        if not isinstance(mapping, dict) or not all(
+            isinstance(header, str)
+            and isinstance(variable, str)
+            and ENV_VAR_NAME.match(variable)
+            for header, variable in mapping.items()
+        ):
+            return (
+                f"{key}: an object of name -> environment variable name (the "
+                "secret stays in the environment)"
+            )
+    return None
 
 
 def _contains_nul(value: Any) -> bool:

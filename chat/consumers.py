@@ -543,6 +543,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             run_id=frame.content.run_id,
             input_id=frame.content.input_id,
             text=frame.content.text,
+            approve=frame.content.approve,
         )
         await self._accepted(frame, run_id=str(run.id))
 

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from chat.errors import ErrorCode
 
@@ -67,10 +75,19 @@ class CancelIn(ClientFrame):
 
 
 class InputContent(BaseModel):
+    """An answer: `text` for a question, `approve` for an approval."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     run_id: UUID
-    text: str
+    text: str | None = None
+    approve: bool | None = None
     input_id: str | None = None
+
+    @model_validator(mode="after")
+    def _text_or_approve(self) -> InputContent:
+        if (self.text is None) == (self.approve is None):
+            raise ValueError("give text (a question) or approve (an approval)")
+        return self
 
 
 class InputIn(ClientFrame):
@@ -213,18 +230,43 @@ class UsageState(_Strict):
 
 
 class ToolCallData(_Strict):
-    """A tool call as the model streams it: `arguments` so far, this `delta`."""
+    """A complete tool call the model made, sent once before it runs:
+    `arguments` is the JSON object it gave (its raw text when not an object)."""
 
-    index: int = 0
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-    arguments_delta: str = ""
+    id: str
+    name: str
+    arguments: dict[str, Any] | str
 
 
 class ToolCallState(_Strict):
     kind: Literal["tool_call"]
     data: ToolCallData
+
+
+class ToolResultData(_Strict):
+    """What a tool call gave back to the model: `output`, or `error` instead."""
+
+    id: str
+    name: str
+    output: str | None = None
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _output_or_error(self) -> ToolResultData:
+        if (self.output is None) == (self.error is None):
+            raise ValueError("a tool result has output or error, not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_the_other(self, handler) -> dict[str, Any]:
+        # `output` or `error`: the one that is not there is left out, not null.
+        data = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+
+class ToolResultState(_Strict):
+    kind: Literal["tool_result"]
+    data: ToolResultData
 
 
 class WaitingForInputData(_Strict):
@@ -259,6 +301,7 @@ class InputTimeoutState(_Strict):
 StateContent = Annotated[
     UsageState
     | ToolCallState
+    | ToolResultState
     | WaitingForInputState
     | InputReceivedState
     | InputTimeoutState,
@@ -266,7 +309,14 @@ StateContent = Annotated[
 ]
 _state_adapter: TypeAdapter[StateContent] = TypeAdapter(StateContent)
 STATE_KINDS = frozenset(
-    {"usage", "tool_call", "waiting_for_input", "input_received", "input_timeout"}
+    {
+        "usage",
+        "tool_call",
+        "tool_result",
+        "waiting_for_input",
+        "input_received",
+        "input_timeout",
+    }
 )
 
 
@@ -330,10 +380,25 @@ class InputRecord(_Strict):
     answered_at: str | None
 
 
+class ToolStepRecord(_Strict):
+    """A tool call a run made and how it ended, as history and snapshots show it."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | str
+    status: Literal["pending", "completed", "failed", "denied", "cancelled"]
+    output: str | None
+    error: str | None
+    started_at: str
+    finished_at: str | None
+
+
 class HistoryMessage(MessageContent):
-    """A message in a snapshot or the history: with the questions its run asked."""
+    """A message in a snapshot or the history: with the questions its run
+    asked and the tool calls it made."""
 
     inputs: list[InputRecord] = Field(default_factory=list)
+    tool_steps: list[ToolStepRecord] = Field(default_factory=list)
 
 
 class OpenInputRequest(_Strict):
@@ -345,6 +410,7 @@ class OpenInputRequest(_Strict):
     expires_at: str
     seconds_left: float
     answerable_by: Literal["writers"]
+    tool_call: ToolCallData | None = None  # an approval's pending call
 
 
 class RunProgress(_Strict):
@@ -355,6 +421,7 @@ class RunProgress(_Strict):
     text: str
     next_stream_index: int
     input_requests: list[OpenInputRequest]
+    tool_steps: list[ToolStepRecord] = Field(default_factory=list)
 
 
 class SnapshotStatus(_Strict):
@@ -471,10 +538,15 @@ class StatusFrame(ServerFrame):
 
 
 class InputRequestContent(BaseModel):
+    """A question (`kind` question) or a tool call waiting for a writer's yes
+    (`kind` approval, with the pending `tool_call`)."""
+
     model_config = ConfigDict(extra="forbid")
     input_id: str
+    kind: Literal["question", "approval"] = "question"
     question: str
     timeout: float
+    tool_call: ToolCallData | None = None
 
 
 class InputRequestFrame(ServerFrame):

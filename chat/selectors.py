@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from agents.models import ACTIVE_RUN_STATUSES, Run, RunInput, RunInputStatus
+from agents.selectors import tool_steps_by_run
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import ThreadLogState
 from chat.models import Message, Role, Thread, ThreadMember
@@ -101,7 +102,12 @@ def _timestamp(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-def message_content(message: Message, *, inputs: list[dict] | None = None) -> dict:
+def message_content(
+    message: Message,
+    *,
+    inputs: list[dict] | None = None,
+    tool_steps: list[dict] | None = None,
+) -> dict:
     """A message as clients see it. `inputs` (the questions its run asked, see
     `message_inputs_by_run`) is added when given: history and snapshots give it,
     the live `message` frame has no such field."""
@@ -120,6 +126,8 @@ def message_content(message: Message, *, inputs: list[dict] | None = None) -> di
     }
     if inputs is not None:
         content["inputs"] = inputs
+    if tool_steps is not None:
+        content["tool_steps"] = tool_steps
     return content
 
 
@@ -220,6 +228,7 @@ def thread_snapshot_rows(*, thread: Thread) -> dict:
             "checkpoint_text": checkpoint_text,
             "checkpoint_chunks": checkpoint_chunks,
             "input_requests": [],
+            "tool_steps": [],
         }
         for run_id, status, checkpoint_text, checkpoint_chunks in Run.objects.filter(
             thread=thread, status__in=ACTIVE_RUN_STATUSES
@@ -229,7 +238,9 @@ def thread_snapshot_rows(*, thread: Thread) -> dict:
         if str(run_id) not in finished_runs
     ]
     inputs = _run_inputs_by_run(finished_runs | {run["run_id"] for run in runs})
+    steps = tool_steps_by_run(run_ids=finished_runs | {run["run_id"] for run in runs})
     for run in runs:
+        run["tool_steps"] = steps.get(run["run_id"], [])
         run["input_requests"] = [
             {
                 "input_id": run_input.input_id,
@@ -239,6 +250,7 @@ def thread_snapshot_rows(*, thread: Thread) -> dict:
                 "asked_at": _timestamp(run_input.asked_at),
                 "expires_at": run_input.expires_at,
                 "answerable_by": ANSWERABLE_BY,
+                "tool_call": run_input.tool_call,
             }
             for run_input in inputs.get(run["run_id"], [])
             if run_input.status == RunInputStatus.OPEN
@@ -251,6 +263,9 @@ def thread_snapshot_rows(*, thread: Thread) -> dict:
                     run_input_content(run_input)
                     for run_input in inputs.get(str(message.run_id), [])
                 ]
+                if message.role == "assistant" and message.run_id
+                else [],
+                tool_steps=steps.get(str(message.run_id), [])
                 if message.role == "assistant" and message.run_id
                 else [],
             )
@@ -295,6 +310,7 @@ def snapshot_with_progress(
                 "status": row["status"],
                 "text": text,
                 "next_stream_index": next_stream_index,
+                "tool_steps": row.get("tool_steps", []),
                 "input_requests": [
                     _input_request_now(request, now)
                     for request in row.get("input_requests", ())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from agents.selectors import tool_steps_by_run
 from chat.models import Message, Role, Thread, ThreadMember
 from chat.selectors import message_error, message_inputs_by_run
 
@@ -180,14 +181,29 @@ class MessageInputSerializer(serializers.Serializer):
     answered_at = serializers.DateTimeField(allow_null=True)
 
 
+class ToolStepSerializer(serializers.Serializer):
+    """One tool call a run made, with its result (docs/protocol.md, Tools)."""
+
+    id = serializers.CharField()
+    name = serializers.CharField()
+    arguments = serializers.JSONField(help_text="The JSON object the model gave.")
+    status = serializers.ChoiceField(
+        choices=["pending", "completed", "failed", "denied", "cancelled"]
+    )
+    output = serializers.CharField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
 class MessageListSerializer(serializers.ListSerializer):
     """Reads the questions of every reply on the page in one query."""
 
     def to_representation(self, data):
         messages = list(data.all() if hasattr(data, "all") else data)
-        self._context["inputs_by_run"] = message_inputs_by_run(
-            run_ids=[m.run_id for m in messages if m.role == "assistant"]
-        )
+        replies = [m.run_id for m in messages if m.role == "assistant"]
+        self._context["inputs_by_run"] = message_inputs_by_run(run_ids=replies)
+        self._context["tool_steps_by_run"] = tool_steps_by_run(run_ids=replies)
         return super().to_representation(messages)
 
 
@@ -213,6 +229,10 @@ class MessageSerializer(serializers.ModelSerializer):
         help_text="For agent replies: the questions the run asked the thread, "
         "with their answers; [] otherwise."
     )
+    tool_steps = serializers.SerializerMethodField(
+        help_text="For agent replies: the tool calls the run made, in order, "
+        "with their results; [] otherwise."
+    )
 
     class Meta:
         model = Message
@@ -226,6 +246,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "inputs",
+            "tool_steps",
             "created_at",
         ]
         read_only_fields = fields
@@ -253,6 +274,15 @@ class MessageSerializer(serializers.ModelSerializer):
         if inputs_by_run is None:  # one message, not a page
             inputs_by_run = message_inputs_by_run(run_ids=[message.run_id])
         return inputs_by_run.get(str(message.run_id), [])
+
+    @extend_schema_field(ToolStepSerializer(many=True))
+    def get_tool_steps(self, message: Message) -> list[dict]:
+        if message.role != "assistant" or not message.run_id:
+            return []
+        steps_by_run = self.context.get("tool_steps_by_run")
+        if steps_by_run is None:  # one message, not a page
+            steps_by_run = tool_steps_by_run(run_ids=[message.run_id])
+        return steps_by_run.get(str(message.run_id), [])
 
 
 class RunCreateSerializer(serializers.Serializer):

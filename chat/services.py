@@ -431,13 +431,26 @@ def thread_run_cancel(*, actor, thread_id, run_id=None) -> Run:
 
 
 def thread_input_submit(
-    *, actor, thread_id, run_id, input_id: str | None, text: str
+    *,
+    actor,
+    thread_id,
+    run_id,
+    input_id: str | None,
+    text: str | None,
+    approve: bool | None = None,
 ) -> Run:
-    """A writer of the thread answers a question a run asked."""
+    """A writer of the thread answers a question a run asked (`text`), or
+    approves or denies a tool call waiting for approval (`approve`)."""
     with transaction.atomic():
         _require_writer(actor=actor, thread_id=thread_id, action="answer questions")
         run = _run_of_thread(thread_id=thread_id, run_id=run_id)
-        run_input_submit(run=run, input_id=input_id, text=text, username=actor.username)
+        run_input_submit(
+            run=run,
+            input_id=input_id,
+            text=text,
+            approve=approve,
+            username=actor.username,
+        )
         return run
 
 

@@ -344,6 +344,13 @@ PARLEY_SSE_HEARTBEAT_SECONDS = env_float("PARLEY_SSE_HEARTBEAT_SECONDS", 15.0)
 PARLEY_HISTORY_MAX_CHARS = env_int("PARLEY_HISTORY_MAX_CHARS", 24_000)
 PARLEY_PROVIDER_TIMEOUT_SECONDS = env_float("PARLEY_PROVIDER_TIMEOUT_SECONDS", 60.0)
 PARLEY_PROVIDER_MAX_RETRIES = env_int("PARLEY_PROVIDER_MAX_RETRIES", 2)
+# MCP servers over stdio start processes on the worker: only when allowed.
+PARLEY_MCP_ALLOW_STDIO = env_bool("PARLEY_MCP_ALLOW_STDIO", False)
+# Agents written in Python beyond those registered with @python_agent in an
+# installed app: dotted class paths, comma-separated (agents/python_agents/).
+PARLEY_PYTHON_AGENTS = [
+    path.strip() for path in env_str("PARLEY_PYTHON_AGENTS").split(",") if path.strip()
+]
 # /metrics wants `Authorization: Bearer <this>` (or a staff login); empty: staff only.
 PARLEY_METRICS_TOKEN = env_str("PARLEY_METRICS_TOKEN")
 PARLEY_READYZ_TIMEOUT_SECONDS = env_float("PARLEY_READYZ_TIMEOUT_SECONDS", 2.0)

@@ -8,6 +8,7 @@ PROVIDER_MODULES = {
     "echo": "agents.providers.echo",
     "openai": "agents.providers.openai",
     "anthropic": "agents.providers.anthropic",
+    "python": "agents.providers.python",
 }
 
 _instances: dict[str, Provider] = {}

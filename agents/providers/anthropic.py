@@ -21,9 +21,14 @@ a compatible server that still takes `temperature` can get it there. Keys the
 provider sets itself (model, messages, system, max_tokens, stream ...) are
 ignored and reported by `config_problems`; a key set to null is left out.
 
-Events: a `TextDelta` per `text_delta`; `StateUpdate("tool_call", {"index",
-"id", "name", "arguments", "arguments_delta"})` when a `tool_use` block starts
-and per `input_json_delta`, with `arguments` accumulated so far; `Usage` last,
+Tools: `request.tools` become `tools` (`{"name", "description",
+"input_schema"}`); an assistant turn's tool calls go back as `tool_use` blocks
+after its text, their results as one user turn of `tool_result` blocks
+(`is_error` for failed calls). Without `request.tools`, an
+`extra_params.tools` is passed through as before.
+
+Events: a `TextDelta` per `text_delta`; a complete `ToolCall` when a `tool_use`
+block stops (its `input_json_delta` fragments put together); `Usage` last,
 input tokens from `message_start` (cache reads and writes included), output
 tokens from the last `message_delta`. Thinking and other non-text deltas are not
 part of the reply. Event types this module does not know are ignored, as
@@ -70,8 +75,8 @@ from agents.providers.base import (
     ProviderError,
     ProviderEvent,
     ProviderRequest,
-    StateUpdate,
     TextDelta,
+    ToolCall,
     Usage,
 )
 from agents.providers.http import (
@@ -192,9 +197,18 @@ def _create_arguments(request: ProviderRequest) -> dict[str, Any]:
         "messages": [
             _message_param(message)
             for message in request.messages
-            if message.content.strip()
+            if message.content.strip() or message.tool_calls or message.tool_results
         ],
     }
+    if request.tools:
+        arguments["tools"] = [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "input_schema": spec.parameters,
+            }
+            for spec in request.tools
+        ]
     if request.system_prompt:
         arguments["system"] = request.system_prompt
     extra_body: dict[str, Any] = {}
@@ -210,8 +224,40 @@ def _create_arguments(request: ProviderRequest) -> dict[str, Any]:
     return arguments
 
 
-def _message_param(message: ChatMessage) -> dict[str, str]:
-    return {"role": message.role, "content": message.content}
+def _message_param(message: ChatMessage) -> dict[str, Any]:
+    """One conversation turn in the Messages format."""
+    if message.role == "tool":
+        return {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": result.call_id,
+                    "content": result.content,
+                    **({"is_error": True} if result.is_error else {}),
+                }
+                for result in message.tool_results
+            ],
+        }
+    if not message.tool_calls:
+        return {"role": message.role, "content": message.content}
+    blocks: list[dict[str, Any]] = []
+    if message.content.strip():
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls:
+        try:
+            given = json.loads(call.arguments or "{}")
+        except ValueError:
+            given = {}
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": given if isinstance(given, dict) else {},
+            }
+        )
+    return {"role": message.role, "content": blocks}
 
 
 async def _stream_events(events: Any) -> AsyncIterator[ProviderEvent]:
@@ -240,16 +286,11 @@ async def _stream_events(events: Any) -> AsyncIterator[ProviderEvent]:
             open_blocks.add(index)
             block_type = getattr(block, "type", None)
             if block_type in ("tool_use", "server_tool_use"):
-                entry = {
-                    "index": index,
+                tool_calls[index] = {
                     "id": getattr(block, "id", None),
                     "name": getattr(block, "name", None),
                     "arguments": "",
                 }
-                tool_calls[index] = entry
-                yield StateUpdate(
-                    kind="tool_call", data={**entry, "arguments_delta": ""}
-                )
             elif block_type == "text" and getattr(block, "text", None):
                 yield TextDelta(block.text)
         elif kind == "content_block_delta":
@@ -266,15 +307,19 @@ async def _stream_events(events: Any) -> AsyncIterator[ProviderEvent]:
                     yield TextDelta(text)
             elif delta_type == "input_json_delta":
                 entry = tool_calls.setdefault(
-                    index, {"index": index, "id": None, "name": None, "arguments": ""}
+                    index, {"id": None, "name": None, "arguments": ""}
                 )
-                fragment = getattr(delta, "partial_json", None) or ""
-                entry["arguments"] += fragment
-                yield StateUpdate(
-                    kind="tool_call", data={**entry, "arguments_delta": fragment}
-                )
+                entry["arguments"] += getattr(delta, "partial_json", None) or ""
         elif kind == "content_block_stop":
-            open_blocks.discard(getattr(event, "index", None))
+            index = getattr(event, "index", None)
+            open_blocks.discard(index)
+            entry = tool_calls.pop(index, None)
+            if entry is not None:
+                yield ToolCall(
+                    id=entry["id"] or f"toolu_{index}",
+                    name=entry["name"] or "",
+                    arguments=entry["arguments"],
+                )
         elif kind == "message_delta":
             usage = getattr(event, "usage", None)
             input_tokens = _input_tokens(usage) or input_tokens
@@ -318,15 +363,13 @@ def _message_events(message: Any) -> list[ProviderEvent]:
         events.append(TextDelta(text))
     for index, block in enumerate(content):
         if getattr(block, "type", None) in ("tool_use", "server_tool_use"):
-            arguments = json.dumps(getattr(block, "input", None) or {})
-            data = {
-                "index": index,
-                "id": getattr(block, "id", None),
-                "name": getattr(block, "name", None),
-                "arguments": arguments,
-                "arguments_delta": arguments,
-            }
-            events.append(StateUpdate(kind="tool_call", data=data))
+            events.append(
+                ToolCall(
+                    id=getattr(block, "id", None) or f"toolu_{index}",
+                    name=getattr(block, "name", None) or "",
+                    arguments=json.dumps(getattr(block, "input", None) or {}),
+                )
+            )
     usage = getattr(message, "usage", None)
     if usage is not None:
         events.append(

@@ -1,10 +1,19 @@
 """The provider interface: one agent call as an async iterator of events.
 
 A provider turns a :class:`ProviderRequest` into a stream of
-:class:`TextDelta`, :class:`StateUpdate` and :class:`Usage` events, and raises
+:class:`TextDelta`, :class:`StateUpdate`, :class:`ToolCall` and :class:`Usage`
+events, and raises
 :class:`ProviderError` with an :class:`AgentErrorCode` when the call fails.
 The worker (``agents/runtime.py``) coalesces text, publishes frames, persists
 the reply and handles cancellation by cancelling the task that iterates.
+
+One `stream()` is one model call. Tools: `request.tools` lists what the model
+may call; a provider yields one complete :class:`ToolCall` per call the model
+made, after the call's last argument fragment, and the runtime's tool loop
+(agents/runtime.py) runs them and calls the provider again with the calls and
+their results appended to `request.messages` (an assistant message with
+`tool_calls`, then a `tool` message with `tool_results`), each provider putting
+them in its own wire format.
 """
 
 from __future__ import annotations
@@ -18,9 +27,42 @@ from agents.errors import AgentErrorCode
 
 
 @dataclass(frozen=True)
-class ChatMessage:
-    role: Literal["user", "assistant"]
+class ToolCall:
+    """A complete tool call the model made; `arguments` is its JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call gave back, as the model reads it."""
+
+    call_id: str
+    name: str
     content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: `parameters` is a JSON schema (an object)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn. `assistant` turns may carry the tool calls the model made;
+    a `tool` turn carries their results (content empty)."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
 
 
 # Asks the thread's participants a question; returns the answer, or None when
@@ -30,6 +72,15 @@ AskHuman = Callable[[str, float], Awaitable[str | None]]
 
 async def _nobody_answers(question: str, timeout: float) -> str | None:
     return None
+
+
+# Runs a tool through the runtime (frames, storage, approvals, bounds), for
+# providers that call tools themselves (agents written in Python).
+CallTool = Callable[[str, dict[str, Any]], Awaitable["ToolResult"]]
+
+
+async def _no_tools(name: str, arguments: dict[str, Any]) -> ToolResult:
+    return ToolResult(call_id="", name=name, content="No tools here.", is_error=True)
 
 
 @dataclass
@@ -46,6 +97,9 @@ class ProviderRequest:
     timeout: float = 60.0
     max_retries: int = 2
     ask_human: AskHuman = _nobody_answers
+    tools: list[ToolSpec] = field(default_factory=list)
+    call_tool: CallTool = _no_tools
+    input_timeout: float = 120.0  # how long questions the agent asks may wait
 
 
 @dataclass(frozen=True)
@@ -77,7 +131,7 @@ class Usage:
         }
 
 
-ProviderEvent = TextDelta | StateUpdate | Usage
+ProviderEvent = TextDelta | StateUpdate | ToolCall | Usage
 
 
 class ProviderError(Exception):

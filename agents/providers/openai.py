@@ -21,11 +21,15 @@ set to null leaves that parameter out: reasoning models that reject
 `temperature` take `{"temperature": null}`; `max_completion_tokens` replaces
 `max_tokens`, which those models also reject.
 
-Events: a `TextDelta` per content delta; `StateUpdate("tool_call", {"index",
-"id", "name", "arguments", "arguments_delta"})` per tool-call delta, with
-`arguments` accumulated so far; `Usage` last, when the server reports it
-(`stream_options.include_usage`). With `stream` off, the whole text is one
-`TextDelta`.
+Tools: `request.tools` become `tools` (`{"type": "function", "function":
+{...}}`); an assistant turn's tool calls go back as its `tool_calls`, their
+results as one `{"role": "tool", "tool_call_id", "content"}` message each.
+Without `request.tools`, an `extra_params.tools` is passed through as before.
+
+Events: a `TextDelta` per content delta; a complete `ToolCall` per tool call
+once the stream has ended (the deltas are put together here, by `index`);
+`Usage` last, when the server reports it (`stream_options.include_usage`).
+With `stream` off, the whole text is one `TextDelta`.
 
 Time limits and retries: `request.timeout` bounds every network wait (connect,
 each read), not the whole reply, so a long answer may stream as long as tokens
@@ -61,12 +65,13 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from agents.errors import AgentErrorCode
 from agents.providers.base import (
+    ChatMessage,
     Provider,
     ProviderError,
     ProviderEvent,
     ProviderRequest,
-    StateUpdate,
     TextDelta,
+    ToolCall,
     Usage,
 )
 from agents.providers.http import (
@@ -186,13 +191,11 @@ class OpenAIProvider(Provider):
 
 
 def _create_arguments(request: ProviderRequest) -> dict[str, Any]:
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if request.system_prompt:
         messages.append({"role": "system", "content": request.system_prompt})
-    messages += [
-        {"role": message.role, "content": message.content}
-        for message in request.messages
-    ]
+    for message in request.messages:
+        messages += _message_params(message)
     arguments: dict[str, Any] = {
         "model": request.model,
         "messages": messages,
@@ -211,11 +214,44 @@ def _create_arguments(request: ProviderRequest) -> dict[str, Any]:
             arguments[key] = value
         else:
             extra_body[key] = value
+    if request.tools:
+        arguments["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "parameters": spec.parameters,
+                },
+            }
+            for spec in request.tools
+        ]
     if "max_completion_tokens" in arguments:
         arguments.pop("max_tokens", None)
     if extra_body:
         arguments["extra_body"] = extra_body
     return arguments
+
+
+def _message_params(message: ChatMessage) -> list[dict[str, Any]]:
+    """One conversation turn in the Chat Completions format."""
+    if message.role == "tool":
+        return [
+            {"role": "tool", "tool_call_id": result.call_id, "content": result.content}
+            for result in message.tool_results
+        ]
+    param: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        param["content"] = message.content or None
+        param["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    return [param]
 
 
 async def _chunk_events(
@@ -246,7 +282,7 @@ async def _chunk_events(
                 if isinstance(text, str) and text:
                     yield TextDelta(text)
                 for call in getattr(delta, "tool_calls", None) or []:
-                    yield _tool_call_update(tool_calls, call)
+                    _add_tool_call_delta(tool_calls, call)
             if getattr(choice, "finish_reason", None):
                 finished = True
     if not finished:
@@ -254,23 +290,27 @@ async def _chunk_events(
             AgentErrorCode.PROVIDER_CONNECTION_LOST,
             "The provider's stream ended before the reply was complete.",
         )
+    for index in sorted(tool_calls):
+        entry = tool_calls[index]
+        yield ToolCall(
+            id=entry["id"] or f"call_{index}",
+            name=entry["name"] or "",
+            arguments=entry["arguments"],
+        )
     if usage is not None:
         yield _usage(usage)
 
 
-def _tool_call_update(calls: dict[int, dict[str, Any]], call: Any) -> StateUpdate:
+def _add_tool_call_delta(calls: dict[int, dict[str, Any]], call: Any) -> None:
+    """Put a streamed tool-call fragment into the call it belongs to (`index`)."""
     index = getattr(call, "index", None) or 0
-    entry = calls.setdefault(
-        index, {"index": index, "id": None, "name": None, "arguments": ""}
-    )
+    entry = calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
     if getattr(call, "id", None):
         entry["id"] = call.id
     function = getattr(call, "function", None)
     if getattr(function, "name", None):
         entry["name"] = function.name
-    fragment = getattr(function, "arguments", None) or ""
-    entry["arguments"] += fragment
-    return StateUpdate(kind="tool_call", data={**entry, "arguments_delta": fragment})
+    entry["arguments"] += getattr(function, "arguments", None) or ""
 
 
 def _completion_events(completion: Any) -> list[ProviderEvent]:
@@ -284,15 +324,13 @@ def _completion_events(completion: Any) -> list[ProviderEvent]:
         events.append(TextDelta(text))
     for index, call in enumerate(getattr(message, "tool_calls", None) or []):
         function = getattr(call, "function", None)
-        arguments = getattr(function, "arguments", None) or ""
-        data = {
-            "index": index,
-            "id": getattr(call, "id", None),
-            "name": getattr(function, "name", None),
-            "arguments": arguments,
-            "arguments_delta": arguments,
-        }
-        events.append(StateUpdate(kind="tool_call", data=data))
+        events.append(
+            ToolCall(
+                id=getattr(call, "id", None) or f"call_{index}",
+                name=getattr(function, "name", None) or "",
+                arguments=getattr(function, "arguments", None) or "",
+            )
+        )
     if getattr(completion, "usage", None) is not None:
         events.append(_usage(completion.usage))
     return events

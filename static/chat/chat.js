@@ -422,6 +422,7 @@
       var run = ensureRun(content.run_id || "message:" + content.id);
       finishRun(run, { text: content.text, status: content.status || "completed", error: content.error, messageId: content.id });
       showAskedInputs(run, content.inputs);
+      showToolSteps(run, content.tool_steps);
       return;
     }
     if (state.messages.has(content.id)) return;
@@ -453,12 +454,97 @@
     if (content.kind === "input_received" || content.kind === "input_timeout") {
       var prompt = run.prompts.get(data.input_id);
       if (prompt) {
-        var note = content.kind === "input_received"
-          ? "Answered" + (data.by ? " by " + data.by : "") + (typeof data.answer === "string" ? ": " + data.answer : ".")
-          : "No answer in time.";
+        var note;
+        if (prompt.dataset.kind === "approval") {
+          note = content.kind === "input_timeout" ? "Nobody approved in time: it did not run."
+            : (data.answer === "approved" ? "Approved" : "Denied") + (data.by ? " by " + data.by : "") + ".";
+        } else {
+          note = content.kind === "input_received"
+            ? "Answered" + (data.by ? " by " + data.by : "") + (typeof data.answer === "string" ? ": " + data.answer : ".")
+            : "No answer in time.";
+        }
         closePrompt(prompt, note);
       }
+    } else if (content.kind === "tool_call") {
+      addToolStep(run, data);
+    } else if (content.kind === "tool_result") {
+      setToolResult(run, data);
     }
+  }
+
+  // --- tool steps: each call and its result, in order, collapsible -----------
+
+  function argumentsText(value) {
+    if (typeof value === "string") return value;
+    try {
+      return JSON.stringify(value, null, 2);
+    } catch (error) {
+      return String(value);
+    }
+  }
+
+  // The step of a call id: the one still running, else (`any`) the latest.
+  function findToolStep(run, id, any) {
+    var steps = run.toolBox.querySelectorAll(".tool-step");
+    var latest = null;
+    for (var index = steps.length - 1; index >= 0; index -= 1) {
+      if (steps[index].dataset.callId !== (id || "")) continue;
+      if (steps[index].dataset.state === "running") return steps[index];
+      if (!latest) latest = steps[index];
+    }
+    return any ? latest : null;
+  }
+
+  function addToolStep(run, call) {
+    // A snapshot may already show a call whose frame follows it: once is enough.
+    var shown = findToolStep(run, call.id, false);
+    if (shown) return shown;
+    var step = make("details", "tool-step");
+    step.dataset.callId = call.id || "";
+    step.dataset.state = "running";
+    var summary = make("summary", "tool-summary");
+    summary.appendChild(make("span", "tool-name", call.name || "tool"));
+    var status = make("span", "tool-status", "running…");
+    summary.appendChild(document.createTextNode(" "));
+    summary.appendChild(status);
+    step.appendChild(summary);
+    step.appendChild(make("p", "tool-label", "Arguments"));
+    step.appendChild(make("pre", "tool-arguments", argumentsText(call.arguments)));
+    var result = make("pre", "tool-output");
+    result.hidden = true;
+    step.appendChild(result);
+    run.toolBox.appendChild(step);
+    run.toolBox.hidden = false;
+    return step;
+  }
+
+  function setToolResult(run, result) {
+    // The step of that call id still without a result (ids may repeat), else
+    // the one a snapshot already showed finished.
+    var step = findToolStep(run, result.id, true);
+    if (!step) step = addToolStep(run, { id: result.id, name: result.name, arguments: "" });
+    var failed = typeof result.error === "string";
+    var text = failed ? result.error : result.output;
+    var status = result.status || (failed ? "failed" : "completed");
+    step.dataset.state = status;
+    var labels = { completed: "done", failed: "error", denied: "denied",
+      cancelled: "stopped", pending: "running…" };
+    step.querySelector(".tool-status").textContent = labels[status] || status;
+    var output = step.querySelector(".tool-output");
+    if (text != null) {
+      output.textContent = text;
+      output.hidden = false;
+      output.classList.toggle("tool-error", failed);
+    }
+  }
+
+  // Tool steps of a run as the history or a snapshot lists them.
+  function showToolSteps(run, steps) {
+    if (!steps || !steps.length || run.toolBox.children.length) return;
+    steps.forEach(function (stored) {
+      addToolStep(run, stored);
+      if (stored.status && stored.status !== "pending") setToolResult(run, stored);
+    });
   }
 
   function onStateComplete(frame) {
@@ -525,6 +611,7 @@
         finishRun(run, { text: message.text, status: message.status || "completed", error: message.error, messageId: message.id, quiet: true });
         // What the run asked the thread, and how each question ended.
         showAskedInputs(run, message.inputs);
+        showToolSteps(run, message.tool_steps);
       } else {
         appendUserMessage(message);
       }
@@ -535,6 +622,7 @@
       run.nextIndex = progress.next_stream_index || 0;
       run.body.textContent = run.text;
       setRunStatus(run, progress.status);
+      showToolSteps(run, progress.tool_steps);
       // Questions still waiting for an answer, when the server includes them.
       var pending = progress.input_requests || (progress.input_request ? [progress.input_request] : []);
       pending.forEach(function (request) {
@@ -579,7 +667,10 @@
     var error = make("p", "msg-error");
     error.hidden = true;
     var prompts = make("div", "msg-prompts");
+    var tools = make("div", "tool-steps");
+    tools.hidden = true;
     item.appendChild(meta);
+    item.appendChild(tools);
     item.appendChild(body);
     item.appendChild(error);
     item.appendChild(prompts);
@@ -590,6 +681,7 @@
       body: body,
       error: error,
       promptBox: prompts,
+      toolBox: tools,
       prompts: new Map(),
       status: null,
       text: "",
@@ -730,8 +822,61 @@
 
   // --- input requests --------------------------------------------------------
 
+  // A tool call waiting for a writer's yes: Approve / Deny.
+  function addApproval(run, request) {
+    var form = make("form", "input-request approval-request");
+    form.dataset.kind = "approval";
+    form.appendChild(make("strong", "input-heading", agentName + " wants to run a tool:"));
+    form.appendChild(make("p", "input-question", request.question));
+    if (request.tool_call) {
+      form.appendChild(make("pre", "tool-arguments", (request.tool_call.name || "") + " " + argumentsText(request.tool_call.arguments)));
+    }
+    var row = make("div", "input-row");
+    var approve = make("button", "button button-primary", "Approve");
+    approve.type = "button";
+    var deny = make("button", "button button-danger", "Deny");
+    deny.type = "button";
+    row.appendChild(approve);
+    row.appendChild(deny);
+    form.appendChild(row);
+    var note = make("p", "input-note");
+    form.appendChild(note);
+    if (!canWrite()) {
+      approve.disabled = true;
+      deny.disabled = true;
+      note.textContent = "Participants can approve.";
+    } else {
+      var left = typeof request.seconds_left === "number" ? request.seconds_left : request.timeout;
+      if (typeof left === "number" && left > 0) {
+        note.textContent = "Without an answer within " + Math.max(1, Math.round(left)) + " s it does not run.";
+      }
+    }
+    function answer(yes) {
+      var sent = sendFrame({
+        type: "input",
+        content: { run_id: run.id, input_id: request.input_id, approve: yes },
+      });
+      if (sent) {
+        note.textContent = yes ? "Approving…" : "Denying…";
+        approve.disabled = true;
+        deny.disabled = true;
+      } else {
+        note.textContent = "Not connected; try again in a moment.";
+      }
+    }
+    approve.addEventListener("click", function () { answer(true); });
+    deny.addEventListener("click", function () { answer(false); });
+    form.addEventListener("submit", function (event) { event.preventDefault(); });
+    run.prompts.set(request.input_id, form);
+    run.promptBox.appendChild(form);
+  }
+
   function addPrompt(run, request) {
     if (run.prompts.has(request.input_id)) return;
+    if (request.kind === "approval") {
+      addApproval(run, request);
+      return;
+    }
     var form = make("form", "input-request");
     var questionId = "question-" + Math.random().toString(36).slice(2);
     var question = make("p", "input-question", request.question);

@@ -31,6 +31,7 @@ from agents.providers.base import (
     ProviderRequest,
     StateUpdate,
     TextDelta,
+    ToolCall,
     Usage,
 )
 from tests.fakes.fixtures import fake_anthropic_server, fake_openai_server  # noqa: F401
@@ -472,21 +473,26 @@ class ProviderContract:
 
         assert upstream.server.last_request.body.get("stream") in (False, None)
 
-    async def test_tool_calls_arrive_as_state_updates(
-        self, upstream: ServerHarness
+    @pytest.mark.parametrize("stream", [True, False])
+    async def test_tool_calls_arrive_complete_once_each(
+        self, upstream: ServerHarness, stream: bool
     ) -> None:
-        call = FakeToolCall("get_weather", ('{"city": ', '"Oslo"}'), id="call_7")
-        upstream.server.script(Scenario.reply(["Checking."], tool_calls=[call]))
+        calls = [
+            FakeToolCall("get_weather", ('{"city": ', '"Oslo"}'), id="call_7"),
+            FakeToolCall("clock", ("{}",), id="call_8"),
+        ]
+        upstream.server.script(Scenario.reply(["Checking."], tool_calls=calls))
 
-        outcome = await run(upstream.provider, upstream.request())
+        outcome = await run(upstream.provider, upstream.request(stream=stream))
 
         assert outcome.error is None
         assert outcome.text == "Checking."
-        updates = [event for event in outcome.events if isinstance(event, StateUpdate)]
-        assert updates and all(update.kind == "tool_call" for update in updates)
-        final = updates[-1].data
-        assert (final["id"], final["name"]) == ("call_7", "get_weather")
-        assert final["arguments"] == '{"city": "Oslo"}'
+        made = [event for event in outcome.events if isinstance(event, ToolCall)]
+        assert made == [
+            ToolCall("call_7", "get_weather", '{"city": "Oslo"}'),
+            ToolCall("call_8", "clock", "{}"),
+        ]
+        assert not [e for e in outcome.events if isinstance(e, StateUpdate)]
 
     async def test_an_unreachable_server_is_reported_unavailable(
         self, upstream: ServerHarness

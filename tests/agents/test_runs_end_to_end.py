@@ -433,9 +433,12 @@ async def test_unbuffered_agent_sends_every_token_as_a_chunk(
 async def test_tool_calls_and_usage_arrive_as_state_frames_in_order(
     openai_thread, openai_server, worker, connect
 ):
+    # The agent has no tool of that name: the model gets an error result, and
+    # answers again (agents/runtime.py's tool loop; tests/agents/test_tools.py).
     call = FakeToolCall("get_weather", ('{"city": ', '"Oslo"}'), id="call_1")
     openai_server.script(
-        Scenario.reply(["Let me check. "], tool_calls=[call], usage=(20, 9))
+        Scenario.reply(["Let me check. "], tool_calls=[call], usage=(20, 9)),
+        Scenario.reply(["No weather tool."], usage=(30, 4)),
     )
     owner = await connect(openai_thread)
     participant = await connect(openai_thread, Role.PARTICIPANT)
@@ -446,25 +449,37 @@ async def test_tool_calls_and_usage_arrive_as_state_frames_in_order(
     )
 
     states = [frame for frame in frames if frame["type"] == "state"]
-    tool_calls = [
+    (tool_call,) = [
         state["content"] for state in states if state["content"]["kind"] == "tool_call"
     ]
-    assert tool_calls, states
-    assert tool_calls[-1]["data"]["name"] == "get_weather"
-    assert tool_calls[-1]["data"]["id"] == "call_1"
-    assert tool_calls[-1]["data"]["arguments"] == '{"city": "Oslo"}'
+    assert tool_call["data"] == {
+        "id": "call_1",
+        "name": "get_weather",
+        "arguments": {"city": "Oslo"},
+    }
+    (tool_result,) = [
+        state["content"]
+        for state in states
+        if state["content"]["kind"] == "tool_result"
+    ]
+    assert "no tool named 'get_weather'" in tool_result["data"]["error"]
     usage_states = [
         state["content"] for state in states if state["content"]["kind"] == "usage"
     ]
-    assert usage_states[-1]["data"] == {"input_tokens": 20, "output_tokens": 9}
+    # Usage adds up over the model calls of the reply.
+    assert [usage["data"] for usage in usage_states] == [
+        {"input_tokens": 20, "output_tokens": 9},
+        {"input_tokens": 50, "output_tokens": 13},
+    ]
     # The text streamed before the tool call is published before it.
     first_state = frames.index(states[0])
     assert [chunk["content"] for chunk in chunks_of(frames[:first_state])] == [
         "Let me check. "
     ]
     done = frames[-1]["content"]
-    assert done["text"] == "Let me check. " and done["status"] == "completed"
-    assert done["usage"] == {"input_tokens": 20, "output_tokens": 9}
+    assert done["text"] == "Let me check. \n\nNo weather tool."
+    assert done["status"] == "completed"
+    assert done["usage"] == {"input_tokens": 50, "output_tokens": 13}
 
 
 # --- openai: failures ---------------------------------------------------------------
@@ -673,7 +688,9 @@ async def test_anthropic_tool_use_arrives_as_state_frames(
     anthropic_thread, anthropic_server, worker, connect
 ):
     call = FakeToolCall("lookup", ('{"q": ', '"fox"}'), id="toolu_1")
-    anthropic_server.script(Scenario.reply(["Looking. "], tool_calls=[call]))
+    anthropic_server.script(
+        Scenario.reply(["Looking. "], tool_calls=[call]), Scenario.reply(["Done."])
+    )
     owner = await connect(anthropic_thread)
 
     frames = await ask(owner, "Look up foxes.")
@@ -683,9 +700,9 @@ async def test_anthropic_tool_use_arrives_as_state_frames(
         for frame in frames
         if frame["type"] == "state" and frame["content"]["kind"] == "tool_call"
     ]
-    assert calls[-1]["name"] == "lookup"
-    assert calls[-1]["arguments"] == '{"q": "fox"}'
+    assert calls == [{"id": "toolu_1", "name": "lookup", "arguments": {"q": "fox"}}]
     assert frames[-1]["content"]["status"] == "completed"
+    assert frames[-1]["content"]["text"] == "Looking. \n\nDone."
 
 
 async def test_anthropic_cancel_closes_the_upstream_stream_within_a_second(

@@ -68,6 +68,19 @@ class Scenario:
     hang: bool = False  # accept the request, never answer
     retry_after: str | None = None
     message: str | None = None  # error message in an error body
+    # Reply with the results of the tool calls the request carries back.
+    answer_tool_results: str | None = None  # the text before them
+
+    @classmethod
+    def tool_results(cls, prefix: str = "Result: ", *, delay: float = 0.0) -> Scenario:
+        """Reply with `prefix` and the tool results the request sends back (the
+        last tool turn's, joined with "; "), as a model answering with them."""
+        return cls(answer_tool_results=prefix, delay=delay)
+
+    @classmethod
+    def calls(cls, *tool_calls: FakeToolCall, text: Sequence[str] = ()) -> Scenario:
+        """A reply that asks for `tool_calls` (after `text`, if any)."""
+        return cls(tokens=tuple(text), tool_calls=tuple(tool_calls))
 
     @classmethod
     def reply(
@@ -517,7 +530,10 @@ class FakeLLMServer:
 
     def _reply(self, body: dict[str, Any], scenario: Scenario) -> _Reply:
         conversation = self._conversation(body)
-        if scenario.tokens is not None:
+        if scenario.answer_tool_results is not None:
+            results = "; ".join(self.tool_results_of(body)) or "(no results)"
+            tokens = tuple(WORD.findall(scenario.answer_tool_results + results))
+        elif scenario.tokens is not None:
             tokens = scenario.tokens
         else:
             last_user = next(
@@ -598,6 +614,14 @@ class FakeLLMServer:
         """(role, text) of the system prompt and messages in the request."""
         raise NotImplementedError
 
+    def tool_results_of(self, body: dict[str, Any]) -> list[str]:
+        """The results of the last tool turn a request carries, in call order."""
+        raise NotImplementedError
+
+    def tools_offered(self, body: dict[str, Any]) -> list[str]:
+        """The names of the tools a request offers the model."""
+        raise NotImplementedError
+
     def _prologue(self, reply: _Reply) -> list[bytes]:
         raise NotImplementedError
 
@@ -642,6 +666,21 @@ class FakeOpenAIServer(FakeLLMServer):
             (str(message.get("role")), _text_of(message.get("content")))
             for message in body.get("messages") or []
             if isinstance(message, dict)
+        ]
+
+    def tool_results_of(self, body: dict[str, Any]) -> list[str]:
+        results: list[str] = []
+        for message in reversed(body.get("messages") or []):
+            if not isinstance(message, dict) or message.get("role") != "tool":
+                break
+            results.insert(0, _text_of(message.get("content")))
+        return results
+
+    def tools_offered(self, body: dict[str, Any]) -> list[str]:
+        return [
+            str((tool.get("function") or {}).get("name"))
+            for tool in body.get("tools") or []
+            if isinstance(tool, dict)
         ]
 
     def _chunk(
@@ -823,6 +862,23 @@ class FakeAnthropicServer(FakeLLMServer):
             if isinstance(message, dict)
         ]
         return conversation
+
+    def tool_results_of(self, body: dict[str, Any]) -> list[str]:
+        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        if not messages or not isinstance(messages[-1].get("content"), list):
+            return []
+        return [
+            _text_of(block.get("content"))
+            for block in messages[-1]["content"]
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+
+    def tools_offered(self, body: dict[str, Any]) -> list[str]:
+        return [
+            str(tool.get("name"))
+            for tool in body.get("tools") or []
+            if isinstance(tool, dict)
+        ]
 
     def _prologue(self, reply: _Reply) -> list[bytes]:
         message = {

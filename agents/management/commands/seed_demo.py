@@ -18,6 +18,7 @@ DEMO_AGENTS = [
         "provider": "openai",
         "model": "gpt-4o-mini",
         "api_key_env": "OPENAI_API_KEY",
+        "tools": ["calculate", "clock", "ask_thread"],
         "enabled": False,
     },
     {
@@ -26,7 +27,15 @@ DEMO_AGENTS = [
         "provider": "anthropic",
         "model": "claude-sonnet-4-5",
         "api_key_env": "ANTHROPIC_API_KEY",
+        "tools": ["calculate", "clock", "ask_thread"],
         "enabled": False,
+    },
+    {
+        "name": "weather",
+        "description": "Offline agent written in Python: asks which city, then calls "
+        "its get_weather tool.",
+        "provider": "python",
+        "model": "weather",
     },
 ]
 
