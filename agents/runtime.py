@@ -1,9 +1,9 @@
 """The agent runtime of one worker process.
 
 It executes many runs at once (one asyncio task each, bounded by
-PARLEY_WORKER_CONCURRENCY), coalesces provider tokens into `response` chunks,
-publishes them to the thread's event log, keeps a lease on every run it holds,
-checkpoints the text so far of its runs to the database (PARLEY_CHECKPOINT_SECONDS,
+PARLEY_WORKER_CONCURRENCY), streams their replies (agents/streaming.py) from
+what agents/prompts.py sends the model, runs their tool calls, keeps a lease
+on every run it holds, checkpoints the text so far of its runs to the database (PARLEY_CHECKPOINT_SECONDS,
 for the embedded mode, whose event log dies with the process), stores the
 questions its runs ask the thread, sweeps runs whose worker died, answers
 cancel and input messages sent to its own control channel, and shuts down
@@ -17,20 +17,16 @@ import atexit
 import itertools
 import json
 import logging
-import os
-from collections.abc import Awaitable, Callable
 from functools import partial
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
-from django.db.models.functions import Coalesce
 
 from agents import services
 from agents.errors import AgentErrorCode
-from agents.models import Run, RunInputStatus, RunStatus, RunToolStep, ToolStepStatus
-from agents.providers import get_provider
+from agents.models import Run, RunInputStatus, RunStatus, ToolStepStatus
+from agents.prompts import request_for, wire_name
 from agents.providers.base import (
     ChatMessage,
     ProviderError,
@@ -42,6 +38,7 @@ from agents.providers.base import (
     ToolSpec,
     Usage,
 )
+from agents.streaming import ChunkStream, publish_with_retry
 from agents.tools import Tool, ToolContext, get_tool
 from agents.tools.runner import (
     MAX_OUTPUT_BYTES,
@@ -50,11 +47,9 @@ from agents.tools.runner import (
     redact_value,
     run_tool,
 )
-from agents.validation import effective_config
 from chat.batches import ServiceBatches
 from chat.eventlog import Chunk, get_event_log
-from chat.events import call_service, publish
-from chat.models import Message, MessageRole
+from chat.events import call_service
 from chat.protocol import (
     InputRequestContent,
     InputRequestFrame,
@@ -63,314 +58,10 @@ from chat.protocol import (
     response_event_json,
     state_content,
 )
+from chat.retry import Backoff
 from ops import metrics
 
 logger = logging.getLogger(__name__)
-
-PUBLISH_RETRY_SECONDS = 60.0
-# History is read newest first, this many messages per query, until the budget is spent.
-HISTORY_PAGE = 100
-
-
-class ChunkStream:
-    """Coalesces tokens into chunks: flush at `chunk_size` characters or when the
-    oldest waiting token is `window()` seconds old, whichever comes first (the
-    first token of a reply goes out at once: time to first token matters). Chunks
-    are published in order by one task, numbered 0, 1, 2 ... without gaps."""
-
-    def __init__(
-        self,
-        publish_chunk: Callable[[int, str, str], Awaitable[None]],
-        *,
-        chunk_size: int,
-        window: Callable[[], float],
-        buffered: bool,
-    ) -> None:
-        self._publish_chunk = publish_chunk
-        self._chunk_size = chunk_size
-        self._window = window
-        self._buffered = buffered
-        self._waiting: list[str] = []
-        self._waiting_length = 0
-        self._timer: asyncio.TimerHandle | None = None
-        # Chunks to publish; a Future is a barrier (see drain), None ends the stream.
-        self._queue: asyncio.Queue[str | asyncio.Future | None] = asyncio.Queue()
-        self._parts: list[str] = []
-        self._published: list[str] = []
-        self.chunks = 0
-        self._pump = asyncio.get_running_loop().create_task(self._publish_all())
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
-
-    @property
-    def published(self) -> tuple[str, int]:
-        """The text of the chunks published so far, and how many there are."""
-        return "".join(self._published), self.chunks
-
-    def add(self, text: str) -> None:
-        if not text:
-            return
-        self._raise_if_broken()
-        if not self._buffered or not self._parts:
-            # Unbuffered, or the reply's first token: nobody should wait for it.
-            self._emit(text)
-            return
-        self._waiting.append(text)
-        self._waiting_length += len(text)
-        if self._waiting_length >= self._chunk_size:
-            self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(
-                self._window(), self.flush
-            )
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._waiting:
-            self._emit("".join(self._waiting))
-            self._waiting = []
-            self._waiting_length = 0
-
-    def _emit(self, text: str) -> None:
-        self._parts.append(text)
-        self._queue.put_nowait(text)
-
-    async def _publish_all(self) -> None:
-        published = self._published
-        while (text := await self._queue.get()) is not None:
-            if isinstance(text, asyncio.Future):
-                text.set_result(None)
-                continue
-            await self._publish_chunk(
-                self.chunks, text, "".join(published) if self.chunks else ""
-            )
-            published.append(text)
-            self.chunks += 1
-
-    def _raise_if_broken(self) -> None:
-        """Raise the publisher's failure, if publishing stopped because of one."""
-        if self._pump.done() and not self._pump.cancelled() and self._pump.exception():
-            raise self._pump.exception()
-
-    async def drain(self) -> None:
-        """Flush what waits and wait until it is published (keeps order with
-        events published outside the stream, e.g. `state`)."""
-        self.flush()
-        barrier = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(barrier)
-        # A dead publisher never reaches the barrier: do not wait for it forever.
-        await asyncio.wait({barrier, self._pump}, return_when=asyncio.FIRST_COMPLETED)
-        self._raise_if_broken()
-
-    async def close(self) -> None:
-        """Flush what waits and wait until every chunk is published. A publisher
-        failure is logged, not raised: the run is still saved with its text."""
-        self.flush()
-        self._queue.put_nowait(None)
-        try:
-            await asyncio.shield(self._pump)
-        except Exception:
-            logger.exception("publishing a reply's chunks failed")
-
-
-async def publish_with_retry(thread_id, frame, **kwargs) -> None:
-    """Publish, retrying while the event log is unreachable (Redis restarting)."""
-    delay = 0.05
-    loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + PUBLISH_RETRY_SECONDS
-    while True:
-        try:
-            await publish(thread_id, frame, **kwargs)
-            return
-        except (ConnectionError, OSError, TimeoutError) as error:
-            if loop.time() > give_up_at:
-                logger.error("dropping an event of thread %s: %s", thread_id, error)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        except Exception as error:
-            if type(error).__module__.startswith("redis") and loop.time() < give_up_at:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            raise
-
-
-def _in_pages(queryset, size: int):
-    """The rows of an ordered queryset, read `size` at a time with LIMIT/OFFSET:
-    a new thread's history is one short query, where `.iterator()` would open a
-    server-side cursor on PostgreSQL (three round trips) for every run."""
-    offset = 0
-    while True:
-        rows = list(queryset[offset : offset + size])
-        yield from rows
-        if len(rows) < size:
-            return
-        offset += size
-
-
-def _history(run: Run, *, persistent: bool) -> list[ChatMessage]:
-    """The prompt, preceded (for persistent agents) by as much history as fits
-    PARLEY_HISTORY_MAX_CHARS, newest kept first."""
-    prompt = run.prompt.text if run.prompt_id else ""
-    messages = [ChatMessage("user", prompt)]
-    if not persistent:
-        return messages
-    budget = settings.PARLEY_HISTORY_MAX_CHARS - len(prompt)
-    asked_at = run.prompt.created_at if run.prompt_id else run.created_at
-    # A message queued behind a running reply was stored before that reply:
-    # take the replies of earlier runs too, and order by turn (the run a message
-    # belongs to), a prompt before its reply. Newest first, as the budget is.
-    earlier = (
-        Message.objects.filter(thread_id=run.thread_id)
-        .filter(
-            Q(created_at__lt=asked_at)
-            | Q(role=MessageRole.ASSISTANT, run__created_at__lt=run.created_at)
-        )
-        .exclude(pk=run.prompt_id)
-        .annotate(turn=Coalesce("run__created_at", "created_at"))
-        .order_by("-turn", "role", "-created_at")  # "assistant" < "user"
-    )
-    # Whether each reply's run called tools, in the same query: a thread
-    # without tool calls pays no extra query for them.
-    earlier = earlier.annotate(
-        called_tools=Exists(RunToolStep.objects.filter(run_id=OuterRef("run_id")))
-    ).values_list("role", "text", "run_id", "called_tools")
-    for role, text, turns in _with_tool_turns(_in_pages(earlier, HISTORY_PAGE)):
-        if not text and not turns:
-            continue  # a reply that failed before its first chunk
-        size = len(text) + sum(_turn_size(turn) for turn in turns)
-        if size > budget:
-            break
-        budget -= size
-        if turns:
-            messages.extend(reversed(turns))  # newest first, as `messages` is here
-        else:
-            messages.append(ChatMessage(role, text))
-    messages.reverse()
-    # Providers expect alternating turns starting with the user.
-    while len(messages) > 1 and messages[0].role != "user":
-        messages.pop(0)
-    return messages
-
-
-def _with_tool_turns(rows):
-    """(role, text, turns) per history row: `turns` splits a reply whose run
-    called tools back into the model's turns (text and calls, results, ...,
-    the final text), [] for any other row. One query per page of rows."""
-    page: list[tuple] = []
-    for row in rows:
-        page.append(row)
-        if len(page) == HISTORY_PAGE:
-            yield from _page_with_tool_turns(page)
-            page = []
-    yield from _page_with_tool_turns(page)
-
-
-def _page_with_tool_turns(page: list[tuple]):
-    run_ids = {
-        run_id
-        for role, _text, run_id, called_tools in page
-        if role == "assistant" and called_tools
-    }
-    steps: dict = {}
-    if run_ids:
-        for tool_step in RunToolStep.objects.filter(run_id__in=run_ids).order_by(
-            "step", "position"
-        ):
-            steps.setdefault(tool_step.run_id, []).append(tool_step)
-    for role, text, run_id, _called_tools in page:
-        run_steps = steps.get(run_id) if role == "assistant" else None
-        yield role, text, tool_turns(text, run_steps) if run_steps else []
-
-
-def tool_turns(text: str, tool_steps: list[RunToolStep]) -> list[ChatMessage]:
-    """A reply with tool calls as the model's turns, oldest first."""
-    turns: list[ChatMessage] = []
-    by_step: dict[int, list[RunToolStep]] = {}
-    for tool_step in tool_steps:
-        by_step.setdefault(tool_step.step, []).append(tool_step)
-    offset = 0
-    for number in sorted(by_step):
-        calls = by_step[number]
-        end = max(offset, min(calls[0].text_offset, len(text)))
-        turns.append(
-            ChatMessage(
-                "assistant",
-                text[offset:end].strip(),
-                tool_calls=tuple(
-                    ToolCall(
-                        id=call.call_id,
-                        name=_wire_name(call.name),
-                        arguments=call.arguments
-                        if isinstance(call.arguments, str)
-                        else json.dumps(call.arguments),
-                    )
-                    for call in calls
-                ),
-            )
-        )
-        turns.append(
-            ChatMessage(
-                "tool",
-                "",
-                tool_results=tuple(
-                    ToolResult(
-                        call_id=call.call_id,
-                        name=_wire_name(call.name),
-                        content=call.output
-                        if call.status == ToolStepStatus.COMPLETED
-                        else f"Error: {call.error or call.status}",
-                        is_error=call.status != ToolStepStatus.COMPLETED,
-                    )
-                    for call in calls
-                ),
-            )
-        )
-        offset = end
-    final = text[offset:].strip()
-    if final:
-        turns.append(ChatMessage("assistant", final))
-    return turns
-
-
-def _turn_size(turn: ChatMessage) -> int:
-    return (
-        len(turn.content)
-        + sum(len(call.arguments) for call in turn.tool_calls)
-        + sum(len(result.content) for result in turn.tool_results)
-    )
-
-
-def _wire_name(name: str) -> str:
-    """A tool's name as the model sees it: the APIs allow no dots in names, so
-    an MCP tool `<server>.<tool>` is offered as `<server>__<tool>`."""
-    return name.replace(".", "__")
-
-
-def _request_for(run: Run) -> tuple[ProviderRequest, object]:
-    agent = run.agent
-    config = effective_config(agent, run.thread.config)
-    api_key = os.environ.get(agent.api_key_env) if agent.api_key_env else None
-    request = ProviderRequest(
-        model=config["model"],
-        messages=_history(run, persistent=agent.persistent),
-        system_prompt=config["system_prompt"],
-        temperature=config["temperature"],
-        max_tokens=config["max_tokens"],
-        stream=config["stream"],
-        extra_params=dict(agent.extra_params or {}),
-        api_key=api_key or None,
-        base_url=agent.base_url or None,
-        timeout=settings.PARLEY_PROVIDER_TIMEOUT_SECONDS,
-        max_retries=settings.PARLEY_PROVIDER_MAX_RETRIES,
-        input_timeout=agent.input_timeout_seconds,
-    )
-    return request, get_provider(agent.provider)
 
 
 def _claims_and_prepare(
@@ -387,7 +78,7 @@ def _claims_and_prepare(
             outcomes.append(None)
             continue
         try:
-            outcomes.append((run, _request_for(run)))
+            outcomes.append((run, request_for(run)))
         except Exception as error:
             outcomes.append((run, error))
     return outcomes
@@ -587,7 +278,7 @@ class WorkerRuntime:
                     )
                 call = ToolCall(
                     id=f"call_{reply.step}",
-                    name=_wire_name(name),
+                    name=wire_name(name),
                     arguments=json.dumps(arguments),
                 )
                 reply.step += 1
@@ -724,12 +415,12 @@ class WorkerRuntime:
         for name in names:
             tool = get_tool(name)
             if tool is not None:
-                tools[_wire_name(name)] = (name, tool)
+                tools[wire_name(name)] = (name, tool)
         if run.agent.mcp_servers:
             from agents.tools.mcp import mcp_tools_for
 
             for name, tool in (await mcp_tools_for(run.agent)).items():
-                tools[_wire_name(name)] = (name, tool)
+                tools[wire_name(name)] = (name, tool)
         return tools
 
     async def _run_tool_calls(
@@ -987,17 +678,16 @@ class WorkerRuntime:
         return True
 
     async def _listen_control(self, layer) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1)
         while True:
             try:
                 message = await layer.receive(self.channel_name)
-                delay = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 logger.warning("control channel: %s", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.wait()
                 continue
             if message.get("type") == "run.cancel":
                 self.cancel(message["run_id"])

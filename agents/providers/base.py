@@ -4,7 +4,7 @@ A provider turns a :class:`ProviderRequest` into a stream of
 :class:`TextDelta`, :class:`StateUpdate`, :class:`ToolCall` and :class:`Usage`
 events, and raises
 :class:`ProviderError` with an :class:`AgentErrorCode` when the call fails.
-The worker (``agents/runtime.py``) coalesces text, publishes frames, persists
+The worker (``agents/runtime.py``, ``agents/streaming.py``) coalesces text, publishes frames, persists
 the reply and handles cancellation by cancelling the task that iterates.
 
 One `stream()` is one model call. Tools: `request.tools` lists what the model

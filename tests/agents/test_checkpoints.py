@@ -13,7 +13,8 @@ from django.utils import timezone
 from agents import runtime as runtime_module
 from agents import services
 from agents.models import Run, RunStatus
-from agents.runtime import ChunkStream, WorkerRuntime
+from agents.runtime import WorkerRuntime
+from agents.streaming import ChunkStream
 from chat.eventlog import Chunk
 from chat.events import publish
 from chat.models import Message, MessageRole, Role

@@ -1,4 +1,4 @@
-"""The worker's token coalescer, `agents.runtime.ChunkStream`, on its own (no DB).
+"""The worker's token coalescer, `agents.streaming.ChunkStream`, on its own (no DB).
 
 What a reader of the thread notices: chunks arrive in order, numbered 0, 1, 2 ...
 with no gap, their text joined is exactly what the provider produced, small
@@ -13,7 +13,8 @@ import random
 
 import pytest
 
-from agents.runtime import ChunkStream, WorkerRuntime
+from agents.runtime import WorkerRuntime
+from agents.streaming import ChunkStream
 
 LONG = 60.0  # a flush window no test waits for
 

@@ -295,7 +295,7 @@ async def test_history_is_trimmed_to_the_budget_keeping_the_newest(
 async def test_a_history_longer_than_one_read_arrives_whole_and_in_order(
     openai_thread, openai_server, worker, connect, monkeypatch
 ):
-    monkeypatch.setattr("agents.runtime.HISTORY_PAGE", 2)
+    monkeypatch.setattr("agents.prompts.HISTORY_PAGE", 2)
     owner = await connect(openai_thread)
     for word in ("one", "two", "three"):
         await ask(owner, word)
