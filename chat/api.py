@@ -359,6 +359,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         request=RunCreateSerializer,
         responses={
             202: RunSerializer,
+            200: OpenApiResponse(
+                RunSerializer, description="A resend: this client_id was posted before."
+            ),
             409: OpenApiResponse(
                 ErrorSerializer, description="thread_busy (reject policy)."
             ),
@@ -382,9 +385,14 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
             user=request.user,
             text=data["content"],
             request_id=data.get("request_id"),
+            client_id=data.get("client_id"),
         )
+        resent = run.resent
         run = Run.objects.select_related("agent", "requested_by").get(pk=run.pk)
-        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            RunSerializer(run).data,
+            status=status.HTTP_200_OK if resent else status.HTTP_202_ACCEPTED,
+        )
 
 
 # --- Tokens -----------------------------------------------------------------------

@@ -42,6 +42,8 @@ from chat.protocol import (
     CancelIn,
     ConfigIn,
     InputIn,
+    MessageContent,
+    MessageFrame,
     MessageIn,
     PingIn,
     PongFrame,
@@ -54,6 +56,7 @@ from chat.protocol import (
     request_id_of,
 )
 from chat.retry import Backoff
+from chat.selectors import message_content
 from chat.transport import SocketTransport
 from ops import metrics
 
@@ -508,14 +511,26 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         # The reply is the `message` event itself, which carries the request_id.
         # Posted with the other messages of this process that arrive meanwhile
         # (chat/admission.py).
-        await message_admission().post(
+        run = await message_admission().post(
             services.MessageRequest(
                 thread_id=self.thread.pk,
                 user=self.user,
                 text=frame.content,
                 request_id=frame.request_id,
+                client_id=frame.client_id,
             )
         )
+        if run.resent:
+            # Posted before (a resend after a cut): no new event; this socket
+            # gets the message as it was stored, as the reply to this request.
+            await self.send_frame(
+                MessageFrame(
+                    content=MessageContent(**message_content(run.prompt)),
+                    thread_id=self.thread_id,
+                    run_id=run.pk,
+                    request_id=frame.request_id,
+                )
+            )
 
     async def on_config(self, frame: ConfigIn) -> None:
         thread = await call_service(

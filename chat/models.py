@@ -86,9 +86,19 @@ class Message(models.Model):
         related_name="messages",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Chosen by the sending client: the same id from the same author in the
+    # same thread within a day is the same message (a resend after a cut).
+    client_id = models.UUIDField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["thread", "client_id"],
+                name="message_client_id",
+                condition=models.Q(client_id__isnull=False),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:40]}"

@@ -57,6 +57,8 @@ class ClientFrame(BaseModel):
 class MessageIn(ClientFrame):
     type: Literal["message"]
     content: str = Field(min_length=1)
+    # Makes a resend idempotent: the same id within a day is the same message.
+    client_id: UUID | None = None
 
 
 class ConfigIn(ClientFrame):
@@ -198,6 +200,7 @@ class MessageContent(BaseModel):
     status: str | None = None  # for assistant messages: the run's final status
     error: ErrorContent | None = None  # for failed replies: why
     created_at: str
+    client_id: UUID | None = None  # user messages: the id the sender chose
 
 
 class MessageFrame(ServerFrame):

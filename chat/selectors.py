@@ -123,6 +123,7 @@ def message_content(
         else None,
         "error": message_error(message),
         "created_at": _timestamp(message.created_at),
+        "client_id": str(message.client_id) if message.client_id else None,
     }
     if inputs is not None:
         content["inputs"] = inputs

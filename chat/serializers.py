@@ -289,6 +289,12 @@ class RunCreateSerializer(serializers.Serializer):
     content = serializers.CharField(
         trim_whitespace=False, help_text="The user message; the agent answers it."
     )
+    client_id = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="Your own id for this message: posting it again within a day "
+        "returns the first post's run (200) instead of a new one (202).",
+    )
     request_id = serializers.CharField(
         max_length=128,
         required=False,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -218,23 +220,39 @@ def _check_message_rate(user) -> None:
 
 @dataclass
 class MessageRequest:
-    """One user message to post (a socket's `message` frame, an API call)."""
+    """One user message to post (a socket's `message` frame, an API call).
+
+    `client_id`: the sender's own id for the message; posting it again (a
+    resend after a cut connection) within RESEND_WINDOW gives back the first
+    message's run, marked `run.resent = True`, and posts nothing new."""
 
     thread_id: object
     user: object
     text: str
     request_id: str | None = None
+    client_id: uuid.UUID | None = None
+
+
+# How long a client_id makes a resend the same message.
+RESEND_WINDOW = timedelta(hours=24)
 
 
 def message_post(
-    *, thread: Thread, user, text: str, request_id: str | None = None
+    *,
+    thread: Thread,
+    user,
+    text: str,
+    request_id: str | None = None,
+    client_id: uuid.UUID | None = None,
 ) -> Run:
-    """A user message enters the thread and an agent run is queued for it.
+    """A user message enters the thread and an agent run is queued for it
+    (or, for a `client_id` already posted, the first one's run; see
+    MessageRequest).
 
     What happens when the thread is busy follows the agent's busy policy.
     """
     (outcome,) = messages_post(
-        requests=[MessageRequest(thread.pk, user, text, request_id)]
+        requests=[MessageRequest(thread.pk, user, text, request_id, client_id)]
     )
     if isinstance(outcome, ServiceError):
         raise outcome
@@ -259,6 +277,36 @@ def messages_post(*, requests: list[MessageRequest]) -> list[Run | ServiceError]
         with transaction.atomic():
             _admit(requests, admitted, outcomes)
     return outcomes
+
+
+def _runs_resent(requests, admitted: list[int]) -> dict:
+    """The runs of messages these requests already posted (same thread,
+    author and client_id within RESEND_WINDOW), keyed by (thread id, user id,
+    client_id); one query, read with the threads locked."""
+    keyed = [requests[i] for i in admitted if requests[i].client_id is not None]
+    if not keyed:
+        return {}
+    rows = Message.objects.filter(
+        role=MessageRole.USER,
+        thread_id__in={str(request.thread_id) for request in keyed},
+        client_id__in={request.client_id for request in keyed},
+        author_id__in={request.user.pk for request in keyed},
+        created_at__gte=timezone.now() - RESEND_WINDOW,
+        run__isnull=False,
+    ).select_related("author", "run", "run__agent")
+    found = {}
+    for message in rows:
+        run = message.run
+        run.prompt = message
+        found[(str(message.thread_id), message.author_id, message.client_id)] = _resent(
+            run
+        )
+    return found
+
+
+def _resent(run: Run) -> Run:
+    run.resent = True
+    return run
 
 
 def _check_message_text(text: str) -> None:
@@ -294,6 +342,7 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
         pairs={(str(requests[i].thread_id), requests[i].user.pk) for i in admitted},
         threads=threads,
     )
+    resent = _runs_resent(requests, admitted)
     user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
     in_thread: Counter = Counter()
     by_user: Counter = Counter()
@@ -320,6 +369,10 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
                 can_write,
                 action="write to it",
             )
+            key = (thread_id, request.user.pk, request.client_id)
+            if request.client_id is not None and key in resent:
+                outcomes[index] = resent[key]  # sent before: the same message
+                continue
             agent = thread.agent
             if not agent.enabled:
                 raise ServiceError(
@@ -352,6 +405,7 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
             role=MessageRole.USER,
             text=request.text,
             run_id=run_id,
+            client_id=request.client_id,
         )
         run = Run(
             id=run_id,
@@ -361,6 +415,9 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
             prompt=message,
             status=RunStatus.QUEUED,
         )
+        run.resent = False
+        if request.client_id is not None:  # twice in one batch: once
+            resent[key] = _resent(copy.copy(run))
         messages.append(message)
         runs.append(run)
         placed.append((index, run, message, ahead))
