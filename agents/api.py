@@ -19,6 +19,7 @@ from agents.errors import AgentErrorCode
 from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, Run
 from agents.serializers import (
     AgentConfigSerializer,
+    RunCancelSerializer,
     RunFilterSerializer,
     RunSerializer,
     StreamSerializer,
@@ -160,7 +161,7 @@ class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
         return Response(RunSerializer(self._get_run(pk)).data)
 
     @extend_schema(
-        request=None,
+        request=RunCancelSerializer,
         responses={
             200: RunSerializer,
             409: OpenApiResponse(
@@ -179,7 +180,13 @@ class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
         role = thread_role(thread=run.thread, user=request.user)
         if not can_write(role):
             raise permission_error(role, action="cancel runs")
-        thread_run_cancel(actor=request.user, thread_id=run.thread_id, run_id=run.pk)
+        data = validated(RunCancelSerializer, request.data or {})
+        thread_run_cancel(
+            actor=request.user,
+            thread_id=run.thread_id,
+            run_id=run.pk,
+            reason=data.get("reason") or "",
+        )
         return Response(RunSerializer(self._get_run(pk)).data)
 
 

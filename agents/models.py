@@ -168,6 +168,8 @@ class Run(models.Model):
     worker_channel = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Why whoever stopped it did (`cancel` frame's `reason`, the API's).
+    cancel_reason = models.CharField(max_length=200, blank=True)
     # Checkpoint: the text the worker had published (and how many chunks) when it
     # last wrote it (PARLEY_CHECKPOINT_SECONDS). Where the event log dies with the
     # worker (embedded mode), the sweeper and snapshots fall back to it.

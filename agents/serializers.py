@@ -93,6 +93,15 @@ class AgentConfigSerializer(serializers.ModelSerializer):
         return attrs
 
 
+class RunCancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text="Why: kept with the run and shown in its `state_complete`.",
+    )
+
+
 class RunSerializer(serializers.ModelSerializer):
     """An agent run: one reply to one user message."""
 
@@ -129,6 +138,7 @@ class RunSerializer(serializers.ModelSerializer):
             "prompt",
             "status",
             "cancel_requested",
+            "cancel_reason",
             "created_at",
             "started_at",
             "finished_at",

@@ -255,6 +255,9 @@ def _complete_frame(
             else None,
             message_id=message.id if message else None,
             chunks=chunks,
+            reason=(run.cancel_reason or None)
+            if run.status == RunStatus.CANCELLED
+            else None,
         ),
         thread_id=run.thread_id,
         run_id=run.id,
@@ -296,7 +299,10 @@ def run_finish(
             return None
         metrics.run_finished(run)
         message = None
-        if text or status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        # A reply cut short by a reset answers a message that is gone: the
+        # emptied history does not get it back.
+        reset = status == RunStatus.CANCELLED and run.prompt_id is None
+        if not reset and (text or status in (RunStatus.COMPLETED, RunStatus.FAILED)):
             message = Message.objects.create(
                 thread_id=run.thread_id,
                 agent_id=run.agent_id,
@@ -338,12 +344,13 @@ FINISH_SQL = """
 UPDATE {run} SET status = %s, finished_at = %s, usage = %s, error_code = %s,
     error = %s, lease_expires_at = %s
 WHERE id = %s AND status IN (%s, %s)
-RETURNING thread_id, agent_id
+RETURNING thread_id, agent_id, prompt_id, cancel_reason
 """
 
 
 def _finish_if_active(run: Run) -> bool:
-    """Run FINISH_SQL for `run` (its outcome set); fill in its thread and agent."""
+    """Run FINISH_SQL for `run` (its outcome set); fill in its thread, agent
+    and prompt (None once the prompt is gone: the thread was reset)."""
     names = ("status", "finished_at", "usage", "error_code", "error")
     names += ("lease_expires_at", "id")  # None: the lease ends with the run
     active = [str(status) for status in ACTIVE_RUN_STATUSES]
@@ -355,26 +362,35 @@ def _finish_if_active(run: Run) -> bool:
     fields = Run._meta
     run.thread_id = fields.get_field("thread").target_field.to_python(row[0])
     run.agent_id = fields.get_field("agent").target_field.to_python(row[1])
+    run.prompt_id = fields.get_field("prompt").target_field.to_python(row[2])
+    run.cancel_reason = row[3]
     return True
 
 
-def run_cancel(*, run: Run) -> Run:
-    """Cancel a queued run at once, or ask the worker running it to stop."""
+def run_cancel(*, run: Run, reason: str = "") -> Run:
+    """Cancel a queued run at once, or ask the worker running it to stop;
+    `reason` (why) is kept with the run and shown in its `state_complete`."""
+    reason = (reason or "")[:200]
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.status == RunStatus.QUEUED:
             run.status = RunStatus.CANCELLED
             run.finished_at = timezone.now()
-            run.save(update_fields=["status", "finished_at"])
+            run.cancel_reason = reason
+            run.save(update_fields=["status", "finished_at", "cancel_reason"])
             publish_on_commit(
                 run.thread_id,
                 _complete_frame(run, text="", message=None, chunks=0),
                 run_ended=str(run.id),
             )
+            # It may have been its thread's next run: the one behind it goes
+            # now (in a transaction of its own, under the thread's lock).
+            transaction.on_commit(partial(run_dispatch_next, thread_id=run.thread_id))
         elif run.status == RunStatus.RUNNING:
             if not run.cancel_requested:
                 run.cancel_requested = True
-                run.save(update_fields=["cancel_requested"])
+                run.cancel_reason = reason
+                run.save(update_fields=["cancel_requested", "cancel_reason"])
             publish_on_commit(run.thread_id, run_status_frame(run, state="cancelling"))
             message = {"type": "run.cancel", "run_id": str(run.id)}
             after_commit(partial(send_to_channel, run.worker_channel, message))

@@ -547,6 +547,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             actor=self.user,
             thread_id=self.thread_id,
             run_id=frame.content.run_id if frame.content else None,
+            reason=(frame.content.reason or "") if frame.content else "",
         )
         await self._accepted(frame, run_id=str(run.id))
 

@@ -69,6 +69,8 @@ class ConfigIn(ClientFrame):
 class CancelContent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     run_id: UUID | None = None
+    # Why: stored with the run, shown in its `state_complete`.
+    reason: str | None = Field(default=None, max_length=200)
 
 
 class CancelIn(ClientFrame):
@@ -343,6 +345,7 @@ class RunCompleteContent(BaseModel):
     error: ErrorContent | None = None
     message_id: UUID | None = None
     chunks: int
+    reason: str | None = None  # a cancelled run: why, as whoever stopped it said
 
 
 class StateCompleteFrame(ServerFrame):

@@ -478,11 +478,14 @@ def _require_writer(*, actor, thread_id, action: str) -> None:
     require_role(thread_role_now(thread=thread, user=actor), can_write, action=action)
 
 
-def thread_run_cancel(*, actor, thread_id, run_id=None) -> Run:
-    """A writer of the thread stops one of its runs (None: the current one)."""
+def thread_run_cancel(*, actor, thread_id, run_id=None, reason: str = "") -> Run:
+    """A writer of the thread stops one of its runs (None: the current one),
+    saying why if they like (`reason`)."""
     with transaction.atomic():
         _require_writer(actor=actor, thread_id=thread_id, action="cancel runs")
-        run = run_cancel(run=_run_of_thread(thread_id=thread_id, run_id=run_id))
+        run = run_cancel(
+            run=_run_of_thread(thread_id=thread_id, run_id=run_id), reason=reason
+        )
         audit_run_cancel(actor=actor, run=run)
         return run
 
