@@ -366,6 +366,11 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
                 ErrorSerializer, description="thread_busy (reject policy)."
             ),
             413: OpenApiResponse(ErrorSerializer, description="message_too_long."),
+            503: OpenApiResponse(
+                ErrorSerializer,
+                description="server_busy: PARLEY_MAX_ACTIVE_RUNS reached; "
+                "try again after `Retry-After` seconds.",
+            ),
         },
         summary="Post a user message and queue an agent run (owner, participants)",
         description=(

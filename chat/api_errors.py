@@ -75,7 +75,10 @@ def _message_of(detail) -> str:
 def exception_handler(exc, context):
     if isinstance(exc, ServiceError):
         set_rollback()
-        return Response(error_body(exc.code, exc.message), status=exc.status)
+        response = Response(error_body(exc.code, exc.message), status=exc.status)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     VALIDATION_ERROR = "validation_error"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVER_BUSY = "server_busy"
     SERVER_ERROR = "server_error"
 
 
@@ -30,14 +31,23 @@ class ServiceError(Exception):
     """A refused request, raised by services and shown to clients as an error.
 
     `code` is an ErrorCode or agents' AgentErrorCode; `status` is the HTTP status
-    an API view answers with.
+    an API view answers with; `retry_after` (seconds), when trying again later
+    will do (the API sends it as `Retry-After`).
     """
 
-    def __init__(self, code: Enum, message: str, *, status: int = 400) -> None:
+    def __init__(
+        self,
+        code: Enum,
+        message: str,
+        *,
+        status: int = 400,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.retry_after = retry_after
 
 
 # WebSocket close codes (shared CONTRACT.md)

@@ -235,6 +235,8 @@ class MessageRequest:
 
 # How long a client_id makes a resend the same message.
 RESEND_WINDOW = timedelta(hours=24)
+# The hint a `server_busy` refusal gives (PARLEY_MAX_ACTIVE_RUNS).
+SERVER_BUSY_RETRY_SECONDS = 5
 
 
 def message_post(
@@ -343,6 +345,14 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
         threads=threads,
     )
     resent = _runs_resent(requests, admitted)
+    deployment_limit = settings.PARLEY_MAX_ACTIVE_RUNS
+    # Counted once per batch: a cap, not a queue (concurrent batches of other
+    # processes may pass it by a few).
+    active_runs = (
+        Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).count()
+        if deployment_limit > 0
+        else 0
+    )
     user_limit = settings.PARLEY_MAX_ACTIVE_RUNS_PER_USER
     in_thread: Counter = Counter()
     by_user: Counter = Counter()
@@ -386,6 +396,14 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
                     "The agent is still answering; wait for it or stop it first.",
                     status=409,
                 )
+            if deployment_limit > 0 and active_runs >= deployment_limit:
+                raise ServiceError(
+                    ErrorCode.SERVER_BUSY,
+                    "Parley is answering as many messages as it can right now; "
+                    f"try again in about {SERVER_BUSY_RETRY_SECONDS} seconds.",
+                    status=503,
+                    retry_after=SERVER_BUSY_RETRY_SECONDS,
+                )
             if user_limit > 0 and by_user[request.user.pk] >= user_limit:
                 raise ServiceError(
                     ErrorCode.TOO_MANY_RUNS,
@@ -423,6 +441,7 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
         placed.append((index, run, message, ahead))
         in_thread[thread_id] += 1
         by_user[request.user.pk] += 1
+        active_runs += 1
     if not placed:
         return
     Message.objects.bulk_create(messages)

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "chat",
     "ops",
     "audit",
+    "compat",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -294,6 +295,9 @@ PARLEY_SNAPSHOT_MAX_CHARS = env_int("PARLEY_SNAPSHOT_MAX_CHARS", 300_000)
 PARLEY_MESSAGES_PER_MINUTE = env_int("PARLEY_MESSAGES_PER_MINUTE", 30)
 PARLEY_MAX_CLIENTS_PER_THREAD = env_int("PARLEY_MAX_CLIENTS_PER_THREAD", 50)
 PARLEY_MAX_ACTIVE_RUNS_PER_USER = env_int("PARLEY_MAX_ACTIVE_RUNS_PER_USER", 5)
+# Runs queued or running in the whole deployment at most (0: no cap); past it a
+# new message is refused with `server_busy` and a hint when to try again.
+PARLEY_MAX_ACTIVE_RUNS = env_int("PARLEY_MAX_ACTIVE_RUNS", 0)
 PARLEY_WORKER_CONCURRENCY = env_int("PARLEY_WORKER_CONCURRENCY", 1000)
 # Coalescing: a token waits at most PARLEY_FLUSH_WINDOW_MS for others to share
 # its chunk; past PARLEY_FLUSH_WINDOW_RUNS runs in flight on a worker the window
