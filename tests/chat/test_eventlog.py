@@ -77,7 +77,7 @@ async def test_ids_replay_and_run_text(name, make_log):
             chunk=Chunk(run, index, word, text),
         )
         text += word
-    await asyncio.sleep(0.2)  # pub/sub delivery
+    await eventually(lambda: len(recorder.events) >= 3, what="pub/sub delivery")
     assert [event_id for event_id, _ in recorder.events] == [1, 2, 3]
     assert json.loads(recorder.events[0][1])["event_id"] == 1
     # Each event's id, type and run travel beside its text, live and replayed.
@@ -225,17 +225,21 @@ def test_random_disconnects_never_lose_or_double_a_chunk(name, make_log, words, 
             )
             text += word
             if name == "redis":
+                # One turn of the loop (not a wait): lets the fan-out deliver
+                # between publishes, so deliveries interleave with (dis)connects.
                 await asyncio.sleep(0)
         if not client.connected:
             await client.connect(run)
-        deadline = asyncio.get_running_loop().time() + 5
-        while (
-            client.next_index < len(words)
-            and asyncio.get_running_loop().time() < deadline
-        ):
-            await asyncio.sleep(0.01)
-        await client.disconnect()
-        await log.close()
+        try:
+            await eventually(
+                lambda: client.next_index >= len(words),
+                timeout=5,
+                every=0.01,
+                what="every chunk reaching the client",
+            )
+        finally:
+            await client.disconnect()
+            await log.close()
         return client, text
 
     client, text = asyncio.run(scenario())
@@ -289,10 +293,7 @@ async def test_the_log_lives_in_the_database_its_url_names_and_survives_a_script
         assert await other.get(f"parley:{{{thread_id}}}:text:{run_id}") == b"a b"
         state = await log.thread_state(thread_id)
         assert state.runs[run_id].text == "a b"
-        for _ in range(50):
-            if len(recorder.events) == 2:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(recorder.events) >= 2, what="both events")
         assert [event_id for event_id, _ in recorder.events] == [1, 2]
     finally:
         await other.delete(
@@ -373,3 +374,60 @@ def test_the_event_logs_own_connections_read_every_redis_url_kind(url, expected)
 def test_a_redis_url_of_another_kind_is_refused():
     with pytest.raises(ValueError, match="rediss://"):
         RedisEventLog(url="redis+sentinel://h:26379/0", max_events=50, ttl_seconds=60)
+
+
+@pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
+async def test_presence_lists_every_connection_until_it_leaves(name, make_log):
+    log = make_log()
+    thread_id = str(uuid.uuid4())
+    try:
+        assert await log.presence_set(thread_id, "c!1|ada|owner", True) == [
+            "c!1|ada|owner"
+        ]
+        both = await log.presence_set(thread_id, "c!2|bob|observer", True)
+        assert sorted(both) == ["c!1|ada|owner", "c!2|bob|observer"]
+        assert sorted(await log.presence_list(thread_id)) == sorted(both)
+        assert await log.presence_set(thread_id, "c!1|ada|owner", False) == [
+            "c!2|bob|observer"
+        ]
+        assert await log.presence_list(str(uuid.uuid4())) == []  # another thread
+    finally:
+        await log.presence_set(thread_id, "c!2|bob|observer", False)
+        await log.close()
+
+
+@pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
+async def test_a_broadcast_reaches_the_listeners_once_broadcasts_are_live(
+    name, make_log
+):
+    log = make_log()
+    heard: list = []
+    log.add_broadcast_listener(heard.append)
+    try:
+        await eventually(log.broadcasts_live, what="broadcasts live")
+        await log.broadcast("access user 7")
+        await eventually(lambda: "access user 7" in heard, what="the broadcast")
+        assert heard == ["access user 7"]
+    finally:
+        await log.close()
+
+
+@pytest.mark.parametrize(("name", "make_log"), LOGS, ids=[name for name, _ in LOGS])
+async def test_an_announcement_reaches_live_subscribers_and_is_not_replayed(
+    name, make_log
+):
+    log = make_log()
+    thread_id = str(uuid.uuid4())
+    recorder = Recorder()
+    try:
+        await log.subscribe(thread_id, recorder)
+        await log.announce(
+            thread_id, '{"type":"status","event_id":null}', type="status"
+        )
+        await eventually(lambda: recorder.events, what="the announcement")
+        assert recorder.events == [(0, '{"type":"status","event_id":null}')]
+        assert await log.read_after(thread_id, 0) == []
+        assert (await log.thread_state(thread_id)).last_event_id == 0
+    finally:
+        await log.unsubscribe(thread_id, recorder)
+        await log.close()

@@ -6,6 +6,7 @@ import signal
 import pytest
 import websockets
 
+from tests.eventually import eventually
 from tests.integration.conftest import ReplyTracker, Socket
 
 pytestmark = pytest.mark.integration
@@ -13,6 +14,11 @@ pytestmark = pytest.mark.integration
 
 def complete(frame):
     return frame["type"] == "state_complete"
+
+
+def web_noticed(stack, line: str) -> bool:
+    """`line` is in a daphne's log (each process logs to a file of its own)."""
+    return any(line in log.read_text() for log in stack.logs.glob("daphne*.log"))
 
 
 async def open_and_sync(socket: Socket) -> ReplyTracker:
@@ -81,9 +87,9 @@ async def test_a_socket_idle_past_ten_seconds_on_redis_still_receives(stack):
     stack.worker()
     async with Socket(web.ws_url(thread), tokens["observer"]) as idle:
         await open_and_sync(idle)
-        await asyncio.sleep(
-            12
-        )  # longer than redis-py's 5 s default read timeout, twice
+        # Nothing happens meanwhile, on purpose: the socket idles longer than
+        # redis-py's 5 s default read timeout, twice.
+        await asyncio.sleep(12)
         async with Socket(web.ws_url(thread), tokens["owner"]) as owner:
             await open_and_sync(owner)
             await owner.send({"type": "message", "content": "still there?"})
@@ -193,7 +199,11 @@ async def test_restarted_redis_clients_end_with_the_right_text_or_a_resync(stack
         ):
             tracker.apply(frame)
         stack.redis.kill()
-        await asyncio.sleep(1.0)
+        await eventually(
+            lambda: web_noticed(stack, "event subscriber lost Redis"),
+            timeout=20,
+            what="the web process noticing Redis is gone",
+        )
         stack.redis.start()
         tracker.allow_gaps = True
         while True:
