@@ -283,10 +283,27 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.lost_continuity()
             return
         if self.backlog_bytes() > settings.PARLEY_SEND_BUFFER_LIMIT_BYTES:
-            self.lost_continuity()  # a stalled reader: nothing more until it drains
+            self._reader_too_slow()
             return
         await self._send_event(event.text)
         self.cursor.sent(event)
+
+    def _reader_too_slow(self) -> None:
+        """Its unsent data passed PARLEY_SEND_BUFFER_LIMIT_BYTES: nothing more
+        reaches it until it drains, then one resync (PARLEY_SLOW_CLIENT
+        `resync`), or it is closed with 4408 after what it was sent (`close`):
+        the client reconnects with its last event id and resumes."""
+        if settings.PARLEY_SLOW_CLIENT != "close":
+            self.lost_continuity()
+            return
+        if self.closed:
+            return
+        self.closed = True  # nothing more reaches this socket
+        self.pending = []
+        closing = asyncio.get_running_loop().create_task(
+            self._transport.close_with(close_codes.CLOSE_TOO_SLOW, "too slow")
+        )
+        closing.add_done_callback(_log_close_failure)
 
     def lost_continuity(self) -> None:
         """Drop live events from now on and resync this socket from a snapshot,
@@ -581,3 +598,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         "ping": on_ping,
         "resume": on_resume,
     }
+
+
+def _log_close_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.info("closing a slow socket failed: %r", task.exception())

@@ -58,3 +58,6 @@ CLOSE_TOO_MANY_CLIENTS = 4429
 # The server cannot take the socket right now (Redis unreachable): reconnect later.
 CLOSE_TRY_AGAIN = 4503
 CLOSE_FRAME_TOO_LARGE = 1009
+# A reader too slow for its events (PARLEY_SLOW_CLIENT=close): reconnect and
+# resume from the last event id.
+CLOSE_TOO_SLOW = 4408

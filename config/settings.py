@@ -344,6 +344,13 @@ PARLEY_CONNECT_CACHE_SECONDS = env_float("PARLEY_CONNECT_CACHE_SECONDS", 30.0)
 PARLEY_EVENT_LOG_MAXLEN = env_int("PARLEY_EVENT_LOG_MAXLEN", 20_000)
 PARLEY_EVENT_LOG_TTL_SECONDS = env_int("PARLEY_EVENT_LOG_TTL_SECONDS", 3600)
 PARLEY_SEND_BUFFER_LIMIT_BYTES = env_int("PARLEY_SEND_BUFFER_LIMIT_BYTES", 1 << 20)
+# A socket past that limit: `resync` (once drained, one snapshot) or `close`
+# (close code 4408 after what it was sent; the client resumes from its last id).
+PARLEY_SLOW_CLIENT = env_str("PARLEY_SLOW_CLIENT", "resync")
+if PARLEY_SLOW_CLIENT not in ("resync", "close"):
+    raise ImproperlyConfigured(
+        f"PARLEY_SLOW_CLIENT must be resync or close, not {PARLEY_SLOW_CLIENT!r}."
+    )
 PARLEY_SSE_HEARTBEAT_SECONDS = env_float("PARLEY_SSE_HEARTBEAT_SECONDS", 15.0)
 PARLEY_HISTORY_MAX_CHARS = env_int("PARLEY_HISTORY_MAX_CHARS", 24_000)
 PARLEY_PROVIDER_TIMEOUT_SECONDS = env_float("PARLEY_PROVIDER_TIMEOUT_SECONDS", 60.0)

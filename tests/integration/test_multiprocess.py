@@ -288,6 +288,76 @@ async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
         stack.stop()
 
 
+async def test_a_stalled_reader_is_closed_with_4408_and_resumes_when_so_configured(
+    tmp_path,
+):
+    """PARLEY_SLOW_CLIENT=close: the stalled socket is closed (4408 after what
+    it was sent, or dropped when it stalls past the close handshake);
+    reconnecting with its last event id brings every reply, none cut short or
+    doubled."""
+    from tests.integration.conftest import Stack
+
+    stack = Stack(
+        tmp_path,
+        PARLEY_SLOW_CLIENT="close",
+        PARLEY_SEND_BUFFER_LIMIT_BYTES=str(256 * 1024),
+        PARLEY_MESSAGES_PER_MINUTE="1000",
+        PARLEY_MAX_ACTIVE_RUNS_PER_USER="1000",
+        PARLEY_MAX_MESSAGE_CHARS="30000",
+    ).start()
+    try:
+        setup = stack.setup_thread(
+            buffer_chunks=False, extra_params={"tokens_per_second": 5000, "repeat": 5}
+        )
+        thread, tokens = setup["thread"], setup["tokens"]
+        web = stack.daphne()
+        stack.worker()
+        message = " ".join(f"slow{i:03d}" + "x" * 1000 for i in range(19))
+        reply = " ".join([message] * 5)
+        async with (
+            Socket(web.ws_url(thread), tokens["owner"]) as owner,
+            Socket(
+                web.ws_url(thread),
+                tokens["observer"],
+                max_queue=2,
+                receive_buffer=65536,
+            ) as stalled,
+        ):
+            await open_and_sync(owner)
+            tracker = await open_and_sync(stalled)
+            stalled.connection.transport.pause_reading()
+            for _ in range(30):
+                await owner.send({"type": "message", "content": message})
+            finals = 0
+            while finals < 30:
+                finals += complete(await owner.receive(timeout=60))
+            stalled.connection.transport.resume_reading()
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    tracker.apply(await stalled.receive(timeout=60))
+        # The close frame comes after everything it was sent; a reader stalled
+        # past the close handshake's timeout finds the connection dropped.
+        received = closed.value.rcvd
+        assert received is None or received.code == 4408
+        # Reconnect where it stopped: replayed (or resynced if the log has
+        # moved on) to every reply, whole.
+        async with Socket(
+            web.ws_url(thread, f"last_event_id={tracker.last_event_id}"),
+            tokens["observer"],
+        ) as again:
+            assert (await again.receive())["content"]["state"] == "connected"
+
+            def all_done() -> bool:
+                ended = [r for r in tracker.runs.values() if r["final"] is not None]
+                return len(ended) == 30
+
+            while not all_done():
+                tracker.apply(await again.receive(timeout=60))
+        assert {r["final"] for r in tracker.runs.values()} == {reply}
+    finally:
+        stack.stop()
+
+
 async def test_an_oversized_frame_closes_with_1009_through_real_daphne(stack):
     setup = stack.setup_thread()
     web = stack.daphne()
