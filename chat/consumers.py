@@ -120,10 +120,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
             return
         read_at_generation = live_access().generation
+        thread_id = await self.thread_to_open(user=user, token_key=token_key)
+        if thread_id is None:
+            return  # refused (thread_to_open said why)
         access = await socket_access(
-            thread_id=self.scope["url_route"]["kwargs"]["thread_id"],
-            user=user,
-            token_key=token_key,
+            thread_id=thread_id, user=user, token_key=token_key
         )
         if not access.user.is_authenticated:
             await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
@@ -196,6 +197,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._refuse_unavailable(accepted=True)
             return
         await presence_news().changed(self.thread_id, present)
+
+    async def thread_to_open(self, *, user, token_key: str | None) -> str | None:
+        """The thread this socket is for: the one its URL names."""
+        return self.scope["url_route"]["kwargs"]["thread_id"]
 
     async def _refuse(self, code: int) -> None:
         await self.accept(self.subprotocol)
@@ -598,6 +603,35 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         "ping": on_ping,
         "resume": on_resume,
     }
+
+
+class AgentConsumer(ThreadConsumer):
+    """`/ws/agents/<agent name>/`: a socket that opens a new thread with that
+    agent for the caller (or goes on with `?thread_id=`, a thread the caller
+    may read), then is exactly a thread socket; `connected` names the thread
+    (its `thread_id`). Reconnect with `?thread_id=` to stay in it."""
+
+    async def thread_to_open(self, *, user, token_key: str | None) -> str | None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        continued = query.get("thread_id", [""])[0]
+        if continued:
+            return continued
+        try:
+            thread = await call_service(
+                services.thread_open_for_agent,
+                user=user,
+                token_key=token_key,
+                agent_name=self.scope["url_route"]["kwargs"]["agent_name"],
+            )
+        except ServiceError as refusal:
+            await self.accept(self.subprotocol)
+            await self.send_frame(error_frame(refusal.code, refusal.message))
+            await self.close(close_codes.CLOSE_NOT_FOUND)
+            return None
+        if thread is None:
+            await self._refuse(close_codes.CLOSE_NOT_AUTHENTICATED)
+            return None
+        return str(thread.pk)
 
 
 def _log_close_failure(task: asyncio.Task) -> None:

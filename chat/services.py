@@ -37,7 +37,7 @@ from chat.permissions import (
     thread_roles_now,
 )
 from chat.protocol import MessageContent, MessageFrame, StatusFrame
-from chat.selectors import message_content
+from chat.selectors import message_content, user_get_for_token
 from ops import metrics
 
 
@@ -67,6 +67,18 @@ def thread_create(
     return Thread.objects.create(
         owner=owner, agent=agent, title=title[:200], config=overrides
     )
+
+
+def thread_open_for_agent(
+    *, user, token_key: str | None, agent_name: str
+) -> Thread | None:
+    """A new thread with the enabled agent `agent_name` for the socket's user
+    (from its API token when it brought one); None when nobody is logged in."""
+    if token_key is not None:
+        user = user_get_for_token(key=token_key)
+    if user is None or not user.is_authenticated:
+        return None
+    return thread_create(owner=user, agent_name=agent_name)
 
 
 def _thread_locked(thread_id) -> Thread:

@@ -150,10 +150,12 @@ class Client:
         headers=None,
         subprotocols=None,
         presence: bool = False,
+        path: str | None = None,
     ):
         from config.asgi import application
 
-        path = f"/ws/threads/{thread_id}/" + (f"?{query}" if query else "")
+        path = path or f"/ws/threads/{thread_id}/"
+        path += f"?{query}" if query else ""
         self.communicator = WebsocketCommunicator(
             application, path, headers=headers or [], subprotocols=subprotocols
         )
