@@ -11,7 +11,13 @@ from __future__ import annotations
 import re
 import zlib
 
-from agents.python_agents import AgentContext, Ask, PythonAgent, python_agent
+from agents.python_agents import (
+    AgentContext,
+    Ask,
+    PythonAgent,
+    ToolCallFailed,
+    python_agent,
+)
 from agents.tools import tool
 
 CONDITIONS = ("sunny", "cloudy", "rainy", "windy", "snowy", "foggy")
@@ -46,7 +52,11 @@ class WeatherAssistant(PythonAgent):
             if not city:
                 yield "Nobody told me a city, so I cannot check the weather."
                 return
-        weather = await context.call_tool("get_weather", city=city)
+        try:
+            weather = await context.call_tool("get_weather", city=city)
+        except ToolCallFailed as failure:  # denied, timed out, or it raised
+            yield f"I could not check the weather: {failure}"
+            return
         phrase_with = context.extra_params.get("phrase_with")
         if phrase_with:
             yield await context.complete(

@@ -72,6 +72,7 @@
     htmlCache: new Map(), // assistant message id -> sanitized HTML
     pendingSends: new Map(), // request_id -> text, to restore on a refused send
     renderQueue: new Set(),
+    openSteps: new Set(), // keys of the tool steps shown expanded
     renderScheduled: false,
     requestCounter: 0,
   };
@@ -456,8 +457,11 @@
       if (prompt) {
         var note;
         if (prompt.dataset.kind === "approval") {
+          var approved = content.kind === "input_received" && data.answer === "approved";
           note = content.kind === "input_timeout" ? "Nobody approved in time: it did not run."
-            : (data.answer === "approved" ? "Approved" : "Denied") + (data.by ? " by " + data.by : "") + ".";
+            : (approved ? "Approved" : "Denied") + (data.by ? " by " + data.by : "") + ".";
+          var step = prompt.dataset.callId != null ? findToolStep(run, prompt.dataset.callId, false) : null;
+          if (step) setStepState(step, approved ? "running" : "denied");
         } else {
           note = content.kind === "input_received"
             ? "Answered" + (data.by ? " by " + data.by : "") + (typeof data.answer === "string" ? ": " + data.answer : ".")
@@ -473,6 +477,18 @@
   }
 
   // --- tool steps: each call and its result, in order, collapsible -----------
+  //
+  // A step is a disclosure: a button (aria-expanded, aria-controls) with the
+  // tool's name and how it ended, over its arguments and result. Which steps
+  // are open (and a focused toggle) survive a snapshot that redraws the run.
+
+  var STEP_OPEN = { running: true, awaiting: true };
+  var STEP_LABELS = { running: "running…", awaiting: "waiting for approval",
+    completed: "done", failed: "error", denied: "denied", cancelled: "stopped",
+    pending: "running…" };
+  var RESULT_LABELS = { completed: "Result", failed: "Error", denied: "Not run",
+    cancelled: "Stopped" };
+  var toolStepCounter = 0;
 
   function argumentsText(value) {
     if (typeof value === "string") return value;
@@ -483,38 +499,67 @@
     }
   }
 
-  // The step of a call id: the one still running, else (`any`) the latest.
+  // The step of a call id: the one not ended yet, else (`any`) the latest.
   function findToolStep(run, id, any) {
     var steps = run.toolBox.querySelectorAll(".tool-step");
     var latest = null;
     for (var index = steps.length - 1; index >= 0; index -= 1) {
       if (steps[index].dataset.callId !== (id || "")) continue;
-      if (steps[index].dataset.state === "running") return steps[index];
+      if (STEP_OPEN[steps[index].dataset.state]) return steps[index];
       if (!latest) latest = steps[index];
     }
     return any ? latest : null;
+  }
+
+  function setStepState(step, status) {
+    step.dataset.state = status;
+    step.querySelector(".tool-status").textContent = STEP_LABELS[status] || status;
+  }
+
+  function setStepExpanded(step, expanded) {
+    var button = step.querySelector(".tool-toggle");
+    button.setAttribute("aria-expanded", expanded ? "true" : "false");
+    step.querySelector(".tool-detail").hidden = !expanded;
+    if (expanded) state.openSteps.add(step.dataset.key);
+    else state.openSteps.delete(step.dataset.key);
   }
 
   function addToolStep(run, call) {
     // A snapshot may already show a call whose frame follows it: once is enough.
     var shown = findToolStep(run, call.id, false);
     if (shown) return shown;
-    var step = make("details", "tool-step");
+    toolStepCounter += 1;
+    var detailId = "tool-step-" + toolStepCounter;
+    var step = make("div", "tool-step");
     step.dataset.callId = call.id || "";
-    step.dataset.state = "running";
-    var summary = make("summary", "tool-summary");
-    summary.appendChild(make("span", "tool-name", call.name || "tool"));
-    var status = make("span", "tool-status", "running…");
-    summary.appendChild(document.createTextNode(" "));
-    summary.appendChild(status);
-    step.appendChild(summary);
-    step.appendChild(make("p", "tool-label", "Arguments"));
-    step.appendChild(make("pre", "tool-arguments", argumentsText(call.arguments)));
+    // Stable across redraws of the run: its place among the run's steps.
+    step.dataset.key = run.id + "#" + run.toolBox.children.length;
+    var button = make("button", "tool-toggle");
+    button.type = "button";
+    button.setAttribute("aria-controls", detailId);
+    button.appendChild(make("span", "tool-chevron")).setAttribute("aria-hidden", "true");
+    button.appendChild(make("span", "visually-hidden", "Tool "));
+    button.appendChild(make("span", "tool-name", call.name || "tool"));
+    button.appendChild(make("span", "tool-status"));
+    step.appendChild(button);
+    var detail = make("div", "tool-detail");
+    detail.id = detailId;
+    detail.appendChild(make("p", "tool-label", "Arguments"));
+    detail.appendChild(make("pre", "tool-arguments", argumentsText(call.arguments)));
+    var resultLabel = make("p", "tool-label tool-result-label");
+    resultLabel.hidden = true;
+    detail.appendChild(resultLabel);
     var result = make("pre", "tool-output");
     result.hidden = true;
-    step.appendChild(result);
+    detail.appendChild(result);
+    step.appendChild(detail);
+    button.addEventListener("click", function () {
+      setStepExpanded(step, button.getAttribute("aria-expanded") !== "true");
+    });
+    setStepState(step, "running");
     run.toolBox.appendChild(step);
     run.toolBox.hidden = false;
+    setStepExpanded(step, state.openSteps.has(step.dataset.key));
     return step;
   }
 
@@ -525,13 +570,16 @@
     if (!step) step = addToolStep(run, { id: result.id, name: result.name, arguments: "" });
     var failed = typeof result.error === "string";
     var text = failed ? result.error : result.output;
-    var status = result.status || (failed ? "failed" : "completed");
-    step.dataset.state = status;
-    var labels = { completed: "done", failed: "error", denied: "denied",
-      cancelled: "stopped", pending: "running…" };
-    step.querySelector(".tool-status").textContent = labels[status] || status;
+    var status = result.status;
+    // A live result has no status; a denial was already marked when answered.
+    if (!status) status = failed ? (step.dataset.state === "denied" ? "denied" : "failed") : "completed";
+    if (status === "pending") return;
+    setStepState(step, status);
     var output = step.querySelector(".tool-output");
+    var label = step.querySelector(".tool-result-label");
     if (text != null) {
+      label.textContent = RESULT_LABELS[status] || (failed ? "Error" : "Result");
+      label.hidden = false;
       output.textContent = text;
       output.hidden = false;
       output.classList.toggle("tool-error", failed);
@@ -544,6 +592,13 @@
     steps.forEach(function (stored) {
       addToolStep(run, stored);
       if (stored.status && stored.status !== "pending") setToolResult(run, stored);
+    });
+  }
+
+  // A run that ended leaves no step running.
+  function endToolSteps(run) {
+    run.toolBox.querySelectorAll(".tool-step").forEach(function (step) {
+      if (STEP_OPEN[step.dataset.state]) setStepState(step, run.status === "failed" ? "failed" : "cancelled");
     });
   }
 
@@ -604,6 +659,9 @@
       var body = item.querySelector(".msg-body.markdown");
       if (body) state.htmlCache.set(item.dataset.messageId, body.innerHTML);
     });
+    var focused = document.activeElement;
+    var focusedStep = focused && focused.classList.contains("tool-toggle")
+      && el.list.contains(focused) ? focused.closest(".tool-step").dataset.key : null;
     clearConversation();
     (content.messages || []).forEach(function (message) {
       if (message.role === "assistant") {
@@ -629,6 +687,11 @@
         addPrompt(run, request);
       });
     });
+    if (focusedStep) {
+      el.list.querySelectorAll(".tool-step").forEach(function (step) {
+        if (step.dataset.key === focusedStep) step.querySelector(".tool-toggle").focus();
+      });
+    }
     if (content.last_event_id != null) state.lastEventId = content.last_event_id;
     state.awaitingResume = false;
     clearTimeout(state.resumeTimer);
@@ -754,6 +817,7 @@
     run.prompts.forEach(function (prompt) {
       closePrompt(prompt, "The reply ended.");
     });
+    if (run.status !== "completed") endToolSteps(run);
     var cached = run.messageId ? state.htmlCache.get(run.messageId) : null;
     if (cached != null) {
       showHtml(run, cached);
@@ -822,50 +886,67 @@
 
   // --- input requests --------------------------------------------------------
 
-  // A tool call waiting for a writer's yes: Approve / Deny.
+  // A tool call waiting for a writer's yes: Approve / Deny (writers only;
+  // others see what waits and who may answer).
   function addApproval(run, request) {
     var form = make("form", "input-request approval-request");
+    var headingId = "approval-" + Math.random().toString(36).slice(2);
     form.dataset.kind = "approval";
-    form.appendChild(make("strong", "input-heading", agentName + " wants to run a tool:"));
-    form.appendChild(make("p", "input-question", request.question));
-    if (request.tool_call) {
-      form.appendChild(make("pre", "tool-arguments", (request.tool_call.name || "") + " " + argumentsText(request.tool_call.arguments)));
-    }
-    var row = make("div", "input-row");
-    var approve = make("button", "button button-primary", "Approve");
-    approve.type = "button";
-    var deny = make("button", "button button-danger", "Deny");
-    deny.type = "button";
-    row.appendChild(approve);
-    row.appendChild(deny);
-    form.appendChild(row);
-    var note = make("p", "input-note");
-    form.appendChild(note);
-    if (!canWrite()) {
-      approve.disabled = true;
-      deny.disabled = true;
-      note.textContent = "Participants can approve.";
+    form.dataset.inputId = request.input_id;
+    form.dataset.question = request.question || "";
+    form.setAttribute("aria-labelledby", headingId);
+    var call = request.tool_call;
+    var heading = make("p", "input-heading", agentName + " wants to run ");
+    heading.id = headingId;
+    if (call) {
+      form.dataset.callId = call.id || "";
+      heading.appendChild(make("code", "approval-tool", call.name || "a tool"));
+      form.appendChild(heading);
+      form.appendChild(make("p", "tool-label", "Arguments"));
+      form.appendChild(make("pre", "tool-arguments", argumentsText(call.arguments)));
+      // The pending call shows among the run's steps too, waiting.
+      setStepState(addToolStep(run, call), "awaiting");
     } else {
-      var left = typeof request.seconds_left === "number" ? request.seconds_left : request.timeout;
+      heading.appendChild(document.createTextNode("a tool"));
+      form.appendChild(heading);
+      form.appendChild(make("p", "input-question", request.question));
+    }
+    var note = make("p", "input-note");
+    var left = typeof request.seconds_left === "number" ? request.seconds_left : request.timeout;
+    if (!canWrite()) {
+      note.textContent = "Only the owner and participants can approve.";
+    } else {
+      var row = make("div", "input-row approval-buttons");
+      var approve = make("button", "button button-primary", "Approve");
+      approve.type = "button";
+      var deny = make("button", "button button-danger", "Deny");
+      deny.type = "button";
+      row.appendChild(approve);
+      row.appendChild(deny);
+      form.appendChild(row);
       if (typeof left === "number" && left > 0) {
         note.textContent = "Without an answer within " + Math.max(1, Math.round(left)) + " s it does not run.";
       }
+      var answer = function (yes) {
+        if (form.dataset.answering) return;
+        var sent = sendFrame({
+          type: "input",
+          content: { run_id: run.id, input_id: request.input_id, approve: yes },
+        });
+        if (sent) {
+          // aria-disabled, not disabled: a disabled button would drop the focus.
+          form.dataset.answering = "true";
+          approve.setAttribute("aria-disabled", "true");
+          deny.setAttribute("aria-disabled", "true");
+          note.textContent = yes ? "Approving…" : "Denying…";
+        } else {
+          note.textContent = "Not connected; try again in a moment.";
+        }
+      };
+      approve.addEventListener("click", function () { answer(true); });
+      deny.addEventListener("click", function () { answer(false); });
     }
-    function answer(yes) {
-      var sent = sendFrame({
-        type: "input",
-        content: { run_id: run.id, input_id: request.input_id, approve: yes },
-      });
-      if (sent) {
-        note.textContent = yes ? "Approving…" : "Denying…";
-        approve.disabled = true;
-        deny.disabled = true;
-      } else {
-        note.textContent = "Not connected; try again in a moment.";
-      }
-    }
-    approve.addEventListener("click", function () { answer(true); });
-    deny.addEventListener("click", function () { answer(false); });
+    form.appendChild(note);
     form.addEventListener("submit", function (event) { event.preventDefault(); });
     run.prompts.set(request.input_id, form);
     run.promptBox.appendChild(form);
@@ -947,7 +1028,12 @@
     (inputs || []).forEach(function (asked) {
       if (run.promptBox.querySelector('[data-input-id="' + CSS.escape(asked.input_id) + '"]')) return;
       var note;
-      if (asked.status === "answered") {
+      if (asked.status === "answered" && asked.kind === "approval") {
+        note = (asked.answer === "approved" ? "Approved" : "Denied")
+          + (asked.answered_by ? " by " + asked.answered_by.username : "") + ".";
+      } else if (asked.status === "timed_out" && asked.kind === "approval") {
+        note = "Nobody approved in time: it did not run.";
+      } else if (asked.status === "answered") {
         note = "Answered" + (asked.answered_by ? " by " + asked.answered_by.username : "") + ": " + (asked.answer || "");
       } else if (asked.status === "timed_out") {
         note = "No answer in time.";
@@ -962,8 +1048,16 @@
 
   function closePrompt(form, text) {
     var question = form.querySelector(".input-question");
-    var done = closedPrompt(question ? question.textContent : "", text);
+    var done = closedPrompt(
+      form.dataset.question != null ? form.dataset.question : (question ? question.textContent : ""), text);
+    if (form.dataset.inputId) done.dataset.inputId = form.dataset.inputId;
+    // Focus inside the prompt (the button just pressed) moves to what replaces it.
+    var hadFocus = form.contains(document.activeElement);
     form.replaceWith(done);
+    if (hadFocus) {
+      done.tabIndex = -1;
+      done.focus();
+    }
     state.runs.forEach(function (run) {
       run.prompts.forEach(function (value, key) {
         if (value === form) run.prompts.delete(key);

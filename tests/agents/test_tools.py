@@ -744,6 +744,41 @@ async def test_the_example_python_agent_asks_the_thread_and_calls_its_tool(
     assert (done["status"], done["text"]) == ("completed", f"The weather in {expected}")
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_the_example_python_agent_says_so_when_its_tool_call_is_denied(
+    users, worker, client_for
+):
+    @database_sync_to_async
+    def weather_thread():
+        agent = AgentConfig.objects.create(
+            name="weather-asks",
+            provider="python",
+            model="weather",
+            tools=["get_weather"],
+            approval_required=["get_weather"],
+        )
+        return Thread.objects.create(owner=users[Role.OWNER], agent=agent)
+
+    thread = await weather_thread()
+    owner = await joined(client_for(thread.id, users[Role.OWNER]))
+    await owner.send({"type": "message", "content": "What is the weather in Oslo?"})
+    request = await owner.receive_type("input_request")
+    assert request["content"]["kind"] == "approval"
+    await owner.send(
+        {
+            "type": "input",
+            "content": {
+                "run_id": request["run_id"],
+                "input_id": request["content"]["input_id"],
+                "approve": False,
+            },
+        }
+    )
+    done = (await owner.receive_until(until_complete))[-1]["content"]
+    assert done["status"] == "completed"
+    assert done["text"].startswith("I could not check the weather")
+
+
 @pytest.mark.django_db
 def test_a_python_agent_config_must_name_a_registered_agent():
     from django.core.exceptions import ValidationError

@@ -80,7 +80,14 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server_setup() -> str:
+    """More Django code run in the server's database before it starts (a test
+    module overrides this fixture to add its own agents)."""
+    return ""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, server_setup):
     """The app under daphne; yields its base URL."""
     data_dir = tmp_path_factory.mktemp("parley-browser")
     env = _server_env(data_dir)
@@ -92,7 +99,7 @@ def server(tmp_path_factory):
         check=True,
     )
     subprocess.run(
-        [python, "manage.py", "shell", "-c", SETUP_SCRIPT],
+        [python, "manage.py", "shell", "-c", SETUP_SCRIPT + server_setup],
         cwd=ROOT,
         env=env,
         check=True,
