@@ -70,7 +70,10 @@
     messages: new Map(), // message id -> <li>
     runs: new Map(), // run id -> run record
     htmlCache: new Map(), // assistant message id -> sanitized HTML
-    pendingSends: new Map(), // request_id -> text, to restore on a refused send
+    // request_id -> {text, clientId}: sent, not yet confirmed by its `message`.
+    // Resent (same client_id: the server posts it once) after a reconnect;
+    // the text goes back into the box if the send is refused.
+    pendingSends: new Map(),
     renderQueue: new Set(),
     openSteps: new Set(), // keys of the tool steps shown expanded
     renderScheduled: false,
@@ -362,6 +365,7 @@
         if (content.role) setRole(content.role);
         setConnection("connected");
         startHeartbeat();
+        resendPending();
         break;
       case "snapshot":
       case "resynced":
@@ -629,7 +633,7 @@
       setRunError(run, message);
     }
     if (frame.request_id && state.pendingSends.has(frame.request_id)) {
-      var text = state.pendingSends.get(frame.request_id);
+      var text = state.pendingSends.get(frame.request_id).text;
       state.pendingSends.delete(frame.request_id);
       if (!el.input.value) el.input.value = text; // nothing the user typed is lost
       message += " Your message was not sent.";
@@ -1081,6 +1085,31 @@
 
   // --- composer ------------------------------------------------------------------
 
+  function newClientId() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") {
+      return window.crypto.randomUUID();
+    }
+    // Pages served over plain http to another host have no randomUUID.
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    var hex = Array.prototype.map.call(bytes, function (b) {
+      return (b + 0x100).toString(16).slice(1);
+    }).join("");
+    return hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-" + hex.slice(12, 16) + "-" +
+      hex.slice(16, 20) + "-" + hex.slice(20);
+  }
+
+  function resendPending() {
+    // A message sent just before the connection dropped may or may not have
+    // arrived: send it again with its client_id; the server posts it at most
+    // once and answers with the stored message either way.
+    state.pendingSends.forEach(function (pending, requestId) {
+      sendFrame({ type: "message", content: pending.text, request_id: requestId, client_id: pending.clientId });
+    });
+  }
+
   el.form.addEventListener("submit", function (event) {
     event.preventDefault();
     if (!canWrite()) return;
@@ -1091,12 +1120,13 @@
     }
     state.requestCounter += 1;
     var requestId = "web-" + Date.now().toString(36) + "-" + state.requestCounter;
-    var sent = sendFrame({ type: "message", content: text, request_id: requestId });
+    var clientId = newClientId();
+    var sent = sendFrame({ type: "message", content: text, request_id: requestId, client_id: clientId });
     if (!sent) {
       showAlert("Not connected, so the message was not sent. It is still in the box; send it again once connected.");
       return;
     }
-    state.pendingSends.set(requestId, text);
+    state.pendingSends.set(requestId, { text: text, clientId: clientId });
     stickToBottom = true;
     scrollToBottom();
     el.input.value = "";
