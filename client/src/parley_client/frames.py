@@ -9,6 +9,7 @@ keeps working against a newer server.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,10 +107,16 @@ def encode(frame: Mapping[str, Any]) -> str:
     return text
 
 
-def message(text: str) -> dict[str, Any]:
+def message(text: str, *, client_id: str | None = None) -> dict[str, Any]:
+    """A `message` frame with a `client_id` (a new UUID unless given): sent
+    again after a lost connection, the server posts it at most once."""
     if not isinstance(text, str) or not text:
         raise ValueError("a message needs some text")
-    return {"type": "message", "content": text}
+    return {
+        "type": "message",
+        "content": text,
+        "client_id": client_id or str(uuid.uuid4()),
+    }
 
 
 def config(overrides: Mapping[str, Any]) -> dict[str, Any]:
