@@ -6,6 +6,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/audit/", include("audit.urls")),  # before the /api/ catch-all
+    path("api/openai/v1/", include("compat.urls")),  # before the /api/ catch-all
     path("api/", include("config.api_urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("ops.urls")),  # /healthz, /readyz, /metrics

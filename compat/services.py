@@ -1,0 +1,36 @@
+"""Writes for the OpenAI-compatible endpoint: one call = one run in a thread."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from agents.models import Run
+from chat.errors import ServiceError
+from chat.models import Role
+from chat.selectors import thread_get_for_user
+from chat.services import message_post, thread_create
+from compat.errors import CompatErrorCode
+
+
+def completion_start(
+    *, user, agent_name: str, thread_id, text: str, title: str
+) -> tuple[Run, Role]:
+    """Post `text` as `user`'s message to the thread `thread_id` (None: a new
+    thread of theirs with `agent_name`, titled `title`) and queue its run,
+    through the same service as a socket's message (roles, rate limits, run
+    limits, busy policy). Returns the run and the caller's role there. A
+    refused message leaves no new thread behind (one transaction)."""
+    with transaction.atomic():
+        if thread_id is None:
+            thread = thread_create(owner=user, agent_name=agent_name, title=title)
+            role = Role.OWNER
+        else:
+            thread, role = thread_get_for_user(thread_id=thread_id, user=user)
+            if thread.agent.name != agent_name:
+                raise ServiceError(
+                    CompatErrorCode.MODEL_MISMATCH,
+                    f"The thread's agent is {thread.agent.name!r}, not "
+                    f"{agent_name!r}; name it as the model.",
+                )
+        run = message_post(thread=thread, user=user, text=text)
+    return run, role
