@@ -180,12 +180,12 @@ class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
         role = thread_role(thread=run.thread, user=request.user)
         if not can_write(role):
             raise permission_error(role, action="cancel runs")
-        data = validated(RunCancelSerializer, request.data or {})
+        reason = ""
+        if request.content_type == "application/json" and request.body:
+            # The body is optional: a bare POST cancels without a reason.
+            reason = validated(RunCancelSerializer, request.data).get("reason") or ""
         thread_run_cancel(
-            actor=request.user,
-            thread_id=run.thread_id,
-            run_id=run.pk,
-            reason=data.get("reason") or "",
+            actor=request.user, thread_id=run.thread_id, run_id=run.pk, reason=reason
         )
         return Response(RunSerializer(self._get_run(pk)).data)
 

@@ -226,6 +226,7 @@ class WorkerRuntime:
             chunk_size=agent.chunk_size,
             window=self.flush_window,
             buffered=agent.buffer_chunks,
+            mode=run.thread.config.get("stream_mode", "tokens"),
         )
         self._streams[run_id] = stream
         try:
@@ -386,6 +387,8 @@ class WorkerRuntime:
     async def _publish_state(
         self, run: Run, kind: str, data: dict, stream: ChunkStream
     ) -> None:
+        if not run.thread.config.get("progressive_updates", True):
+            return  # the thread asked for the final state_complete only
         try:
             content = state_content(kind, data)
         except ValueError:  # a provider's bug: the reply goes on without it

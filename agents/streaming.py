@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from chat.events import publish
@@ -17,11 +18,23 @@ logger = logging.getLogger(__name__)
 PUBLISH_RETRY_SECONDS = 60.0
 
 
+# Where a sentence ends: its punctuation (and closing quotes or brackets) and
+# the space after it.
+SENTENCE_END = re.compile(r"[.!?\u2026]+[\"')\]\u201d\u2019]*\s+|\n+")
+STREAM_MODES = ("tokens", "sentences", "message")
+
+
 class ChunkStream:
-    """Coalesces tokens into chunks: flush at `chunk_size` characters or when the
-    oldest waiting token is `window()` seconds old, whichever comes first (the
-    first token of a reply goes out at once: time to first token matters). Chunks
-    are published in order by one task, numbered 0, 1, 2 ... without gaps."""
+    """Coalesces tokens into chunks, as the thread's `stream_mode` says:
+
+    - `tokens` (default): flush at `chunk_size` characters or when the oldest
+      waiting token is `window()` seconds old, whichever comes first (the
+      first token of a reply goes out at once: time to first token matters);
+    - `sentences`: a chunk is one or more whole sentences (or `chunk_size`
+      characters of a sentence that long);
+    - `message`: the whole reply is one chunk, when it ends.
+
+    Chunks are published in order by one task, numbered 0, 1, 2 ... without gaps."""
 
     def __init__(
         self,
@@ -30,11 +43,13 @@ class ChunkStream:
         chunk_size: int,
         window: Callable[[], float],
         buffered: bool,
+        mode: str = "tokens",
     ) -> None:
         self._publish_chunk = publish_chunk
         self._chunk_size = chunk_size
         self._window = window
         self._buffered = buffered
+        self._mode = mode
         self._waiting: list[str] = []
         self._waiting_length = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -58,6 +73,12 @@ class ChunkStream:
         if not text:
             return
         self._raise_if_broken()
+        if self._mode != "tokens":
+            self._waiting.append(text)
+            self._waiting_length += len(text)
+            if self._mode == "sentences":
+                self._cut_sentences()
+            return
         if not self._buffered or not self._parts:
             # Unbuffered, or the reply's first token: nobody should wait for it.
             self._emit(text)
@@ -70,6 +91,19 @@ class ChunkStream:
             self._timer = asyncio.get_running_loop().call_later(
                 self._window(), self.flush
             )
+
+    def _cut_sentences(self) -> None:
+        waiting = "".join(self._waiting)
+        end = 0
+        for match in SENTENCE_END.finditer(waiting):
+            end = match.end()
+        if not end and self._waiting_length >= self._chunk_size:
+            end = len(waiting)  # one very long sentence
+        if end:
+            self._emit(waiting[:end])
+            rest = waiting[end:]
+            self._waiting = [rest] if rest else []
+            self._waiting_length = len(rest)
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -103,8 +137,10 @@ class ChunkStream:
 
     async def drain(self) -> None:
         """Flush what waits and wait until it is published (keeps order with
-        events published outside the stream, e.g. `state`)."""
-        self.flush()
+        events published outside the stream, e.g. `state`; in `message` mode
+        the reply stays one chunk, after them)."""
+        if self._mode != "message":
+            self.flush()
         barrier = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(barrier)
         # A dead publisher never reaches the barrier: do not wait for it forever.

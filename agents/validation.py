@@ -232,12 +232,34 @@ def agent_config_warnings(agent) -> list[str]:
     return []
 
 
+# Thread settings of how a reply is delivered, open to every thread (the
+# agent's `allowed_overrides` is about what the model is asked).
+DELIVERY_SETTINGS = {
+    "progressive_updates": (True, False),  # state frames during the run, or not
+    "stream_format": ("markdown", "text"),  # how the web UI shows replies
+    "stream_mode": ("tokens", "sentences", "message"),  # how chunks are cut
+}
+
+
 def thread_config_errors(agent, overrides: Any) -> dict[str, str]:
     if not isinstance(overrides, dict):
         return {"config": "Overrides must be a JSON object."}
     errors = {}
     for key, value in overrides.items():
-        if key not in agent.allowed_overrides:
+        if key in DELIVERY_SETTINGS:
+            allowed = DELIVERY_SETTINGS[key]
+            if isinstance(value, bool) != isinstance(allowed[0], bool) or (
+                value not in allowed
+            ):
+                errors[key] = (
+                    "One of "
+                    + ", ".join(
+                        str(choice).lower() if isinstance(choice, bool) else choice
+                        for choice in allowed
+                    )
+                    + "."
+                )
+        elif key not in agent.allowed_overrides:
             errors[key] = f"This agent does not allow overriding {key!r}."
         elif key == "temperature" and (
             not isinstance(value, int | float)

@@ -500,6 +500,7 @@ class ThreadUpdatedStatus(_Strict):
     state: Literal["thread_updated"]
     title: str
     config: dict[str, Any]
+    agent: str  # the thread's agent (a writer may switch it: `agent_name`)
 
 
 class ResetStatus(_Strict):

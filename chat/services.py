@@ -129,11 +129,28 @@ def thread_update(
             thread.title = title[:200]
             fields.append("title")
         if config is not None:
+            config = dict(config)
+            agent_name = config.pop("agent_name", None)
+            if agent_name is not None:
+                # Switch the thread's agent; the overrides the new one does
+                # not allow are dropped (delivery settings are every thread's).
+                if not isinstance(agent_name, str):
+                    raise ServiceError(
+                        ErrorCode.INVALID_CONFIG, "agent_name: an agent's name."
+                    )
+                thread.agent = agent_get_enabled(name=agent_name)
+                thread.config = {
+                    key: value
+                    for key, value in thread.config.items()
+                    if not thread_config_errors(thread.agent, {key: value})
+                }
+                fields += ["agent", "config"]
             errors = thread_config_errors(thread.agent, config)
             if errors:
                 raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
             thread.config = {**thread.config, **config}
-            fields.append("config")
+            if "config" not in fields:
+                fields.append("config")
         thread.save(update_fields=fields)
         publish_on_commit(
             thread.id,
@@ -142,6 +159,7 @@ def thread_update(
                     "state": "thread_updated",
                     "title": thread.title,
                     "config": thread.config,
+                    "agent": thread.agent.name,
                 },
                 thread_id=thread.id,
             ),

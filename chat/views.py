@@ -183,6 +183,7 @@ def thread_detail(request, thread_id):
             "can_write": can_write(role),
             "can_manage": can_manage(role),
             "history": history,
+            "stream_format": (thread.config or {}).get("stream_format", "markdown"),
             "max_message_chars": settings.PARLEY_MAX_MESSAGE_CHARS,
         },
     )

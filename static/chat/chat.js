@@ -58,6 +58,9 @@
     socket: null,
     open: false, // the server said `connected`
     role: root.dataset.role,
+    // "markdown" (replies rendered once complete) or "text" (the thread's
+    // stream_format: shown as written).
+    streamFormat: root.dataset.streamFormat || "markdown",
     user: root.dataset.username,
     lastEventId: null,
     awaitingResume: false,
@@ -380,6 +383,7 @@
         }
         break;
       case "thread_updated":
+        if (content.config) state.streamFormat = content.config.stream_format || "markdown";
         if (typeof content.title === "string") {
           var title = content.title || "Untitled chat";
           el.title.textContent = title;
@@ -851,6 +855,7 @@
   }
 
   function queueRender(run) {
+    if (state.streamFormat === "text") return; // shown as written
     state.renderQueue.add(run);
     if (state.renderScheduled) return;
     state.renderScheduled = true;

@@ -244,3 +244,32 @@ def test_the_flush_window_stretches_with_the_runs_in_flight(settings):
     assert window_with(100) == 50  # twice the runs, twice the wait
     assert window_with(150) == 75
     assert window_with(1000) == 80  # never more than the maximum
+
+
+async def test_sentences_mode_cuts_chunks_at_sentence_ends():
+    published = Published()
+    stream = stream_for(published, mode="sentences", chunk_size=40)
+    for token in ["Hi", ". How", " are", " you? ", "Fine", "! Then", " a very"]:
+        stream.add(token)
+    await settle()
+    assert published.texts == ["Hi. ", "How are you? ", "Fine! "]
+    stream.add(" long sentence that goes on past the chunk size")
+    await settle()
+    assert published.texts[-1] == (
+        "Then a very long sentence that goes on past the chunk size"
+    )  # longer than chunk_size: cut anyway
+    stream.add(" end")
+    await stream.close()
+    assert published.texts[-1] == " end"
+
+
+async def test_message_mode_is_one_chunk_when_the_reply_ends():
+    published = Published()
+    stream = stream_for(published, mode="message", window=0.001)
+    for token in ["one ", "two ", "three"]:
+        stream.add(token)
+    await stream.drain()  # a state update in between: the reply stays whole
+    await asyncio.sleep(0.01)
+    assert published.texts == []
+    await stream.close()
+    assert published.texts == ["one two three"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from agents.models import Run
+from agents.models import AgentConfig, Run
 from chat.errors import ErrorCode, ServiceError
 from chat.models import Role, Thread
 from chat.services import MessageRequest, messages_post
@@ -73,9 +73,13 @@ async def test_a_socket_past_the_cap_gets_server_busy(
     owner = users[Role.OWNER]
 
     def fill():
+        # Replies that last: a worker started by the socket must not end them.
+        slow = AgentConfig.objects.create(
+            name="slow", provider="echo", extra_params={"tokens_per_second": 1}
+        )
         for _ in range(2):
-            other = Thread.objects.create(owner=owner, agent=thread.agent)
-            messages_post(requests=[MessageRequest(other.pk, owner, "busy")])
+            other = Thread.objects.create(owner=owner, agent=slow)
+            messages_post(requests=[MessageRequest(other.pk, owner, "busy " * 100)])
 
     await sync_to_async(fill)()
     client = client_for(thread.id, owner)

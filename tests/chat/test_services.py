@@ -99,6 +99,7 @@ async def test_the_owner_renames_a_thread_and_every_socket_is_told(thread, users
         "state": "thread_updated",
         "title": "Plans",
         "config": {},
+        "agent": "echo",
     }
     assert frame["event_id"] == before + 1
 
