@@ -103,6 +103,7 @@ class WorkerRuntime:
         self._used_tools: set[str] = set()
         # Claims that arrive while the service threads are busy go together.
         self._claims: ServiceBatches | None = None
+        self._notices: set[asyncio.Task] = set()  # notices on their way
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -405,6 +406,17 @@ class WorkerRuntime:
             ),
         )
 
+    def _notice_soon(self, run: Run, stream: ChunkStream, code: str, message: str):
+        """Tell the thread something it should know while the run goes on
+        (`state` kind `notice`); it does not end the run."""
+        task = asyncio.get_running_loop().create_task(
+            self._publish_state(
+                run, "notice", {"code": code, "message": message}, stream
+            )
+        )
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
     # --- tools ---------------------------------------------------------------
     async def _tools_for(self, run: Run) -> dict[str, tuple[str, Tool]]:
         """The tools the run's agent may call: model-facing name -> (name, tool)."""
@@ -491,16 +503,34 @@ class WorkerRuntime:
                         else "Nobody approved this tool call in time; it did not run."
                     )
             if outcome is None:
-                outcome = await run_tool(
-                    tool,
-                    name=name,
-                    arguments=entry["arguments"],
-                    context=context,
-                    timeout=None
-                    if tool is not None and tool.waits_for_people
-                    else agent.tool_timeout_seconds,
-                    secrets=secrets,
-                )
+                waits_for_people = tool is not None and tool.waits_for_people
+                slow = None
+                if not waits_for_people:
+                    # A tool that takes a while: the thread hears so, once.
+                    slow = asyncio.get_running_loop().call_later(
+                        settings.PARLEY_SLOW_TOOL_NOTICE_SECONDS,
+                        lambda: self._notice_soon(
+                            run,
+                            stream,
+                            "tool_slow",
+                            f"The tool {name} is taking a while; the reply goes on "
+                            "once it answers.",
+                        ),
+                    )
+                try:
+                    outcome = await run_tool(
+                        tool,
+                        name=name,
+                        arguments=entry["arguments"],
+                        context=context,
+                        timeout=None
+                        if waits_for_people
+                        else agent.tool_timeout_seconds,
+                        secrets=secrets,
+                    )
+                finally:
+                    if slow is not None:
+                        slow.cancel()
                 if outcome.error is not None:
                     status = ToolStepStatus.FAILED
             await call_service(

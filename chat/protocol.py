@@ -303,8 +303,21 @@ class InputTimeoutState(_Strict):
     data: InputTimeoutData
 
 
+class NoticeData(_Strict):
+    code: str  # e.g. tool_slow
+    message: str
+
+
+class NoticeState(_Strict):
+    """Something to know while the run goes on (it does not end it)."""
+
+    kind: Literal["notice"]
+    data: NoticeData
+
+
 StateContent = Annotated[
     UsageState
+    | NoticeState
     | ToolCallState
     | ToolResultState
     | WaitingForInputState
@@ -315,6 +328,7 @@ StateContent = Annotated[
 _state_adapter: TypeAdapter[StateContent] = TypeAdapter(StateContent)
 STATE_KINDS = frozenset(
     {
+        "notice",
         "usage",
         "tool_call",
         "tool_result",

@@ -357,6 +357,8 @@ PARLEY_PROVIDER_TIMEOUT_SECONDS = env_float("PARLEY_PROVIDER_TIMEOUT_SECONDS", 6
 PARLEY_PROVIDER_MAX_RETRIES = env_int("PARLEY_PROVIDER_MAX_RETRIES", 2)
 # MCP servers over stdio start processes on the worker: only when allowed.
 PARLEY_MCP_ALLOW_STDIO = env_bool("PARLEY_MCP_ALLOW_STDIO", False)
+# A tool still running after this long: the thread gets a `notice` (tool_slow).
+PARLEY_SLOW_TOOL_NOTICE_SECONDS = env_float("PARLEY_SLOW_TOOL_NOTICE_SECONDS", 5.0)
 # Agents written in Python beyond those registered with @python_agent in an
 # installed app: dotted class paths, comma-separated (agents/python_agents/).
 PARLEY_PYTHON_AGENTS = [

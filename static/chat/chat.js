@@ -481,6 +481,9 @@
       addToolStep(run, data);
     } else if (content.kind === "tool_result") {
       setToolResult(run, data);
+    } else if (content.kind === "notice") {
+      // Something to know while the reply goes on (a slow tool, ...).
+      if (typeof data.message === "string") showAlert(data.message, "info");
     }
   }
 

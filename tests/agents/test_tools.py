@@ -377,6 +377,36 @@ async def test_a_tool_that_takes_too_long_is_an_error_result(
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_slow_tool_is_announced_to_the_thread_once_while_it_runs(
+    users, openai_server, key, worker, client_for, settings
+):
+    settings.PARLEY_SLOW_TOOL_NOTICE_SECONDS = 0.1
+    _state["slow_started"] = asyncio.Event()
+    thread = await database_sync_to_async(make_thread)(
+        users, openai_server, tools=["slow_tool"], tool_timeout_seconds=0.5
+    )
+    openai_server.script(
+        Scenario.calls(FakeToolCall("slow_tool", ("{}",))), Scenario.tool_results()
+    )
+    watcher = await joined(client_for(thread.id, users[Role.OBSERVER]))
+    owner = await joined(client_for(thread.id, users[Role.OWNER]))
+
+    await owner.send({"type": "message", "content": "Sleep."})
+    frames = await watcher.receive_until(until_complete)
+
+    notices = [
+        frame["content"]["data"]
+        for frame in frames
+        if frame["type"] == "state" and frame["content"]["kind"] == "notice"
+    ]
+    assert [notice["code"] for notice in notices] == ["tool_slow"]
+    assert "slow_tool" in notices[0]["message"]
+    kinds = [f["content"]["kind"] for f in frames if f["type"] == "state"]
+    assert kinds.index("tool_call") < kinds.index("notice") < kinds.index("tool_result")
+    assert frames[-1]["content"]["status"] == "completed"  # it did not end the run
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_past_max_tool_steps_the_run_fails_with_a_clear_code(
     users, model_server, key, worker, client_for
 ):
