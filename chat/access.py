@@ -63,6 +63,46 @@ class Connection(Protocol):
         """Tell the client its new role and act on it from now on."""
 
 
+class QueuedConnection:
+    """A Connection whose live side is a queue another task reads: an event-log
+    subscriber that holds live events back while access is checked, resyncs
+    (`("lost",)`) when the reader falls `queue_limit` events behind, and
+    passes `("event", Event)` on. Announcements (presence) are the sockets'.
+    Subclasses say how access loss and role changes reach their reader."""
+
+    queue_limit = 10_000
+
+    def __init__(self, *, thread_id: str, user, token_key: str | None, role) -> None:
+        self.thread_id, self.user_id, self.token_key = thread_id, user.pk, token_key
+        self.role = role
+        self.queue: asyncio.Queue[tuple] = asyncio.Queue()
+        self.held: list[tuple] | None = None
+
+    # event log subscriber
+    async def deliver(self, event) -> None:
+        if event.event_id == 0:
+            return  # announcements (presence) are the sockets' business
+        if self.held is not None:
+            self.held.append(("event", event))
+        elif self.queue.qsize() >= self.queue_limit:
+            self.lost_continuity()
+        else:
+            self.queue.put_nowait(("event", event))
+
+    def lost_continuity(self) -> None:
+        self.queue.put_nowait(("lost",))
+
+    # Connection
+    def hold_live(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    async def release_live(self) -> None:
+        held, self.held = self.held or [], None
+        for item in held:
+            self.queue.put_nowait(item)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What becomes of one connection: closed (with why) or kept with `role`."""

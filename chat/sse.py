@@ -22,7 +22,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 
 from agents.models import FINAL_RUN_STATUSES, Run
-from chat.access import live_access
+from chat.access import QueuedConnection, live_access
 from chat.api_errors import error_body
 from chat.errors import ErrorCode, ServiceError
 from chat.eventlog import Event, EventCursor, get_event_log
@@ -32,46 +32,13 @@ from chat.selectors import thread_get_for_user, thread_snapshot
 
 logger = logging.getLogger(__name__)
 
-QUEUE_LIMIT = 10_000
 
-
-class _Stream:
+class _Stream(QueuedConnection):
     """One SSE response's live side: its events from the event log (overflow
     means resync) and its access (chat/access.py: held while a change is
     checked, ended when access is lost). The response's generator reads
     `queue`: ("event", Event), ("frame", sse bytes), ("lost",) or
     ("closed", sse bytes)."""
-
-    def __init__(self, *, thread_id: str, user, token_key: str | None, role) -> None:
-        self.thread_id, self.user_id, self.token_key = thread_id, user.pk, token_key
-        self.role = role
-        self.queue: asyncio.Queue[tuple] = asyncio.Queue()
-        self.held: list[tuple] | None = None
-
-    # event log subscriber
-    async def deliver(self, event: Event) -> None:
-        if event.event_id == 0:
-            return  # announcements (presence) are the sockets' business
-        if self.held is not None:
-            self.held.append(("event", event))
-            return
-        if self.queue.qsize() >= QUEUE_LIMIT:
-            self.lost_continuity()
-            return
-        self.queue.put_nowait(("event", event))
-
-    def lost_continuity(self) -> None:
-        self.queue.put_nowait(("lost",))
-
-    # chat.access.Connection
-    def hold_live(self) -> None:
-        if self.held is None:
-            self.held = []
-
-    async def release_live(self) -> None:
-        held, self.held = self.held or [], None
-        for item in held:
-            self.queue.put_nowait(item)
 
     async def access_lost(self, close_code: int, code, message: str) -> None:
         self.held = None

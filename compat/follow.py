@@ -20,12 +20,10 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from chat.access import live_access
+from chat.access import QueuedConnection, live_access
 from chat.eventlog import Event, EventCursor, get_event_log
 from chat.events import call_service
 from compat.selectors import run_outcome
-
-QUEUE_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -56,43 +54,19 @@ class AccessLost:
 Update = TextDelta | Heartbeat | Ended | AccessLost
 
 
-class RunFollower:
+class RunFollower(QueuedConnection):
+    """One run of a thread followed for an HTTP answer: its events from the
+    event log (replayed, or rebuilt where the log lost them) and the caller's
+    access to the thread (chat/access.py)."""
+
     def __init__(
         self, *, thread_id: str, run_id: str, user, token_key: str | None, role
     ) -> None:
-        # chat.access.Connection
-        self.thread_id, self.user_id, self.token_key = thread_id, user.pk, token_key
-        self.role = role
+        super().__init__(thread_id=thread_id, user=user, token_key=token_key, role=role)
         self.run_id = run_id
-        self.queue: asyncio.Queue[tuple] = asyncio.Queue()
-        self.held: list[tuple] | None = None
         self.cursor = EventCursor()
         self.text = ""  # the run's text given so far
         self.opened = False
-
-    # --- event log subscriber ---------------------------------------------------
-    async def deliver(self, event: Event) -> None:
-        if event.event_id == 0:
-            return  # announcements (presence)
-        if self.held is not None:
-            self.held.append(("event", event))
-        elif self.queue.qsize() >= QUEUE_LIMIT:
-            self.lost_continuity()
-        else:
-            self.queue.put_nowait(("event", event))
-
-    def lost_continuity(self) -> None:
-        self.queue.put_nowait(("lost",))
-
-    # --- chat.access.Connection -------------------------------------------------
-    def hold_live(self) -> None:
-        if self.held is None:
-            self.held = []
-
-    async def release_live(self) -> None:
-        held, self.held = self.held or [], None
-        for item in held:
-            self.queue.put_nowait(item)
 
     async def access_lost(self, close_code: int, code, message: str) -> None:
         self.held = None
