@@ -226,23 +226,36 @@ async def test_restarted_redis_clients_end_with_the_right_text_or_a_resync(stack
     assert frames[-1]["content"]["text"] == "after redis came back"
 
 
-async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
+def stalling_stack(tmp_path, **settings):
+    """A stack whose sockets pass their send limit quickly (256 KiB) and whose
+    owner may send replies of 96 kB as fast as they like."""
     from tests.integration.conftest import Stack
 
-    stack = Stack(
+    return Stack(
         tmp_path,
         PARLEY_SEND_BUFFER_LIMIT_BYTES=str(256 * 1024),
         PARLEY_MESSAGES_PER_MINUTE="1000",
         PARLEY_MAX_ACTIVE_RUNS_PER_USER="1000",
         PARLEY_MAX_MESSAGE_CHARS="30000",
-    ).start()
+        **settings,
+    )
+
+
+def stalling_thread(stack):
+    """A thread whose echo agent streams each reply 5 times over, at once; a
+    daphne and a worker. (thread, tokens, web)"""
+    setup = stack.setup_thread(
+        buffer_chunks=False, extra_params={"tokens_per_second": 5000, "repeat": 5}
+    )
+    web = stack.daphne()
+    stack.worker()
+    return setup["thread"], setup["tokens"], web
+
+
+async def test_a_stalled_reader_is_resynced_and_memory_stays_bounded(tmp_path):
+    stack = stalling_stack(tmp_path).start()
     try:
-        setup = stack.setup_thread(
-            buffer_chunks=False, extra_params={"tokens_per_second": 5000, "repeat": 5}
-        )
-        thread, tokens = setup["thread"], setup["tokens"]
-        web = stack.daphne()
-        stack.worker()
+        thread, tokens, web = stalling_thread(stack)
         # 60 replies of 96 kB: more than the kernel's socket buffers hold.
         message = " ".join(f"stall{i:03d}" + "x" * 1000 for i in range(19))
         reply = " ".join([message] * 5)
@@ -295,23 +308,9 @@ async def test_a_stalled_reader_is_closed_with_4408_and_resumes_when_so_configur
     it was sent, or dropped when it stalls past the close handshake);
     reconnecting with its last event id brings every reply, none cut short or
     doubled."""
-    from tests.integration.conftest import Stack
-
-    stack = Stack(
-        tmp_path,
-        PARLEY_SLOW_CLIENT="close",
-        PARLEY_SEND_BUFFER_LIMIT_BYTES=str(256 * 1024),
-        PARLEY_MESSAGES_PER_MINUTE="1000",
-        PARLEY_MAX_ACTIVE_RUNS_PER_USER="1000",
-        PARLEY_MAX_MESSAGE_CHARS="30000",
-    ).start()
+    stack = stalling_stack(tmp_path, PARLEY_SLOW_CLIENT="close").start()
     try:
-        setup = stack.setup_thread(
-            buffer_chunks=False, extra_params={"tokens_per_second": 5000, "repeat": 5}
-        )
-        thread, tokens = setup["thread"], setup["tokens"]
-        web = stack.daphne()
-        stack.worker()
+        thread, tokens, web = stalling_thread(stack)
         message = " ".join(f"slow{i:03d}" + "x" * 1000 for i in range(19))
         reply = " ".join([message] * 5)
         async with (
