@@ -24,7 +24,7 @@ from agents.models import AgentConfig, Run
 from agents.providers import get_provider
 from agents.providers.base import ChatMessage, ProviderError, ProviderRequest, TextDelta
 from agents.validation import agent_config_warnings
-from chat.errors import ServiceError
+from realtime.errors import ServiceError
 
 TEST_PROMPT = "This is a connection test. Reply with one short sentence."
 TEST_TIMEOUT_SECONDS = 15.0

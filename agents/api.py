@@ -18,20 +18,21 @@ from rest_framework.response import Response
 from agents.errors import AgentErrorCode
 from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, Run
 from agents.serializers import (
+    RUN_STATUS_FILTER,
     AgentConfigSerializer,
     RunCancelSerializer,
     RunFilterSerializer,
     RunSerializer,
     StreamSerializer,
 )
-from chat.api import RUN_STATUS_FILTER, UUID_PATTERN, ApiViewMixin, validated
-from chat.api_errors import ApiErrorCode
-from chat.errors import ServiceError
-from chat.eventlog import get_event_log
 from chat.permissions import can_write, permission_error, thread_role
 from chat.selectors import thread_list_for_user
-from chat.serializers import ErrorSerializer
 from chat.services import thread_run_cancel
+from realtime.errors import ServiceError
+from realtime.eventlog import get_event_log
+from restapi.errors import ApiErrorCode
+from restapi.serializers import ErrorSerializer
+from restapi.views import UUID_PATTERN, ApiViewMixin, validated
 
 
 class IsStaffOrReadOnly(BasePermission):

@@ -47,10 +47,11 @@ from agents.tools.runner import (
     redact_value,
     run_tool,
 )
-from chat.batches import ServiceBatches
-from chat.eventlog import Chunk, get_event_log
-from chat.events import call_service
-from chat.protocol import (
+from ops import metrics
+from realtime.batches import ServiceBatches
+from realtime.eventlog import Chunk, get_event_log
+from realtime.events import call_service
+from realtime.protocol import (
     InputRequestContent,
     InputRequestFrame,
     StateFrame,
@@ -58,8 +59,7 @@ from chat.protocol import (
     response_event_json,
     state_content,
 )
-from chat.retry import Backoff
-from ops import metrics
+from realtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ logger = logging.getLogger(__name__)
 def _claims_and_prepare(
     *, items: list[str], worker_channel: str
 ) -> list[tuple[Run, tuple[ProviderRequest, object] | Exception] | None]:
-    """Claim a batch of runs (chat/batches.py) and build each one's provider
+    """Claim a batch of runs (realtime/batches.py) and build each one's provider
     request (or the error building it raised, which fails the run like a
     provider error would); None for a run not claimed."""
     claimed = services.runs_claim(run_ids=items, worker_channel=worker_channel)

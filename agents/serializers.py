@@ -8,7 +8,8 @@ one the admin would accept, and the other way round.
 from __future__ import annotations
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 
 from agents.models import OVERRIDABLE_FIELDS, AgentConfig, Run, RunStatus
@@ -196,3 +197,11 @@ class RunFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     agent = serializers.SlugField(required=False, max_length=64)
     thread = serializers.UUIDField(required=False)
+
+
+RUN_STATUS_FILTER = OpenApiParameter(
+    "status",
+    OpenApiTypes.STR,
+    enum=RunStatus.values,
+    description="Only runs with this status.",
+)

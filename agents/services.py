@@ -27,21 +27,21 @@ from agents.models import (
     RunToolStep,
     ToolStepStatus,
 )
-from chat.errors import ErrorCode, ServiceError
-from chat.events import (
+from chat.models import Message, MessageRole, Thread
+from ops import metrics
+from realtime.errors import ErrorCode, ServiceError
+from realtime.events import (
     after_commit,
     independent,
     publish_on_commit,
     run_status_frame,
 )
-from chat.models import Message, MessageRole, Thread
-from chat.protocol import (
+from realtime.protocol import (
     ErrorContent,
     RunCompleteContent,
     StateCompleteFrame,
     error_frame,
 )
-from ops import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from chat.events import publish
-from chat.retry import Backoff
+from realtime.events import publish
+from realtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
 

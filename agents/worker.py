@@ -16,7 +16,7 @@ from channels.worker import Worker
 
 from agents.runtime import get_runtime
 from agents.services import AGENT_RUNS_CHANNEL
-from chat.retry import Backoff
+from realtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
 

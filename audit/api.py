@@ -8,7 +8,7 @@ from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from audit.models import AuditEvent
 from audit.selectors import audit_event_list
 from audit.serializers import AuditEventSerializer, AuditFilterSerializer
-from chat.api import ApiViewMixin, validated
+from restapi.views import ApiViewMixin, validated
 
 
 @extend_schema(tags=["audit"])

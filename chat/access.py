@@ -28,13 +28,13 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from chat import errors as close_codes
 from chat.connectcache import CHANGED_MEMBERS_PREFIX, CHANGED_USER_PREFIX
-from chat.errors import ErrorCode
-from chat.eventlog import EventLog, bound_to_event_log
-from chat.events import call_service
 from chat.models import Role
 from chat.permissions import access_now
+from realtime import errors as close_codes
+from realtime.errors import ErrorCode
+from realtime.eventlog import EventLog, bound_to_event_log
+from realtime.events import call_service
 
 logger = logging.getLogger(__name__)
 

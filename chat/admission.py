@@ -1,5 +1,5 @@
 """User messages from this process's sockets enter the database in batches
-(chat/batches.py): while every service thread is busy, the messages that
+(realtime/batches.py): while every service thread is busy, the messages that
 arrive wait together and the next free thread posts them all in one
 transaction (`chat.services.messages_post`). At light load each message is a
 batch of one.
@@ -12,7 +12,7 @@ import weakref
 
 from django.conf import settings
 
-from chat.batches import ServiceBatches
+from realtime.batches import ServiceBatches
 
 
 def _post_messages(*, items):

@@ -14,34 +14,23 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination, LimitOffsetPagination
-from rest_framework.parsers import JSONParser
-from rest_framework.permissions import AllowAny, IsAuthenticated
-from rest_framework.renderers import JSONRenderer
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
-from agents.models import Run, RunStatus
-from agents.serializers import RunFilterSerializer, RunSerializer
+from agents.models import Run
+from agents.serializers import RUN_STATUS_FILTER, RunFilterSerializer, RunSerializer
 from audit.services import audit_login
 from chat import services
-from chat.api_errors import ErrorDocumentingSchema
-from chat.caching import shared_cache
-from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import get_event_log
-from chat.events import presence_users
 from chat.models import Message, Role, Thread, ThreadMember
 from chat.permissions import can_manage, can_write, permission_error, thread_roles
 from chat.selectors import thread_get_for_user, thread_list_for_user
 from chat.serializers import (
-    ErrorSerializer,
     MemberCreateSerializer,
     MemberSerializer,
     MessageSerializer,
@@ -54,60 +43,11 @@ from chat.serializers import (
     TokenRequestSerializer,
     TokenSerializer,
 )
-
-UUID_PATTERN = (
-    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-)
-
-
-# --- Shared API plumbing ----------------------------------------------------------
-
-
-class UserThrottle(UserRateThrottle):
-    """UserRateThrottle that reads its rate per request, so a changed setting
-    (tests, `override_settings`) applies without a restart. Counts live in the
-    default cache: Redis in production, shared by every web process."""
-
-    cache = property(lambda self: shared_cache())
-
-    def get_rate(self):
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-
-class AnonThrottle(AnonRateThrottle):
-    cache = property(lambda self: shared_cache())
-
-    def get_rate(self):
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-
-class ListPagination(LimitOffsetPagination):
-    """`?limit=&offset=` on lists; at most MAX_LIMIT items a page."""
-
-    default_limit = 50
-    max_limit = 200
-    # Beyond any real list; keeps absurd offsets from overflowing the SQL.
-    max_offset = 1_000_000_000
-
-    def get_offset(self, request) -> int:
-        return min(super().get_offset(request), self.max_offset)
-
-
-class ApiViewMixin:
-    """What every Parley API view shares.
-
-    Token authentication comes first so that an unauthenticated call answers 401
-    with `WWW-Authenticate: Token` (with session first DRF answers 403). JSON
-    only, in and out: no browsable-API HTML ever reaches a client.
-    """
-
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
-    permission_classes = [IsAuthenticated]
-    renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
-    throttle_classes = [UserThrottle, AnonThrottle]
-    pagination_class = ListPagination
-    schema = ErrorDocumentingSchema()
+from realtime.errors import ErrorCode, ServiceError
+from realtime.eventlog import get_event_log
+from realtime.events import presence_users
+from restapi.serializers import ErrorSerializer
+from restapi.views import UUID_PATTERN, ApiViewMixin, validated
 
 
 def thread_for(
@@ -118,12 +58,6 @@ def thread_for(
     if need is not None and not need(role):
         raise permission_error(role, action=action)
     return thread, role
-
-
-def validated(serializer_class, data, **kwargs) -> dict:
-    serializer = serializer_class(data=data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 class MessageCursorPagination(CursorPagination):
@@ -150,12 +84,6 @@ class MessageCursorPagination(CursorPagination):
 
 THREAD_AGENT_FILTER = OpenApiParameter(
     "agent", OpenApiTypes.STR, description="Only threads with this agent (its name)."
-)
-RUN_STATUS_FILTER = OpenApiParameter(
-    "status",
-    OpenApiTypes.STR,
-    enum=RunStatus.values,
-    description="Only runs with this status.",
 )
 
 

@@ -1,10 +1,6 @@
-"""Chat app: threads, members, messages, the WebSocket protocol and the web UI."""
-
-import sys
+"""Chat app: threads, members, messages, their sockets, API and web UI."""
 
 from django.apps import AppConfig
-from django.conf import settings
-from django.core import checks
 
 
 class ChatConfig(AppConfig):
@@ -12,24 +8,4 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import (
-            redis_connections,
-            signals,  # noqa: F401  (connects auth signal receivers)
-            transport,
-        )
-
-        # What the socket adapter relies on in daphne, autobahn and Twisted:
-        # `manage.py check` warns (parley.W001) and a server logs it at start-up.
-        checks.register(transport.check_socket_transport, checks.Tags.compatibility)
-        if "daphne.server" in sys.modules:
-            transport.log_self_check()
-        # Without hiredis each published chunk costs several times the CPU.
-        checks.register(redis_connections.check_packer, checks.Tags.compatibility)
-        if "daphne.server" in sys.modules or "runworker" in sys.argv:
-            redis_connections.log_packer_problem()
-
-        # The event loop thread is busy streaming; the database thread gives up
-        # the GIL on every query and, at Python's default 5 ms switch interval,
-        # waits up to 5 ms to get it back: a short database operation of a few
-        # queries took 25 ms under load. A shorter interval hands it back sooner.
-        sys.setswitchinterval(settings.PARLEY_GIL_SWITCH_INTERVAL_MS / 1000)
+        from chat import signals  # noqa: F401  (connects auth signal receivers)

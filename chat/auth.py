@@ -29,7 +29,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http.request import validate_host
 
-from chat.retry import Backoff
+from realtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from chat.eventlog import EventLog, ThreadLogState, bound_to_event_log, get_event_log
-from chat.events import call_service
 from chat.permissions import thread_role_for
 from chat.selectors import (
     SocketAccess,
@@ -47,6 +45,13 @@ from chat.selectors import (
     thread_access_for_socket,
     thread_snapshot_rows,
 )
+from realtime.eventlog import (
+    EventLog,
+    ThreadLogState,
+    bound_to_event_log,
+    get_event_log,
+)
+from realtime.events import call_service
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +310,7 @@ async def socket_snapshot(*, thread, log_state: ThreadLogState) -> dict:
 def broadcast_change(message: str) -> None:
     """Tell every web process, after the current transaction commits, that
     cached access data changed (chat/signals.py)."""
-    from chat.events import after_commit
+    from realtime.events import after_commit
 
     async def tell_everyone() -> None:
         _current()._heard(message)  # this process at once, whatever Redis does

@@ -1,8 +1,8 @@
 """The thread socket: `/ws/threads/{id}/`.
 
-Inbound frames are parsed by chat/protocol.py and dispatched by type to one
+Inbound frames are parsed by realtime/protocol.py and dispatched by type to one
 handler each, which calls one service. Outbound thread events arrive from the
-event log (chat/eventlog.py) through `deliver`, already serialized, and are
+event log (realtime/eventlog.py) through `deliver`, already serialized, and are
 forwarded in event_id order; a socket that falls behind (its send buffer
 passes PARLEY_SEND_BUFFER_LIMIT_BYTES) stops receiving events and, once it
 drains, is resynchronised with one snapshot instead of the backlog.
@@ -20,24 +20,26 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from chat import errors as close_codes
 from chat import services
 from chat.access import live_access
 from chat.admission import message_admission
 from chat.auth import SUBPROTOCOL, credential_sockets, origin_allowed
 from chat.connectcache import socket_access, socket_snapshot
-from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import Event, EventCursor, get_event_log
-from chat.events import (
+from chat.models import Role
+from chat.permissions import can_read, can_write
+from chat.selectors import message_content
+from ops import metrics
+from realtime import errors as close_codes
+from realtime.errors import ErrorCode, ServiceError
+from realtime.eventlog import Event, EventCursor, get_event_log
+from realtime.events import (
     call_service,
     new_connection_id,
     presence_member,
     presence_news,
     presence_users,
 )
-from chat.models import Role
-from chat.permissions import can_read, can_write
-from chat.protocol import (
+from realtime.protocol import (
     OBSERVER_FRAME_TYPES,
     CancelIn,
     ConfigIn,
@@ -55,10 +57,8 @@ from chat.protocol import (
     parse_client_frame,
     request_id_of,
 )
-from chat.retry import Backoff
-from chat.selectors import message_content
-from chat.transport import SocketTransport
-from ops import metrics
+from realtime.retry import Backoff
+from realtime.transport import SocketTransport
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     # --- connect / disconnect ------------------------------------------------
     async def connect(self) -> None:
-        # The socket under this consumer (chat/transport.py owns its internals).
+        # The socket under this consumer (realtime/transport.py owns its internals).
         self._transport = SocketTransport.for_send(self.base_send)
         self.thread_id = None
         self.closed = False
@@ -255,13 +255,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def _send_event(self, payload: str) -> None:
         """Forward an event frame (already JSON): straight to the socket where
-        chat/transport.py can, else through daphne."""
+        realtime/transport.py can, else through daphne."""
         transport = self._transport
         if not transport.send_text(payload):
             await transport.send({"type": "websocket.send", "text": payload})
 
     def backlog_bytes(self) -> int:
-        """Bytes queued for this socket and not yet sent (chat/transport.py)."""
+        """Bytes queued for this socket and not yet sent (realtime/transport.py)."""
         return self._transport.backlog_bytes()
 
     async def deliver(self, event: Event) -> None:
@@ -504,7 +504,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def _close_frame_too_large(self) -> None:
         """Close with 1009, which autobahn refuses through daphne's ASGI close
-        (chat/transport.py has the way round)."""
+        (realtime/transport.py has the way round)."""
         await self._transport.close_with(
             close_codes.CLOSE_FRAME_TOO_LARGE, "frame too large"
         )

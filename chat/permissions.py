@@ -141,7 +141,7 @@ def permission_error(role: Role | None, *, action: str):
 
     Observers get `read_only` (as on the socket); other roles `forbidden`.
     """
-    from chat.errors import ErrorCode, ServiceError
+    from realtime.errors import ErrorCode, ServiceError
 
     if role == Role.OBSERVER:
         return ServiceError(

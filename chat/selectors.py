@@ -14,10 +14,10 @@ from rest_framework.authtoken.models import Token
 
 from agents.models import ACTIVE_RUN_STATUSES, Run, RunInput, RunInputStatus
 from agents.selectors import tool_steps_by_run
-from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import ThreadLogState
 from chat.models import Message, Role, Thread, ThreadMember
 from chat.permissions import can_read, thread_role, thread_role_for
+from realtime.errors import ErrorCode, ServiceError
+from realtime.eventlog import ThreadLogState
 
 SNAPSHOT_MESSAGES = 200
 

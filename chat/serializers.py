@@ -18,26 +18,6 @@ MEMBER_ROLE_CHOICES = [Role.PARTICIPANT.value, Role.OBSERVER.value]
 CALLER_ROLE_CHOICES = [role.value for role in Role]
 
 
-# --- Errors -------------------------------------------------------------------
-
-
-class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(
-        help_text="Stable snake_case code, e.g. thread_not_found."
-    )
-    message = serializers.CharField(help_text="Human-readable explanation.")
-    details = serializers.JSONField(
-        required=False,
-        help_text="Validation errors per field (only for validation_error).",
-    )
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The one error shape: {"error": {"code": "...", "message": "..."}}."""
-
-    error = ErrorDetailSerializer()
-
-
 # --- Auth ---------------------------------------------------------------------
 
 

@@ -25,9 +25,6 @@ from agents.services import (
 )
 from agents.validation import thread_config_errors
 from audit.services import audit_run_cancel
-from chat.caching import counter_increment
-from chat.errors import ErrorCode, ServiceError
-from chat.events import publish_on_commit, run_status_frame
 from chat.models import Message, MessageRole, Role, Thread, ThreadMember
 from chat.permissions import (
     can_manage,
@@ -36,9 +33,12 @@ from chat.permissions import (
     thread_role_now,
     thread_roles_now,
 )
-from chat.protocol import MessageContent, MessageFrame, StatusFrame
 from chat.selectors import message_content, user_get_for_token
 from ops import metrics
+from realtime.caching import counter_increment
+from realtime.errors import ErrorCode, ServiceError
+from realtime.events import publish_on_commit, run_status_frame
+from realtime.protocol import MessageContent, MessageFrame, StatusFrame
 
 
 def agent_get_enabled(*, name: str) -> AgentConfig:

@@ -23,12 +23,12 @@ from rest_framework.authtoken.models import Token
 
 from agents.models import FINAL_RUN_STATUSES, Run
 from chat.access import QueuedConnection, live_access
-from chat.api_errors import error_body
-from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import Event, EventCursor, get_event_log
-from chat.events import new_connection_id, presence_member, presence_news
-from chat.protocol import StatusFrame, error_frame, frame_json
 from chat.selectors import thread_get_for_user, thread_snapshot
+from realtime.errors import ErrorCode, ServiceError
+from realtime.eventlog import Event, EventCursor, get_event_log
+from realtime.events import new_connection_id, presence_member, presence_news
+from realtime.protocol import StatusFrame, error_frame, frame_json
+from restapi.errors import error_body
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from agents.models import AgentConfig
 from chat import services
-from chat.errors import ErrorCode, ServiceError
 from chat.models import Message, Role, Thread
 from chat.permissions import can_manage, can_write
 from chat.rendering import markdown_to_safe_html
 from chat.selectors import message_history, thread_get_for_user, thread_list_for_user
+from realtime.errors import ErrorCode, ServiceError
 
 THREAD_LIST_LIMIT = 200
 PREVIEW_CHARS = 120

@@ -15,7 +15,7 @@ from enum import StrEnum
 from django.http import JsonResponse
 
 from agents.errors import AgentErrorCode
-from chat.errors import ServiceError
+from realtime.errors import ServiceError
 
 
 class CompatErrorCode(StrEnum):

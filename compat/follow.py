@@ -1,7 +1,7 @@
 """Following one run of a thread through the event log, as an SSE stream does
 (chat/sse.py): subscribe, replay what the log has after the point read before
 the message was posted, then live events, each once and in order
-(chat.eventlog.EventCursor). What it yields is the run's text as it grows and
+(realtime.eventlog.EventCursor). What it yields is the run's text as it grows and
 how the run ended; everything else on the thread is passed over.
 
 When the log cannot give every event (it lost them, or this process's
@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from chat.access import QueuedConnection, live_access
-from chat.eventlog import Event, EventCursor, get_event_log
-from chat.events import call_service
 from compat.selectors import run_outcome
+from realtime.eventlog import Event, EventCursor, get_event_log
+from realtime.events import call_service
 
 
 @dataclass(frozen=True)

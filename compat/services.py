@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.db import transaction
 
 from agents.models import Run
-from chat.errors import ServiceError
 from chat.models import Role
 from chat.selectors import thread_get_for_user
 from chat.services import message_post, thread_create
 from compat.errors import CompatErrorCode
+from realtime.errors import ServiceError
 
 
 def completion_start(

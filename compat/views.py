@@ -31,15 +31,15 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from chat.access import live_access
-from chat.api import UserThrottle
-from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import get_event_log
-from chat.events import call_service
 from compat import wire
 from compat.errors import CompatErrorCode, OpenAIError
 from compat.follow import AccessLost, Ended, Heartbeat, RunFollower, TextDelta
 from compat.selectors import model_get, model_list
 from compat.services import completion_start
+from realtime.errors import ErrorCode, ServiceError
+from realtime.eventlog import get_event_log
+from realtime.events import call_service
+from restapi.views import UserThrottle
 
 logger = logging.getLogger(__name__)
 

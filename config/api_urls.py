@@ -7,7 +7,7 @@ from rest_framework.routers import SimpleRouter
 from agents.api import AgentConfigViewSet, RunViewSet, StreamListView
 from chat import sse
 from chat.api import ThreadViewSet, TokenRevokeView, TokenView
-from chat.api_errors import api_not_found
+from restapi.errors import api_not_found
 
 router = SimpleRouter(trailing_slash=True)
 router.register("agents", AgentConfigViewSet, basename="agent")

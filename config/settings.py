@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "daphne",
     # agents comes before channels so that its runworker (which adds leases,
     # sweeping and graceful shutdown for agent-runs) overrides the stock one.
+    "realtime",
     "agents",
     "chat",
     "ops",
@@ -125,7 +126,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    # A transaction left open by a bug (see chat/events.py, call_service) holds
+    # A transaction left open by a bug (see realtime/events.py, call_service) holds
     # its row locks; PostgreSQL ends such a session after this many seconds so
     # one bug can never freeze a thread's rows for good. 0 turns it off.
     _idle_ms = int(env_float("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60) * 1000)
@@ -162,7 +163,7 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 
-CSRF_FAILURE_VIEW = "chat.api_errors.csrf_failure"
+CSRF_FAILURE_VIEW = "restapi.errors.csrf_failure"
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -194,7 +195,7 @@ for _url in REDIS_EVENT_LOG_URLS if REDIS_URL else ():
 if PARLEY_EMBEDDED:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "chat.layers.InMemoryThreadLayer",
+            "BACKEND": "realtime.layers.InMemoryThreadLayer",
             "CONFIG": {"capacity": 10_000, "expiry": 60},
         }
     }
@@ -202,7 +203,7 @@ if PARLEY_EMBEDDED:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "chat.layers.RedisThreadLayer",
+            "BACKEND": "realtime.layers.RedisThreadLayer",
             "CONFIG": {
                 "hosts": [
                     {
@@ -242,8 +243,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "chat.api_errors.ErrorDocumentingSchema",
-    "EXCEPTION_HANDLER": "chat.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "restapi.errors.ErrorDocumentingSchema",
+    "EXCEPTION_HANDLER": "restapi.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     # The API's views use chat.api.UserThrottle / AnonThrottle (same rates).
@@ -305,7 +306,7 @@ PARLEY_WORKER_CONCURRENCY = env_int("PARLEY_WORKER_CONCURRENCY", 1000)
 PARLEY_FLUSH_WINDOW_MS = env_int("PARLEY_FLUSH_WINDOW_MS", 25)
 PARLEY_FLUSH_WINDOW_MAX_MS = env_int("PARLEY_FLUSH_WINDOW_MAX_MS", 80)
 PARLEY_FLUSH_WINDOW_RUNS = env_int("PARLEY_FLUSH_WINDOW_RUNS", 50)
-# Threads that run services called from async code (chat/events.py): on
+# Threads that run services called from async code (realtime/events.py): on
 # PostgreSQL two, so one database round trip does not hold up every socket's
 # message or every run's claim (more take the GIL from the event loop: at K=300
 # in bench/, 4 threads started runs slower than 2); SQLite has one writer: one.
@@ -313,7 +314,7 @@ PARLEY_SERVICE_THREADS = env_int(
     "PARLEY_SERVICE_THREADS",
     1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 2,
 )
-# Event frames go straight to the socket (chat/transport.py) instead of through
+# Event frames go straight to the socket (realtime/transport.py) instead of through
 # autobahn and Twisted's write buffering; 0 sends everything through daphne.
 PARLEY_DIRECT_WEBSOCKET_WRITES = env_bool("PARLEY_DIRECT_WEBSOCKET_WRITES", True)
 # sys.setswitchinterval for every process (chat/apps.py); Python's default is 5.

@@ -13,6 +13,6 @@ urlpatterns = [
     path("", include("chat.web_urls")),
 ]
 
-# JSON errors under /api/, HTML pages elsewhere (chat/api_errors.py).
-handler404 = "chat.api_errors.handler404"
-handler500 = "chat.api_errors.handler500"
+# JSON errors under /api/, HTML pages elsewhere (restapi/errors.py).
+handler404 = "restapi.errors.handler404"
+handler500 = "restapi.errors.handler500"

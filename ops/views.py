@@ -18,9 +18,9 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_safe
 
-from chat.api_errors import error_body
-from chat.errors import ErrorCode
 from ops import health, metrics
+from realtime.errors import ErrorCode
+from restapi.errors import error_body
 
 
 @require_safe

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 
 from agents.models import AgentConfig
 from chat.models import Role, Thread, ThreadMember
-from chat.protocol import parse_server_frame
+from realtime.protocol import parse_server_frame
 
 PASSWORD = "correct-horse-battery"
 
@@ -31,7 +31,7 @@ def fresh_process_state(settings):
 
     import agents.worker
     from agents.runtime import reset_runtime
-    from chat.eventlog import reset_event_log
+    from realtime.eventlog import reset_event_log
 
     reset_event_log()
     reset_runtime()

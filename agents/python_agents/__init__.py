@@ -4,7 +4,7 @@ An agent is a class with an async generator `run(context)` that yields what
 the thread should see:
 
 - `str`: reply text (streamed to the thread as it comes);
-- `StateUpdate(kind, data)`: a `state` frame of a kind chat/protocol.py knows;
+- `StateUpdate(kind, data)`: a `state` frame of a kind realtime/protocol.py knows;
 - `Ask("question")`: a question to the thread; the generator gets the answer
   back as the value of the `yield` (None when nobody answered in time).
 

@@ -15,10 +15,10 @@ from agents import services
 from agents.models import Run, RunStatus
 from agents.runtime import WorkerRuntime
 from agents.streaming import ChunkStream
-from chat.eventlog import Chunk
-from chat.events import publish
 from chat.models import Message, MessageRole, Role
-from chat.protocol import ResponseFrame
+from realtime.eventlog import Chunk
+from realtime.events import publish
+from realtime.protocol import ResponseFrame
 from tests.agents.test_sweep import DEAD_WORKER, joined, make_run, until_complete
 from tests.eventually import eventually
 

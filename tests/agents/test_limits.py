@@ -158,7 +158,7 @@ async def test_a_user_over_the_message_rate_gets_rate_limited_and_nothing_is_sto
 def test_counters_count_up_and_start_again_when_they_expire(settings):
     import time
 
-    from chat.caching import counter_increment
+    from realtime.caching import counter_increment
 
     key = f"test-counter-{time.monotonic_ns()}"
     assert [counter_increment(key, timeout=1) for _ in range(3)] == [1, 2, 3]

@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from agents.models import Run, RunStatus
 from agents.runtime import WorkerRuntime
-from chat.eventlog import Chunk
-from chat.events import publish
 from chat.models import Message, MessageRole, Role
-from chat.protocol import ResponseFrame
+from realtime.eventlog import Chunk
+from realtime.events import publish
+from realtime.protocol import ResponseFrame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

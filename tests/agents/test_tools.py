@@ -855,7 +855,7 @@ async def test_a_python_agent_may_let_another_agents_model_phrase_its_answer(
 
 # --- history and snapshots (chat/selectors.py shows agents/selectors.py's steps) --
 
-from chat.protocol import HistoryMessage  # noqa: E402
+from realtime.protocol import HistoryMessage  # noqa: E402
 
 needs_tool_steps_in_chat = pytest.mark.skipif(
     "tool_steps" not in HistoryMessage.model_fields,

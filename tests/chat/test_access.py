@@ -17,8 +17,8 @@ from django.db.models.signals import post_delete
 from django.utils import timezone
 
 from chat import services
-from chat.errors import ErrorCode, ServiceError
 from chat.models import Message, Role, Thread, ThreadMember
+from realtime.errors import ErrorCode, ServiceError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,9 +11,9 @@ from channels.db import database_sync_to_async
 from agents.models import Run, RunStatus
 from chat import services
 from chat.admission import MessageAdmission
-from chat.errors import ErrorCode, ServiceError
 from chat.models import Message, Role, Thread
 from chat.services import MessageRequest, messages_post
+from realtime.errors import ErrorCode, ServiceError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -581,7 +581,7 @@ def test_a_server_error_inside_a_view_is_json_without_a_traceback(users, monkeyp
 
 
 def test_errors_outside_drf_views_are_json_for_api_paths(rf):
-    from chat.api_errors import handler404, handler500
+    from restapi.errors import handler404, handler500
 
     response = handler500(rf.get("/api/threads/"))
     assert (

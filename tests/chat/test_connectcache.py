@@ -11,11 +11,11 @@ import json
 import pytest
 from rest_framework.authtoken.models import Token
 
-import chat.eventlog
+import realtime.eventlog
 from chat import connectcache, services
-from chat.eventlog import MemoryEventLog, get_event_log
-from chat.events import call_service
 from chat.models import Role, Thread, ThreadMember
+from realtime.eventlog import MemoryEventLog, get_event_log
+from realtime.events import call_service
 from tests.eventually import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -184,7 +184,9 @@ class SubscriberDownLog(MemoryEventLog):
 
 @pytest.fixture
 def log():
-    chat.eventlog._event_log = log = SubscriberDownLog(max_events=1000, ttl_seconds=600)
+    realtime.eventlog._event_log = log = SubscriberDownLog(
+        max_events=1000, ttl_seconds=600
+    )
     return log  # conftest's fresh_process_state forgets it after the test
 
 

@@ -8,9 +8,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from agents.models import AgentConfig, Run
-from chat.errors import ErrorCode, ServiceError
 from chat.models import Role, Thread
 from chat.services import MessageRequest, messages_post
+from realtime.errors import ErrorCode, ServiceError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

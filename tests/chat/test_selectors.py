@@ -14,10 +14,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from agents.models import Run, RunInput, RunInputStatus, RunStatus
-from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import RunProgress, ThreadLogState
 from chat.models import Message, Role, Thread, ThreadMember
-from chat.protocol import StatusFrame, parse_server_frame
 from chat.selectors import (
     message_history,
     snapshot_with_progress,
@@ -27,6 +24,9 @@ from chat.selectors import (
     thread_snapshot_rows,
     user_get_for_token,
 )
+from realtime.errors import ErrorCode, ServiceError
+from realtime.eventlog import RunProgress, ThreadLogState
+from realtime.protocol import StatusFrame, parse_server_frame
 
 pytestmark = pytest.mark.django_db
 

@@ -20,12 +20,12 @@ from django.utils import timezone
 from agents.errors import AgentErrorCode
 from agents.models import Run, RunInput, RunStatus
 from chat import services
-from chat.errors import ErrorCode, ServiceError
-from chat.eventlog import get_event_log
-from chat.events import call_service
 from chat.models import Message, Role, Thread, ThreadMember
-from chat.protocol import parse_server_frame
 from chat.selectors import thread_get_for_user
+from realtime.errors import ErrorCode, ServiceError
+from realtime.eventlog import get_event_log
+from realtime.events import call_service
+from realtime.protocol import parse_server_frame
 from tests.eventually import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)

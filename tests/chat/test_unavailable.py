@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from chat.eventlog import get_event_log
 from chat.models import Role
+from realtime.eventlog import get_event_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ connections (the network, a killed daphne), forgets its log (a Redis restart:
 the next connection gets `resynced`), repeats events the client already has,
 and drops a chunk (a gap the client must notice). The property tests in
 test_resume.py drive it with random plans; everything sent is a frame the
-server's own models (chat/protocol.py) accept.
+server's own models (realtime/protocol.py) accept.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import websockets
 from websockets.asyncio.server import ServerConnection
 
-from chat.protocol import parse_server_frame
+from realtime.protocol import parse_server_frame
 
 TIMESTAMP = "2026-12-03T07:00:00.000000Z"
 

@@ -12,16 +12,16 @@ from channels.db import database_sync_to_async
 
 from agents.models import Run, RunStatus
 from chat.access import live_access
-from chat.eventlog import Chunk
-from chat.events import publish
 from chat.models import Role
-from chat.protocol import (
+from compat.follow import Ended, RunFollower, TextDelta
+from realtime.eventlog import Chunk
+from realtime.events import publish
+from realtime.protocol import (
     RunCompleteContent,
     StateCompleteFrame,
     StatusFrame,
     response_event_json,
 )
-from compat.follow import Ended, RunFollower, TextDelta
 from tests.eventually import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,7 +124,7 @@ async def test_lost_deliveries_are_filled_from_the_log_without_doubling(run, use
 
 async def test_events_the_log_no_longer_holds_come_from_its_state(run, users, settings):
     settings.PARLEY_EVENT_LOG_MAXLEN = 3
-    from chat.eventlog import reset_event_log
+    from realtime.eventlog import reset_event_log
 
     reset_event_log()  # made again with the small window
     follower = await follower_of(run, users[Role.OWNER])
@@ -150,7 +150,7 @@ async def test_a_run_that_ended_while_unseen_is_read_from_the_database(
     run, users, settings
 ):
     settings.PARLEY_EVENT_LOG_MAXLEN = 2
-    from chat.eventlog import reset_event_log
+    from realtime.eventlog import reset_event_log
 
     reset_event_log()
     follower = await follower_of(run, users[Role.OWNER])

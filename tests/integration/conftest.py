@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import psutil
 import pytest
 
-from chat.protocol import parse_server_frame
+from realtime.protocol import parse_server_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

@@ -1,4 +1,4 @@
-"""chat/transport.py: direct frame writes, the send backlog, close codes and the
+"""realtime/transport.py: direct frame writes, the send backlog, close codes and the
 start-up self-check, against a fake socket under Twisted's real buffering.
 
 The fake is a subclass of Twisted's own FileDescriptor (its write buffer, its
@@ -25,9 +25,9 @@ from twisted.python.failure import Failure
 from websockets.frames import Opcode
 from websockets.protocol import Protocol, Side, State
 
-from chat import transport as adapter
 from chat.models import Role
-from chat.transport import SocketTransport, text_frame
+from realtime import transport as adapter
+from realtime.transport import SocketTransport, text_frame
 from tests.eventually import eventually
 
 STATE_OPEN, STATE_CLOSING = 3, 4
@@ -253,7 +253,7 @@ def test_a_missing_attribute_is_reported_with_the_slow_path_used(
     assert not renamed_twisted_attribute.direct_writes
     assert renamed_twisted_attribute.drain_watch
 
-    with caplog.at_level(logging.WARNING, logger="chat.transport"):
+    with caplog.at_level(logging.WARNING, logger="realtime.transport"):
         adapter.log_self_check()
         adapter.log_self_check()  # once per process
 
@@ -314,7 +314,7 @@ def test_without_daphne_nothing_is_measured_and_it_is_said(caplog):
     async def some_other_server(message):
         pass
 
-    with caplog.at_level(logging.WARNING, logger="chat.transport"):
+    with caplog.at_level(logging.WARNING, logger="realtime.transport"):
         socket = SocketTransport.for_send(some_other_server)
         SocketTransport.for_send(some_other_server)
 
@@ -332,7 +332,7 @@ def test_tls_inside_daphne_is_said_to_be_unmeasured(caplog):
     protocol = FakeProtocol(TLSTransport())
     send = functools.partial(FakeServer().handle_reply, protocol)
 
-    with caplog.at_level(logging.WARNING, logger="chat.transport"):
+    with caplog.at_level(logging.WARNING, logger="realtime.transport"):
         socket = SocketTransport.for_send(send)
 
     assert not socket.direct and not socket.measures_backlog
@@ -493,7 +493,7 @@ def test_a_pull_producer_in_the_way_is_said(renamed_twisted_attribute, caplog):
     transport, protocol, send = daphne_socket()
     transport.registerProducer(PreviousProducer(), False)
 
-    with caplog.at_level(logging.WARNING, logger="chat.transport"):
+    with caplog.at_level(logging.WARNING, logger="realtime.transport"):
         socket = SocketTransport.for_send(send)
 
     assert not socket.measures_backlog
@@ -555,7 +555,7 @@ async def test_another_server_gets_the_code_itself_or_the_nearest_it_takes(caplo
                 raise Exception(f"invalid close code {message['code']}")
             sent.append(message)
 
-    with caplog.at_level(logging.WARNING, logger="chat.transport"):
+    with caplog.at_level(logging.WARNING, logger="realtime.transport"):
         await SocketTransport.for_send(Refusing().send).close_with(1009, "too large")
     assert sent[-1] == {"type": "websocket.close", "code": 1000}
     assert "refused close code 1009" in caplog.text

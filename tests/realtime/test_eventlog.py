@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat.eventlog import Chunk, Event, MemoryEventLog, RedisEventLog
+from realtime.eventlog import Chunk, Event, MemoryEventLog, RedisEventLog
 from tests.eventually import eventually
 
 
@@ -359,7 +359,7 @@ async def test_a_subscriber_that_raises_never_touches_the_others(name, make_log)
 )  # fmt: skip
 def test_the_event_logs_own_connections_read_every_redis_url_kind(url, expected):
     """They are redis-py's connections: TLS and unix sockets as redis-py reads them."""
-    from chat.redis_connections import connection_for
+    from realtime.redis_connections import connection_for
 
     connection = connection_for(url, socket_timeout=None)
     assert (

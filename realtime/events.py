@@ -29,9 +29,9 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.db.transaction import TransactionManagementError
 
-from chat.eventlog import Chunk, get_event_log
-from chat.protocol import ServerFrame, StatusFrame, event_json
 from ops import metrics
+from realtime.eventlog import Chunk, get_event_log
+from realtime.protocol import ServerFrame, StatusFrame, event_json
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class PresenceNews:
             logger.info("presence of thread %s not announced: %s", thread_id, error)
 
     async def _announce(self, thread_id: str, present: list[str]) -> None:
-        from chat.protocol import frame_json
+        from realtime.protocol import frame_json
 
         await self.log.announce(
             thread_id, frame_json(presence_frame(thread_id, present)), type="status"

@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from chat.errors import ErrorCode, ServiceError
+from realtime.errors import ErrorCode, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class ErrorDocumentingSchema(AutoSchema):
         responses = super()._get_response_bodies(direction)
         if direction != "response":
             return responses
-        from chat.serializers import ErrorSerializer
+        from restapi.serializers import ErrorSerializer
 
         wanted: dict[str, str] = {}
         has_body = (

@@ -1,12 +1,12 @@
-"""chat/events.py: services called from async code, and what they leave behind."""
+"""realtime/events.py: services called from async code, and what they leave behind."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
 
-from chat.events import call_service
 from chat.models import Thread
+from realtime.events import call_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

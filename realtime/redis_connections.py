@@ -78,7 +78,7 @@ def log_packer_problem() -> None:
 
     problem = packer_problem()
     if problem is not None and settings.REDIS_URL:
-        logger.warning("chat/redis_connections.py: %s", problem)
+        logger.warning("realtime/redis_connections.py: %s", problem)
 
 
 def pack(connection: redis.Connection, commands: Iterable[Command]) -> list[bytes]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from chat.events import call_service
+from realtime.events import call_service
 
 # Items in one call at most (one transaction; bounded so that one batch's
 # statements stay short).

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chat.redis_connections import (
+from realtime.redis_connections import (
     CommandBatch,
     CommandPipe,
     Script,
@@ -46,7 +46,7 @@ from chat.redis_connections import (
     Subscription,
     settle,
 )
-from chat.retry import Backoff
+from realtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -691,7 +691,7 @@ class RedisEventLog(EventLog):
 class _RedisFanOut:
     """One pub/sub connection per process, fanning events out to local sockets.
 
-    On a `Subscription` (chat/redis_connections.py), which never reconnects by
+    On a `Subscription` (realtime/redis_connections.py), which never reconnects by
     itself, so that a dropped connection is always noticed and turned into
     resyncs.
     """

@@ -1,4 +1,4 @@
-"""The event log's Redis connections (chat/redis_connections.py): redis-py's
+"""The event log's Redis connections (realtime/redis_connections.py): redis-py's
 connections and parser, commands packed by hiredis, and the slow packer said
 out loud."""
 
@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as redis
 from django.core.management import call_command
 
-from chat import redis_connections
-from chat.redis_connections import (
+from realtime import redis_connections
+from realtime.redis_connections import (
     CommandPipe,
     RedisReplyError,
     ScriptMissing,

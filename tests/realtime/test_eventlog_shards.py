@@ -10,7 +10,7 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from chat.eventlog import Chunk, Event, RedisEventLog, ShardedEventLog
+from realtime.eventlog import Chunk, Event, RedisEventLog, ShardedEventLog
 from tests.eventually import eventually
 from tests.integration.conftest import RedisServer
 

@@ -1,6 +1,6 @@
-"""The one backoff of every retry loop (chat/retry.py)."""
+"""The one backoff of every retry loop (realtime/retry.py)."""
 
-from chat.retry import Backoff
+from realtime.retry import Backoff
 
 
 def test_waits_double_up_to_the_maximum_with_jitter_and_reset_starts_over():

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.errors import ErrorCode
-from chat.eventlog import with_event_id
-from chat.protocol import (
+from realtime.errors import ErrorCode
+from realtime.eventlog import with_event_id
+from realtime.protocol import (
     STATE_KINDS,
     Author,
     ErrorContent,

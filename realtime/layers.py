@@ -11,9 +11,9 @@ handler, a management command, a Celery task):
 publishes that server frame (without `event_id`) to the thread: it gets the
 thread's next `event_id`, every socket and SSE stream of the thread receives it,
 on every web process, and resume replays it. The frame is checked against the
-protocol's models first (chat/protocol.py); a bad one raises ValueError.
+protocol's models first (realtime/protocol.py); a bad one raises ValueError.
 
-Thread events travel through the thread's event log (chat/eventlog.py), which
+Thread events travel through the thread's event log (realtime/eventlog.py), which
 numbers, keeps and fans them out; every other group and channel is the stock
 layer's (channels-redis in production, the in-memory layer embedded).
 """
@@ -45,8 +45,8 @@ def thread_of_group(group: str) -> str | None:
 async def publish_thread_event(thread_id: str, message: dict) -> int:
     """The `thread.event` message's frame, checked, published to the thread;
     returns its event_id."""
-    from chat.events import publish
-    from chat.protocol import server_frame_from
+    from realtime.events import publish
+    from realtime.protocol import server_frame_from
 
     if message.get("type") != THREAD_EVENT:
         raise ValueError(

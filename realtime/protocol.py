@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from chat.errors import ErrorCode
+from realtime.errors import ErrorCode
 
 
 def utc_timestamp() -> str:

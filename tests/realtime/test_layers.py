@@ -1,12 +1,12 @@
-"""Channels' group API reaches thread sockets (chat/layers.py)."""
+"""Channels' group API reaches thread sockets (realtime/layers.py)."""
 
 from __future__ import annotations
 
 import pytest
 from channels.layers import get_channel_layer
 
-from chat.layers import thread_group, thread_of_group
 from chat.models import Role
+from realtime.layers import thread_group, thread_of_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

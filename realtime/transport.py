@@ -278,7 +278,7 @@ def log_self_check() -> None:
     for problem in self_check():
         _warn_once(
             f"self-check: {problem}",
-            "chat/transport.py self-check: %s (installed daphne, autobahn or "
+            "realtime/transport.py self-check: %s (installed daphne, autobahn or "
             "Twisted changed; see docs/deploy.md)",
             problem,
         )
@@ -288,10 +288,10 @@ def check_socket_transport(app_configs=None, **kwargs) -> list[checks.Warning]:
     """`manage.py check`: what the socket adapter falls back from (parley.W001)."""
     return [
         checks.Warning(
-            f"chat/transport.py relies on something the installed libraries lack: "
+            f"realtime/transport.py relies on something the installed libraries lack: "
             f"{problem}",
             hint="Pin daphne, autobahn and Twisted to the versions in "
-            "requirements.txt, or update chat/transport.py for the new ones.",
+            "requirements.txt, or update realtime/transport.py for the new ones.",
             id="parley.W001",
         )
         for problem in self_check()
@@ -407,7 +407,7 @@ class SocketTransport:
             if found.find_protocol:
                 _warn_once(
                     "not daphne",
-                    "chat/transport.py: a socket's ASGI send (%r) is not daphne's: "
+                    "realtime/transport.py: a socket's ASGI send (%r) is not daphne's: "
                     "%s; %s",
                     base_send,
                     SLOW_SENDS,
@@ -421,7 +421,7 @@ class SocketTransport:
         if getattr(transport, "TLS", False) or not _is_file_descriptor(transport):
             _warn_once(
                 "tls",
-                "chat/transport.py: TLS is terminated inside daphne (%s): %s; %s. "
+                "realtime/transport.py: TLS is terminated inside daphne (%s): %s; %s. "
                 "Terminate TLS in a proxy in front of daphne (docs/deploy.md).",
                 type(transport).__name__,
                 SLOW_SENDS,
@@ -432,7 +432,7 @@ class SocketTransport:
         if found.exact_backlog and not exact:
             _warn_once(
                 "buffer",
-                "chat/transport.py: a socket's transport (%s) lacks Twisted's "
+                "realtime/transport.py: a socket's transport (%s) lacks Twisted's "
                 "dataBuffer, offset or _tempDataLen: %s; %s",
                 type(transport).__name__,
                 ESTIMATED if found.drain_watch else UNMEASURED,
@@ -445,7 +445,7 @@ class SocketTransport:
             except Exception as error:  # another producer that will not share
                 _warn_once(
                     "drain watch",
-                    "chat/transport.py: cannot watch a socket's send buffer (%s): %s",
+                    "realtime/transport.py: cannot watch a socket's send buffer (%s): %s",
                     error,
                     UNMEASURED,
                 )
@@ -526,7 +526,7 @@ class SocketTransport:
                 raise
             _warn_once(
                 "close code",
-                "chat/transport.py: the server refused close code %s (%s); "
+                "realtime/transport.py: the server refused close code %s (%s); "
                 "closing with %s",
                 code,
                 error,
