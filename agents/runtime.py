@@ -148,6 +148,15 @@ class WorkerRuntime:
         """Wait for a free slot and hold it for a run about to be submitted."""
         await self._slots.acquire()
 
+    def reserve_free_slots(self, wanted: int) -> int:
+        """Hold up to `wanted` more slots that are free now (no waiting); how
+        many were taken."""
+        taken = 0
+        while taken < wanted and not self._slots.locked():
+            self._slots._value -= 1
+            taken += 1
+        return taken
+
     def release_slot(self) -> None:
         self._slots.release()
 

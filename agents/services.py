@@ -32,7 +32,7 @@ from ops import metrics
 from realtime.errors import ErrorCode, ServiceError
 from realtime.events import (
     after_commit,
-    independent,
+    after_commit_batched,
     publish_on_commit,
     run_status_frame,
 )
@@ -60,10 +60,20 @@ async def send_to_channel(channel: str, message: dict) -> bool:
         return False
 
 
+def run_start_message(run_ids: list[str]) -> dict:
+    """The `agent-runs` channel message that asks a worker to start these runs
+    (workers also take the one-run form `{"type": "run.start", "run_id": ...}`)."""
+    return {"type": "run.start", "run_ids": list(run_ids)}
+
+
+async def send_run_starts(run_ids: list[str]) -> bool:
+    return await send_to_channel(AGENT_RUNS_CHANNEL, run_start_message(run_ids))
+
+
 def run_dispatch(*, run: Run) -> None:
-    """Hand the run to a worker once the transaction commits."""
-    message = {"type": "run.start", "run_id": str(run.id)}
-    after_commit(independent(partial(send_to_channel, AGENT_RUNS_CHANNEL, message)))
+    """Hand the run to a worker once the transaction commits; the runs one
+    transaction dispatches together go in one message (a burst's batch)."""
+    after_commit_batched(send_run_starts, str(run.id))
 
 
 def _thread_head_run(thread_id) -> tuple | None:

@@ -15,7 +15,7 @@ from channels.layers import InMemoryChannelLayer
 from channels.worker import Worker
 
 from agents.runtime import get_runtime
-from agents.services import AGENT_RUNS_CHANNEL
+from agents.services import AGENT_RUNS_CHANNEL, send_run_starts
 from realtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
@@ -105,17 +105,36 @@ class AgentWorkerServer(Worker):
                     )
                     await backoff.wait()
                     continue
-                if message.get("type") != "run.start":
-                    logger.warning("agent-runs: ignoring %r", message.get("type"))
+                run_ids = run_ids_of(message)
+                if not run_ids:
+                    logger.warning("agent-runs: ignoring %r", message)
                     continue
+                # One slot is held; the batch's other runs take what is free
+                # now and the rest go back on the channel for other workers.
+                taken = 1 + runtime.reserve_free_slots(len(run_ids) - 1)
+                if taken < len(run_ids):
+                    await send_run_starts(run_ids[taken:])
                 queue = self.get_or_create_application_instance(
                     channel, {"type": "channel", "channel": channel}
                 )
-                await queue.put({**message, "slot_reserved": True})
+                for run_id in run_ids[:taken]:
+                    await queue.put(
+                        {"type": "run.start", "run_id": run_id, "slot_reserved": True}
+                    )
                 handed_over = True
             finally:
                 if not handed_over:
                     runtime.release_slot()
+
+
+def run_ids_of(message: dict) -> list[str]:
+    """The runs a `run.start` message asks for: `run_ids` (a batch) or `run_id`."""
+    if message.get("type") != "run.start":
+        return []
+    run_ids = message.get("run_ids")
+    if run_ids is None:
+        run_ids = [message["run_id"]] if message.get("run_id") else []
+    return [str(run_id) for run_id in run_ids if run_id]
 
 
 def worker_application():

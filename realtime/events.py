@@ -80,6 +80,38 @@ def after_commit(action: AfterCommitAction) -> None:
     transaction.on_commit(committed)
 
 
+class _Batch:
+    """Items left for one `send_batch` by consecutive `after_commit_batched`
+    calls of a transaction: sent together, in one call."""
+
+    def __init__(self, send_batch: Callable[[list], Awaitable[object]]) -> None:
+        self.send_batch = send_batch
+        self.items: list = []
+
+    def __call__(self) -> Awaitable[object]:
+        return self.send_batch(self.items)
+
+
+def after_commit_batched(send_batch: Callable[[list], Awaitable[object]], item) -> None:
+    """Await `send_batch([item, ...])` once the transaction commits, with the
+    items that the calls right before and after it left for the same
+    `send_batch`: a burst's 100 run dispatches are one channel-layer message,
+    not 100 (each a round trip for the sender and for the receiving worker)."""
+
+    def committed() -> None:
+        pending = getattr(_outbox, "actions", None)
+        if pending is None:
+            async_to_sync(send_batch)([item])
+            return
+        last = pending[-1] if pending else None
+        if not (isinstance(last, _Batch) and last.send_batch is send_batch):
+            last = _Batch(send_batch)
+            pending.append(last)
+        last.items.append(item)
+
+    transaction.on_commit(committed)
+
+
 def publish_on_commit(
     thread_id, frame: ServerFrame, *, run_ended: str | None = None
 ) -> None:
@@ -159,12 +191,10 @@ def end_leaked_transactions(service: Callable, depths: dict[str, int]) -> None:
 
 async def _perform(actions: list[AfterCommitAction]) -> None:
     """Await the actions in order. A run of publishes starts together: they
-    enter the event log's batch in order and share one Redis round trip. So
-    does a run of dispatches (`run_dispatch`: each run's start is independent
-    of the others'), e.g. the runs of a burst of messages posted together."""
-    for kind, group in itertools.groupby(actions, key=_kind):
+    enter the event log's batch in order and share one Redis round trip."""
+    for is_publish, group in itertools.groupby(actions, key=_is_publish):
         group = list(group)
-        batches = [group] if kind else [[action] for action in group]
+        batches = [group] if is_publish else [[action] for action in group]
         for batch in batches:
             results = await asyncio.gather(
                 *(action() for action in batch), return_exceptions=True
@@ -174,21 +204,8 @@ async def _perform(actions: list[AfterCommitAction]) -> None:
                     logger.error("after-commit action %r failed: %r", action, result)
 
 
-# Actions of these kinds may start together with their neighbours of the kind.
-INDEPENDENT = "independent"
-
-
-def _kind(action: AfterCommitAction) -> str | None:
-    if isinstance(action, partial) and action.func is publish:
-        return "publish"
-    return getattr(action, "parley_kind", None)
-
-
-def independent(action: AfterCommitAction) -> AfterCommitAction:
-    """Mark an after-commit action that may run together with its
-    neighbours so marked (no order among them matters)."""
-    action.parley_kind = INDEPENDENT
-    return action
+def _is_publish(action: AfterCommitAction) -> bool:
+    return isinstance(action, partial) and action.func is publish
 
 
 def run_status_frame(run, *, state: str, **extra) -> StatusFrame:
