@@ -2,7 +2,9 @@
 (chat/sse.py): subscribe, replay what the log has after the point read before
 the message was posted, then live events, each once and in order
 (realtime.eventlog.EventCursor). What it yields is the run's text as it grows and
-how the run ended; everything else on the thread is passed over.
+how the run ended, with its tool steps and questions beside the text (for the
+AG-UI and AI SDK endpoints; the OpenAI one passes them over); everything else on
+the thread is passed over.
 
 When the log cannot give every event (it lost them, or this process's
 subscription dropped), the run's text so far comes from the log's thread state
@@ -32,6 +34,32 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A tool call the model made (`state` `tool_call`), before it runs."""
+
+    id: str
+    name: str
+    arguments: dict | str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call gave back (`state` `tool_result`): `output` or `error`."""
+
+    id: str
+    name: str
+    output: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class InputRequest:
+    """A question or approval the run asks the thread (`input_request`)."""
+
+    content: dict
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     pass
 
@@ -51,7 +79,9 @@ class AccessLost:
     message: str
 
 
-Update = TextDelta | Heartbeat | Ended | AccessLost
+Update = (
+    TextDelta | ToolCall | ToolResult | InputRequest | Heartbeat | Ended | AccessLost
+)
 
 
 class RunFollower(QueuedConnection):
@@ -142,6 +172,10 @@ class RunFollower(QueuedConnection):
                 piece = json.loads(event.text)["content"]
                 self.text += piece
                 updates.append(TextDelta(piece))
+            elif event.type == "state":
+                updates += _tool_step(json.loads(event.text)["content"])
+            elif event.type == "input_request":
+                updates.append(InputRequest(json.loads(event.text)["content"]))
             elif event.type == "state_complete":
                 content = json.loads(event.text)["content"]
                 error = content.get("error") or {}
@@ -189,3 +223,20 @@ class RunFollower(QueuedConnection):
                 )
             )
         return updates
+
+
+def _tool_step(content: dict) -> list[Update]:
+    """A `state` frame's tool call or result; other kinds are passed over."""
+    data = content.get("data") or {}
+    if content.get("kind") == "tool_call":
+        return [ToolCall(id=data["id"], name=data["name"], arguments=data["arguments"])]
+    if content.get("kind") == "tool_result":
+        return [
+            ToolResult(
+                id=data["id"],
+                name=data["name"],
+                output=data.get("output"),
+                error=data.get("error"),
+            )
+        ]
+    return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.models import FINAL_RUN_STATUSES, AgentConfig, Run
+from agents.models import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, AgentConfig, Run
 from chat.models import Message, MessageRole
 
 
@@ -47,4 +47,13 @@ def run_outcome(*, run_id: str) -> RunOutcome | None:
         usage=run["usage"] or {},
         error_code=run["error_code"],
         error=run["error"],
+    )
+
+
+def run_active_get(*, thread_id: str) -> Run | None:
+    """The thread's run in flight (queued or running), newest first."""
+    return (
+        Run.objects.filter(thread_id=thread_id, status__in=ACTIVE_RUN_STATUSES)
+        .order_by("-created_at")
+        .first()
     )

@@ -69,14 +69,14 @@ def _openai_errors(view):
     return csrf_exempt(wrapped)
 
 
-def _token_key(request) -> str | None:
+def bearer_token_key(request) -> str | None:
     kind, _, key = request.headers.get("Authorization", "").partition(" ")
     return key.strip() if kind.lower() in ("bearer", "token") and key.strip() else None
 
 
 def _authenticate_sync(request):
     """The caller (401 without a valid token), then API_USER_RATE (429)."""
-    key = _token_key(request)
+    key = bearer_token_key(request)
     if key is None:
         raise OpenAIError(
             401,
@@ -102,11 +102,11 @@ def _authenticate_sync(request):
     return user
 
 
-async def _authenticate(request):
+async def authenticate_bearer(request):
     return await sync_to_async(_authenticate_sync)(request)
 
 
-def _method(request, allowed: str) -> None:
+def require_method(request, allowed: str) -> None:
     if request.method != allowed:
         raise OpenAIError(
             405,
@@ -129,8 +129,8 @@ def _model_not_found(name: str) -> OpenAIError:
 
 @_openai_errors
 async def models(request):
-    _method(request, "GET")
-    await _authenticate(request)
+    require_method(request, "GET")
+    await authenticate_bearer(request)
     agents = await call_service(model_list)
     return JsonResponse(
         {"object": "list", "data": [wire.model_object(agent) for agent in agents]}
@@ -139,8 +139,8 @@ async def models(request):
 
 @_openai_errors
 async def model_detail(request, name: str):
-    _method(request, "GET")
-    await _authenticate(request)
+    require_method(request, "GET")
+    await authenticate_bearer(request)
     agent = await call_service(model_get, name=name)
     if agent is None:
         raise _model_not_found(name)
@@ -187,8 +187,8 @@ def _thread_named(request, body: wire.CompletionRequest) -> str | None:
 
 @_openai_errors
 async def chat_completions(request):
-    _method(request, "POST")
-    user = await _authenticate(request)
+    require_method(request, "POST")
+    user = await authenticate_bearer(request)
     body = wire.parse_request(request.body)
     text = wire.last_user_text(body)
     agent = await call_service(model_get, name=body.model)
@@ -221,7 +221,7 @@ async def chat_completions(request):
         thread_id=str(run.thread_id),
         run_id=str(run.id),
         user=user,
-        token_key=_token_key(request),
+        token_key=bearer_token_key(request),
         role=role,
     )
     headers = {

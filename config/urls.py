@@ -3,10 +3,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from compat.urls import agui_urlpatterns, aisdk_urlpatterns
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/audit/", include("audit.urls")),  # before the /api/ catch-all
     path("api/openai/v1/", include("compat.urls")),  # before the /api/ catch-all
+    path("api/agui/", include(agui_urlpatterns)),  # AG-UI (compat/agui.py)
+    path("api/aisdk/", include(aisdk_urlpatterns)),  # AI SDK (compat/aisdk.py)
     path("api/", include("config.api_urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("ops.urls")),  # /healthz, /readyz, /metrics

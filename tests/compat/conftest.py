@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -221,3 +222,65 @@ def parley(request, tmp_path_factory, model_server):
         )
     finally:
         stack.stop()
+
+
+# --- real JavaScript clients (tests/compat/js) -----------------------------------
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+
+@dataclass
+class NodeClients:
+    """The npm packages of tests/compat/js, installed from their lock file, and
+    the scripts that drive them against a Parley."""
+
+    node: str
+
+    def run(self, script: str, config: dict, timeout: float = 60) -> dict:
+        """Run `script` with `config`; the JSON line it prints, parsed."""
+        done = subprocess.run(
+            [self.node, script, json.dumps(config)],
+            cwd=JS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, f"{script} failed:\n{done.stderr}\n{done.stdout}"
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        assert lines, f"{script} printed no JSON:\n{done.stdout}\n{done.stderr}"
+        return json.loads(lines[-1])
+
+    def run_module_code(self, code: str, env: dict, timeout: float = 60) -> str:
+        """Run `code` (an ES module, e.g. a docs example) where the packages
+        resolve; what it printed."""
+        done = subprocess.run(
+            [self.node, "--input-type=module", "-e", code],
+            cwd=JS_DIR,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, f"the code failed:\n{done.stderr}"
+        return done.stdout
+
+
+@pytest.fixture(scope="session")
+def node_clients() -> NodeClients:
+    """`npm ci` once (CI already ran it: .ci/run), then the scripts' runner.
+    Skips only when Node.js is not installed; a failing install fails."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js and npm are not installed: the npm clients cannot run")
+    installed = JS_DIR / "node_modules" / ".package-lock.json"
+    lock = JS_DIR / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=JS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"npm ci failed:\n{done.stderr}"
+    return NodeClients(node=node)
