@@ -319,6 +319,9 @@ PARLEY_SERVICE_THREADS = env_int(
 PARLEY_DIRECT_WEBSOCKET_WRITES = env_bool("PARLEY_DIRECT_WEBSOCKET_WRITES", True)
 # sys.setswitchinterval for every process (chat/apps.py); Python's default is 5.
 PARLEY_GIL_SWITCH_INTERVAL_MS = env_float("PARLEY_GIL_SWITCH_INTERVAL_MS", 0.5)
+# The openai provider reads streams as plain JSON (agents/providers/openai_stream.py);
+# 0 = through the SDK's models (several times the worker CPU per token).
+PARLEY_OPENAI_FAST_STREAM = env_bool("PARLEY_OPENAI_FAST_STREAM", True)
 # Garbage collection (config/process.py): what the process loaded at start-up is
 # frozen out of collections, and young objects are collected every
 # PARLEY_GC_THRESHOLD allocations (Python's default is 700). With the defaults a

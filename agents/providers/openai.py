@@ -56,12 +56,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx2  # the SDK's HTTP client; it lets some transport errors through
 import openai
 from openai.resources.chat.completions import AsyncCompletions
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from agents.errors import AgentErrorCode
 from agents.providers.base import (
@@ -85,6 +86,7 @@ from agents.providers.http import (
     status_failure,
     timeout_failure,
 )
+from agents.providers.openai_stream import NotAChunk, chunk_dicts
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +137,17 @@ class OpenAIProvider(Provider):
                 for event in _completion_events(completion):
                     yield event
                 return
-            chunks = await client.chat.completions.create(
-                **arguments, stream=True, stream_options={"include_usage": True}
+
+            def started() -> None:
+                nonlocal responded
+                responded = True
+
+            chunks = chunk_dicts(
+                client,
+                {**arguments, "stream_options": {"include_usage": True}},
+                started=started,
             )
-            responded = True
-            async with chunks:
+            async with aclosing(chunks):
                 async for event in _chunk_events(chunks):
                     yield event
         except ProviderError:
@@ -254,36 +262,28 @@ def _message_params(message: ChatMessage) -> list[dict[str, Any]]:
     return [param]
 
 
-async def _chunk_events(
-    chunks: openai.AsyncStream[ChatCompletionChunk],
-) -> AsyncIterator[ProviderEvent]:
+async def _chunk_events(chunks: AsyncIterator[dict]) -> AsyncIterator[ProviderEvent]:
+    """Provider events from the stream's chunks (dicts: openai_stream.py)."""
     tool_calls: dict[int, dict[str, Any]] = {}
     usage: Any = None
     finished = False
     async for chunk in chunks:
-        # The SDK builds chunks without validating them; check the shape here.
-        choices = getattr(chunk, "choices", None)
-        if not isinstance(chunk, ChatCompletionChunk) or not isinstance(
-            choices, list | None
-        ):
-            raise bad_response(
-                "The provider sent a stream event that is not a chat completion chunk."
-            )
-        if getattr(chunk, "usage", None) is not None:
-            usage = chunk.usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list | None):
+            raise NotAChunk
+        if chunk.get("usage") is not None:
+            usage = chunk["usage"]
         for choice in choices or []:
-            if getattr(choice, "index", 0) != 0:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # only the first choice is the reply
-            delta = getattr(choice, "delta", None)
-            if delta is not None:
-                text = getattr(delta, "content", None) or getattr(
-                    delta, "refusal", None
-                )
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("content") or delta.get("refusal")
                 if isinstance(text, str) and text:
                     yield TextDelta(text)
-                for call in getattr(delta, "tool_calls", None) or []:
+                for call in delta.get("tool_calls") or []:
                     _add_tool_call_delta(tool_calls, call)
-            if getattr(choice, "finish_reason", None):
+            if choice.get("finish_reason"):
                 finished = True
     if not finished:
         raise ProviderError(
@@ -303,14 +303,16 @@ async def _chunk_events(
 
 def _add_tool_call_delta(calls: dict[int, dict[str, Any]], call: Any) -> None:
     """Put a streamed tool-call fragment into the call it belongs to (`index`)."""
-    index = getattr(call, "index", None) or 0
+    if not isinstance(call, dict):
+        raise NotAChunk
+    index = call.get("index") or 0
     entry = calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
-    if getattr(call, "id", None):
-        entry["id"] = call.id
-    function = getattr(call, "function", None)
-    if getattr(function, "name", None):
-        entry["name"] = function.name
-    entry["arguments"] += getattr(function, "arguments", None) or ""
+    if call.get("id"):
+        entry["id"] = call["id"]
+    function = call.get("function") or {}
+    if function.get("name"):
+        entry["name"] = function["name"]
+    entry["arguments"] += function.get("arguments") or ""
 
 
 def _completion_events(completion: Any) -> list[ProviderEvent]:
@@ -337,6 +339,12 @@ def _completion_events(completion: Any) -> list[ProviderEvent]:
 
 
 def _usage(usage: Any) -> Usage:
+    """Usage from a completion's model or a chunk's dict."""
+    if isinstance(usage, dict):
+        return Usage(
+            input_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
+        )
     return Usage(
         input_tokens=getattr(usage, "prompt_tokens", None),
         output_tokens=getattr(usage, "completion_tokens", None),
@@ -351,6 +359,10 @@ def _failure(error: Exception, *, responded: bool, api_key: str) -> ProviderErro
         return timeout_failure()
     if isinstance(error, openai.APIConnectionError | httpx2.TransportError):
         return connection_failure(responded=responded)
+    if isinstance(error, NotAChunk):
+        return bad_response(
+            "The provider sent a stream event that is not a chat completion chunk."
+        )
     if isinstance(error, openai.APIResponseValidationError | ValueError):
         return bad_response("The provider sent a reply that could not be read.")
     if isinstance(error, openai.APIError):
