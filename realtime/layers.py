@@ -13,6 +13,14 @@ thread's next `event_id`, every socket and SSE stream of the thread receives it,
 on every web process, and resume replays it. The frame is checked against the
 protocol's models first (realtime/protocol.py); a bad one raises ValueError.
 
+Joining is `group_add("thread.<uuid>", channel)`, too. Any consumer's channel
+then receives the thread's live events as `{"type": "thread.event",
+"event_id": N, "frame": {...}}` messages (its `thread_event` handler), sent by
+the process that called `group_add`, until `group_discard`. Parley's own
+sockets and SSE streams join with a channel name from `local_member(self)`:
+the layer then subscribes the subscriber itself, whose frames go straight to
+its socket.
+
 Thread events travel through the thread's event log (realtime/eventlog.py), which
 numbers, keeps and fans them out; every other group and channel is the stock
 layer's (channels-redis in production, the in-memory layer embedded).
@@ -20,10 +28,16 @@ layer's (channels-redis in production, the in-memory layer embedded).
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
 import re
+import weakref
 
 from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
+
+logger = logging.getLogger(__name__)
 
 THREAD_EVENT = "thread.event"
 _THREAD_GROUP = re.compile(
@@ -65,14 +79,85 @@ async def publish_thread_event(thread_id: str, message: dict) -> int:
     return await publish(thread_id, parsed)
 
 
+# This process's subscribers (sockets, SSE streams) by the channel name each
+# joins its thread group with; gone with the subscriber.
+_local_members: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_local_numbers = itertools.count(1)
+
+
+def local_member(subscriber) -> str:
+    """A channel name that stands for one of this process's event-log
+    subscribers: `group_add` with it subscribes the subscriber itself."""
+    name = f"parley.local!{next(_local_numbers)}"
+    _local_members[name] = subscriber
+    return name
+
+
+class ChannelMember:
+    """A channel in a thread group: the thread's live events, sent to it as
+    `thread.event` messages."""
+
+    def __init__(self, layer, channel: str) -> None:
+        self.layer = layer
+        self.channel = channel
+
+    async def deliver(self, event) -> None:
+        if not event.event_id:
+            return  # announcements (presence): news for sockets, not events
+        await self.layer.send(
+            self.channel,
+            {
+                "type": THREAD_EVENT,
+                "event_id": event.event_id,
+                "frame": json.loads(event.text),
+            },
+        )
+
+    def lost_continuity(self) -> None:
+        logger.warning(
+            "thread group member %s may have missed events (the event log lost "
+            "continuity); a socket would resync",
+            self.channel,
+        )
+
+
 class ThreadGroupsMixin:
-    """`group_send` to `thread.<uuid>` publishes through the thread's event log."""
+    """Thread groups (`thread.<uuid>`) live in the thread's event log:
+    `group_send` publishes an event, `group_add`/`group_discard` subscribe."""
 
     async def group_send(self, group, message):
         thread_id = thread_of_group(group)
         if thread_id is None:
             return await super().group_send(group, message)
         await publish_thread_event(thread_id, message)
+
+    async def group_add(self, group, channel):
+        thread_id = thread_of_group(group)
+        if thread_id is None:
+            return await super().group_add(group, channel)
+        from realtime.eventlog import get_event_log
+
+        await get_event_log().subscribe(thread_id, self._member(thread_id, channel))
+
+    async def group_discard(self, group, channel):
+        thread_id = thread_of_group(group)
+        if thread_id is None:
+            return await super().group_discard(group, channel)
+        from realtime.eventlog import get_event_log
+
+        member = self._member(thread_id, channel, create=False)
+        if member is not None:
+            await get_event_log().unsubscribe(thread_id, member)
+
+    def _member(self, thread_id: str, channel: str, *, create: bool = True):
+        local = _local_members.get(channel)
+        if local is not None:
+            return local
+        members = self.__dict__.setdefault("_thread_members", {})
+        key = (thread_id, channel)
+        if create:
+            return members.setdefault(key, ChannelMember(self, channel))
+        return members.pop(key, None)
 
 
 class RedisThreadLayer(ThreadGroupsMixin, RedisChannelLayer):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.layers import get_channel_layer
 
 from chat.models import Role
-from realtime.layers import thread_group, thread_of_group
+from realtime.layers import local_member, thread_group, thread_of_group
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,3 +81,48 @@ async def test_other_groups_are_the_stock_layers():
     await layer.group_send("plain.group", {"type": "hello"})
     assert (await layer.receive(channel)) == {"type": "hello"}
     await layer.group_discard("plain.group", channel)
+
+
+async def test_any_channel_joins_a_thread_group_and_gets_its_live_events(thread):
+    layer = get_channel_layer()
+    channel = await layer.new_channel("custom.")
+    group = thread_group(thread.id)
+    await layer.group_add(group, channel)
+
+    await layer.group_send(group, {"type": "thread.event", "frame": NOTICE})
+    message = await asyncio.wait_for(layer.receive(channel), 5)
+    assert message["type"] == "thread.event"
+    assert message["frame"]["content"] == NOTICE["content"]
+    assert message["frame"]["event_id"] == message["event_id"] >= 1
+
+    await layer.group_discard(group, channel)
+    await layer.group_send(group, {"type": "thread.event", "frame": NOTICE})
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), 0.5)
+
+
+async def test_a_local_member_is_subscribed_itself():
+    from realtime.eventlog import get_event_log
+
+    class Collector:
+        def __init__(self):
+            self.events = []
+
+        async def deliver(self, event):
+            self.events.append(event)
+
+        def lost_continuity(self):
+            pass
+
+    thread_id = "6f1c0b1e-8a3a-4c55-9a53-7c1d2e3f4a5b"
+    collector = Collector()
+    layer = get_channel_layer()
+    member = local_member(collector)
+    await layer.group_add(thread_group(thread_id), member)
+    await layer.group_send(
+        thread_group(thread_id), {"type": "thread.event", "frame": NOTICE}
+    )
+    await eventually(lambda: collector.events, what="the event reached the collector")
+    assert '"Maintenance in 5 minutes"' in collector.events[0].text
+    await layer.group_discard(thread_group(thread_id), member)
+    await get_event_log().unsubscribe(thread_id, collector)  # already gone: no error
