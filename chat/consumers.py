@@ -532,8 +532,19 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def on_message(self, frame: MessageIn) -> None:
         # The reply is the `message` event itself, which carries the request_id.
         # Posted with the other messages of this process that arrive meanwhile
-        # (chat/admission.py).
-        run = await message_admission().post(
+        # (chat/admission.py); past a bound of messages ahead of it, the sender
+        # hears at once that it is queued, and where, instead of silence.
+        admission = message_admission()
+        ahead = admission.ahead()
+        if ahead >= settings.PARLEY_QUEUED_NOTICE_AFTER > 0:
+            await self.send_frame(
+                StatusFrame(
+                    content={"state": "queued", "position": ahead},
+                    thread_id=self.thread_id,
+                    request_id=frame.request_id,
+                )
+            )
+        run = await admission.post(
             services.MessageRequest(
                 thread_id=self.thread.pk,
                 user=self.user,

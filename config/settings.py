@@ -317,6 +317,9 @@ PARLEY_SERVICE_THREADS = env_int(
 # Event frames go straight to the socket (realtime/transport.py) instead of through
 # autobahn and Twisted's write buffering; 0 sends everything through daphne.
 PARLEY_DIRECT_WEBSOCKET_WRITES = env_bool("PARLEY_DIRECT_WEBSOCKET_WRITES", True)
+# A message with this many others of its process ahead of it, waiting to be
+# stored (a burst), gets a `queued` status at once (docs/protocol.md); 0 = never.
+PARLEY_QUEUED_NOTICE_AFTER = env_int("PARLEY_QUEUED_NOTICE_AFTER", 50)
 # sys.setswitchinterval for every process (chat/apps.py); Python's default is 5.
 PARLEY_GIL_SWITCH_INTERVAL_MS = env_float("PARLEY_GIL_SWITCH_INTERVAL_MS", 0.5)
 # The openai provider reads streams as plain JSON (agents/providers/openai_stream.py);

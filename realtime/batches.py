@@ -41,7 +41,8 @@ class ServiceBatches:
         self.concurrency = max(concurrency, 1)
         self.max_batch = max_batch
         self.waiting: list[tuple[object, asyncio.Future]] = []
-        self.in_flight = 0
+        self.in_flight = 0  # batches in a service thread now
+        self.in_flight_items = 0  # and their items
 
     async def submit(self, item):
         """The item's outcome: its result, or the exception raised for it."""
@@ -53,11 +54,16 @@ class ServiceBatches:
     def idle(self) -> bool:
         return not (self.in_flight or self.waiting)
 
+    def ahead(self) -> int:
+        """Items submitted before one submitted now and not done yet."""
+        return len(self.waiting) + self.in_flight_items
+
     def _start_batches(self) -> None:
         while self.waiting and self.in_flight < self.concurrency:
             size = self.max_batch
             batch, self.waiting = self.waiting[:size], self.waiting[size:]
             self.in_flight += 1
+            self.in_flight_items += len(batch)
             asyncio.get_running_loop().create_task(self._call(batch))
 
     async def _call(self, batch: list[tuple[object, asyncio.Future]]) -> None:
@@ -73,6 +79,7 @@ class ServiceBatches:
                 raise
         finally:
             self.in_flight -= 1
+            self.in_flight_items -= len(batch)
             self._start_batches()
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():

@@ -495,9 +495,20 @@ class PresenceStatus(_Strict):
 
 
 class QueuedStatus(_Strict):
+    """A run waiting for the runs ahead of it in its thread (`position`); or,
+    without `run_id`, to the sender alone: its message waits to be stored
+    behind `position` others of a burst (docs/protocol.md)."""
+
     state: Literal["queued"]
-    run_id: UUID
-    position: int  # runs ahead of it
+    run_id: UUID | None = None
+    position: int  # runs (or messages) ahead of it
+
+    @model_serializer(mode="wrap")
+    def _run_id_when_there_is_one(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("run_id") is None:
+            data.pop("run_id", None)
+        return data
 
 
 class RunningStatus(_Strict):
