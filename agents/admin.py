@@ -87,6 +87,9 @@ TOOL_FIELDS = (
     "max_tool_steps",
     "tool_timeout_seconds",
     "input_timeout_seconds",
+    # Prices (issue 19): likewise, 0 when not posted.
+    "input_price_per_million",
+    "output_price_per_million",
 )
 
 
@@ -117,7 +120,7 @@ class AgentConfigAdmin(admin.ModelAdmin):
     list_filter = ("provider", "enabled", "busy_policy")
     list_editable = ("enabled",)
     search_fields = ("name", "description", "model")
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("version", "created_at", "updated_at")
     actions = ["send_test_prompt"]
     fieldsets = (
         (None, {"fields": ("name", "description", "enabled")}),
@@ -161,8 +164,23 @@ class AgentConfigAdmin(admin.ModelAdmin):
                 "MCP servers stay in environment variables named in headers_env.",
             },
         ),
+        (
+            "Prices",
+            {
+                "fields": ("input_price_per_million", "output_price_per_million"),
+                "description": "Per million tokens, in your billing currency: each "
+                "run's cost in usage and budgets.",
+            },
+        ),
         ("Advanced", {"fields": ("allowed_overrides", "extra_params")}),
-        ("History", {"fields": ("created_at", "updated_at")}),
+        (
+            "History",
+            {
+                "fields": ("version", "created_at", "updated_at"),
+                "description": "version goes up with every change that shapes "
+                "replies; each reply records the version that wrote it.",
+            },
+        ),
     )
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):

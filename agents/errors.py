@@ -6,6 +6,8 @@ from enum import StrEnum
 class AgentErrorCode(StrEnum):
     AGENT_NOT_FOUND = "agent_not_found"
     AGENT_DISABLED = "agent_disabled"
+    # A message addressed (`@name`) an agent that is not one of the thread's.
+    AGENT_NOT_IN_THREAD = "agent_not_in_thread"
     PROVIDER_KEY_MISSING = "provider_key_missing"
     PROVIDER_AUTH_FAILED = "provider_auth_failed"
     PROVIDER_RATE_LIMITED = "provider_rate_limited"

@@ -1,6 +1,7 @@
 """Agent configurations and agent runs."""
 
 import uuid
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -104,6 +105,24 @@ class AgentConfig(models.Model):
         help_text="How long an approval or an ask_thread question waits for people.",
     )
     enabled = models.BooleanField(default=True)
+    # Prices (usage/): what a million tokens cost, in the deployment's currency.
+    input_price_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Price of a million input (prompt) tokens; 0 = free.",
+    )
+    output_price_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Price of a million output (reply) tokens; 0 = free.",
+    )
+    # Bumped by every save that changes what shapes a reply (VERSIONED_FIELDS
+    # below); each run records the version that produced it.
+    version = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -113,12 +132,47 @@ class AgentConfig(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and not self._state.adding:
+            stored = (
+                AgentConfig.objects.filter(pk=self.pk)
+                .values("version", *VERSIONED_FIELDS)
+                .first()
+            )
+            if stored is not None and any(
+                stored[name] != getattr(self, name) for name in VERSIONED_FIELDS
+            ):
+                self.version = stored["version"] + 1
+                if "update_fields" in kwargs and kwargs["update_fields"] is not None:
+                    kwargs["update_fields"] = {*kwargs["update_fields"], "version"}
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         from agents.validation import agent_config_errors
 
         errors = agent_config_errors(self)
         if errors:
             raise ValidationError(errors)
+
+
+# What a version of an agent config covers: every field that shapes a reply
+# (not its name, description, switch, prices or timestamps).
+VERSIONED_FIELDS = tuple(
+    field.attname
+    for field in AgentConfig._meta.concrete_fields
+    if field.attname
+    not in {
+        "id",
+        "name",
+        "description",
+        "enabled",
+        "input_price_per_million",
+        "output_price_per_million",
+        "version",
+        "created_at",
+        "updated_at",
+    }
+)
 
 
 class RunStatus(models.TextChoices):
@@ -175,6 +229,12 @@ class Run(models.Model):
     # worker (embedded mode), the sweeper and snapshots fall back to it.
     partial_text = models.TextField(blank=True, default="")
     partial_chunks = models.PositiveIntegerField(default=0)
+    # The agent config version that produced the reply (AgentConfig.version).
+    agent_version = models.PositiveIntegerField(null=True, blank=True)
+    # What the requester's (and the thread's) hard budgets left when the
+    # message was admitted, {"tokens": n} and/or {"cost": "x"} (usage/); the
+    # worker stops the reply once it has spent that. None: no hard budget.
+    budget_allowance = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]

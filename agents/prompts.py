@@ -20,6 +20,7 @@ from agents.providers.base import (
     ToolResult,
 )
 from agents.validation import effective_config
+from chat.mentions import prompt_text
 from chat.models import Message, MessageRole
 
 # History is read newest first, this many messages per query, until the budget is spent.
@@ -42,7 +43,7 @@ def _in_pages(queryset, size: int):
 def history_for(run: Run, *, persistent: bool) -> list[ChatMessage]:
     """The prompt, preceded (for persistent agents) by as much history as fits
     PARLEY_HISTORY_MAX_CHARS, newest kept first."""
-    prompt = run.prompt.text if run.prompt_id else ""
+    prompt = prompt_text(run.prompt.text) if run.prompt_id else ""
     messages = [ChatMessage("user", prompt)]
     if not persistent:
         return messages
@@ -179,8 +180,12 @@ def wire_name(name: str) -> str:
 
 
 def request_for(run: Run) -> tuple[ProviderRequest, object]:
+    """The provider request of the run, from its own agent's config. The
+    thread's overrides (model, temperature, ...) are those of its default
+    agent: another agent of the thread answers with its config as it is."""
     agent = run.agent
-    config = effective_config(agent, run.thread.config)
+    overrides = run.thread.config if run.agent_id == run.thread.agent_id else {}
+    config = effective_config(agent, overrides)
     api_key = os.environ.get(agent.api_key_env) if agent.api_key_env else None
     request = ProviderRequest(
         model=config["model"],

@@ -56,10 +56,13 @@ from realtime.protocol import (
     InputRequestFrame,
     StateFrame,
     ToolCallData,
+    agent_name_json,
     response_event_json,
     state_content,
 )
 from realtime.retry import Backoff
+from usage.metering import BUDGET_STOP, BudgetCrossed, UsageMeter
+from usage.services import run_finish_and_charge
 
 logger = logging.getLogger(__name__)
 
@@ -216,12 +219,17 @@ class WorkerRuntime:
         run, prepared = claimed
         thread_id = run.thread_id
         agent = run.agent
+        agent_json = agent_name_json(agent.name)  # once per run, not per chunk
 
         async def publish_chunk(index: int, text: str, text_before: str) -> None:
             if index == 0:
                 metrics.first_response(run)
             frame = response_event_json(
-                thread_id=thread_id, run_id=run.id, stream_index=index, text=text
+                thread_id=thread_id,
+                run_id=run.id,
+                stream_index=index,
+                text=text,
+                agent_json=agent_json,
             )
             chunk = Chunk(
                 run_id=str(run.id),
@@ -253,6 +261,7 @@ class WorkerRuntime:
         """Stream the provider's reply into `stream`, then finish the run."""
         agent = run.agent
         usage: dict = {}
+        meter = UsageMeter.for_run(run)  # tokens and cost so far (usage/)
         status, error_code, error = RunStatus.COMPLETED, "", ""
         try:
             if isinstance(prepared, Exception):
@@ -315,6 +324,8 @@ class WorkerRuntime:
                             text = "\n\n" + text  # a new turn of the model
                         # Frames above 1 MiB cannot be sent through daphne: bound replies.
                         stream.add(text[:room])
+                        if meter.add(text):
+                            raise BudgetCrossed
                         step_text.append(text)
                         reply.written += min(len(text), max(room, 0))
                         room -= len(text)
@@ -329,6 +340,8 @@ class WorkerRuntime:
                         await self._publish_state(run, event.kind, event.data, stream)
                     elif isinstance(event, Usage):
                         usage = _add_usage(usage, event.as_dict())
+                        if meter.report(usage):
+                            raise BudgetCrossed
                         await self._publish_state(run, "usage", usage, stream)
                 if not calls:
                     break
@@ -365,6 +378,9 @@ class WorkerRuntime:
                 error = "The worker shut down before the reply finished."
             else:
                 status = RunStatus.CANCELLED
+        except BudgetCrossed:  # a hard budget ran out mid-reply: stopped, text kept
+            status, error_code = RunStatus.CANCELLED, BUDGET_STOP
+            error = meter.stop_message()
         except ProviderError as failure:
             status, error_code, error = (
                 RunStatus.FAILED,
@@ -382,8 +398,9 @@ class WorkerRuntime:
             self.cancel_reasons.setdefault(run_id, "finishing")
         await stream.close()
         await call_service(
-            services.run_finish,
-            run_id=run_id,
+            run_finish_and_charge,  # agents.services.run_finish + the usage record
+            run=run,
+            meter=meter,
             status=status,
             text=stream.text,
             chunks=stream.chunks,
@@ -392,6 +409,7 @@ class WorkerRuntime:
             error=error,
             close_inputs=run_id in self._asked,
             close_tool_steps=run_id in self._used_tools,
+            agent_name=agent.name,
         )
 
     async def _publish_state(
@@ -412,6 +430,7 @@ class WorkerRuntime:
                 content=content,
                 thread_id=run.thread_id,
                 run_id=run.id,
+                agent=run.agent.name,
             ),
         )
 
@@ -632,6 +651,7 @@ class WorkerRuntime:
                     ),
                     thread_id=run.thread_id,
                     run_id=run.id,
+                    agent=run.agent.name,
                 ),
             )
             try:
@@ -662,6 +682,7 @@ class WorkerRuntime:
                 content=state_content(state_kind, data),
                 thread_id=run.thread_id,
                 run_id=run.id,
+                agent=run.agent.name,
             ),
         )
         return result

@@ -39,6 +39,8 @@ AGENT_FIELDS = [
     "tool_timeout_seconds",
     "input_timeout_seconds",
     "enabled",
+    "input_price_per_million",
+    "output_price_per_million",
 ]
 
 
@@ -77,8 +79,8 @@ class AgentConfigSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AgentConfig
-        fields = [*AGENT_FIELDS, "created_at", "updated_at"]
-        read_only_fields = ["created_at", "updated_at"]
+        fields = [*AGENT_FIELDS, "version", "created_at", "updated_at"]
+        read_only_fields = ["version", "created_at", "updated_at"]
 
     def validate(self, attrs: dict) -> dict:
         candidate = AgentConfig()
@@ -146,6 +148,7 @@ class RunSerializer(serializers.ModelSerializer):
             "usage",
             "error_code",
             "error",
+            "agent_version",
             "stream_url",
         ]
         read_only_fields = fields

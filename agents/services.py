@@ -253,8 +253,15 @@ def run_renew_leases(*, worker_channel: str, run_ids: list[str]) -> list[str]:
 
 
 def _complete_frame(
-    run: Run, *, text: str, message: Message | None, chunks: int
+    run: Run,
+    *,
+    text: str,
+    message: Message | None,
+    chunks: int,
+    agent_name: str | None = None,
 ) -> StateCompleteFrame:
+    """The run's `state_complete`; `agent_name` (else read from `run.agent`)
+    names its agent."""
     return StateCompleteFrame(
         content=RunCompleteContent(
             text=text,
@@ -271,6 +278,7 @@ def _complete_frame(
         ),
         thread_id=run.thread_id,
         run_id=run.id,
+        agent=agent_name or (run.agent.name if run.agent_id else None),
     )
 
 
@@ -285,8 +293,12 @@ def run_finish(
     error: str = "",
     close_inputs: bool = True,
     close_tool_steps: bool = True,
+    agent_name: str | None = None,
 ) -> Run | None:
     """Store the reply (partial text too) and the outcome, then tell the thread.
+
+    `agent_name`: the run's agent, named in its frames (the worker knows it;
+    without it, one query reads it).
 
     A failed run always gets its message, empty or not, so the history keeps
     the failure and its reason. Questions the run left open are closed
@@ -329,16 +341,20 @@ def run_finish(
         # Updating the thread also locks it for dispatching its next run.
         Thread.objects.filter(pk=run.thread_id).update(updated_at=run.finished_at)
         thread_id = run.thread_id
+        if agent_name is None:
+            agent_name = run.agent.name
         if error_code:
             publish_on_commit(
                 thread_id,
                 error_frame(error_code, error, thread_id=thread_id).model_copy(
-                    update={"run_id": run.id}
+                    update={"run_id": run.id, "agent": agent_name}
                 ),
             )
         publish_on_commit(
             thread_id,
-            _complete_frame(run, text=text, message=message, chunks=chunks),
+            _complete_frame(
+                run, text=text, message=message, chunks=chunks, agent_name=agent_name
+            ),
             run_ended=str(run.id),
         )
         _dispatch_head(thread_id)

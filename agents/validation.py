@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,6 +57,9 @@ def agent_config_errors(agent) -> dict[str, str]:
             "extra_params", "Text may not contain NUL (\\u0000) characters."
         )
     errors.update(tool_config_errors(agent))
+    for field in PRICE_FIELDS:
+        if not _is_price(getattr(agent, field, 0)):
+            errors[field] = "A price: a number >= 0 (per million tokens)."
     if agent.provider == "echo" and isinstance(agent.extra_params, dict):
         problem = _echo_params_problem(agent.extra_params)
         if problem:
@@ -201,6 +205,23 @@ def _contains_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_contains_nul(item) for item in value)
     return False
+
+
+PRICE_FIELDS = ("input_price_per_million", "output_price_per_million")
+# AgentConfig's DecimalField: 12 digits, 6 of them after the point.
+MAX_PRICE = Decimal("999999.999999")
+
+
+def _is_price(value: Any) -> bool:
+    """A price per million tokens: a finite number from 0 to MAX_PRICE (text
+    that reads as one too, as a form posts it); never a bool."""
+    if isinstance(value, bool) or value is None:
+        return False
+    try:
+        price = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return False
+    return price.is_finite() and Decimal(0) <= price <= MAX_PRICE
 
 
 def _is_number(value: Any) -> bool:

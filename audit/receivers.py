@@ -132,7 +132,8 @@ def thread_deleted(sender, instance: Thread, **kwargs) -> None:
 
 # --- agent configs ----------------------------------------------------------------
 
-AGENT_FIELDS_NOT_AUDITED = {"id", "created_at", "updated_at"}
+# version follows from the other fields: each change bumps it (agents/models.py).
+AGENT_FIELDS_NOT_AUDITED = {"id", "created_at", "updated_at", "version"}
 
 
 def _agent_fields() -> list[str]:

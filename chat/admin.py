@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import Count
 
 from chat import services
-from chat.models import Message, Thread, ThreadMember
+from chat.models import Message, Thread, ThreadAgent, ThreadMember
 
 TRANSCRIPT_PREVIEW_CHARS = 300
 
@@ -22,6 +22,17 @@ class ThreadMemberInline(admin.TabularInline):
     autocomplete_fields = ("user",)
     fields = ("user", "role", "created_at")
     readonly_fields = ("created_at",)
+
+
+class ThreadAgentInline(admin.TabularInline):
+    """The thread's agents besides its default (`agent`), by position."""
+
+    model = ThreadAgent
+    extra = 0
+    fields = ("position", "agent")
+    ordering = ("position",)
+    verbose_name = "other agent"
+    verbose_name_plural = "other agents (a message starting with @name goes to one)"
 
 
 class MessageInline(admin.TabularInline):
@@ -68,7 +79,7 @@ class ThreadAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     readonly_fields = ("id", "created_at", "updated_at")
     fields = ("id", "title", "owner", "agent", "config", "created_at", "updated_at")
-    inlines = [ThreadMemberInline, MessageInline]
+    inlines = [ThreadAgentInline, ThreadMemberInline, MessageInline]
     actions = ["reset_threads"]
 
     def get_queryset(self, request):

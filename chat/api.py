@@ -9,7 +9,7 @@ answer. docs/api.md describes the endpoints for client authors.
 from __future__ import annotations
 
 from asgiref.sync import async_to_sync
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -35,6 +35,7 @@ from chat.serializers import (
     MemberSerializer,
     MessageSerializer,
     RunCreateSerializer,
+    RunsStartedSerializer,
     ThreadCreateSerializer,
     ThreadDetailSerializer,
     ThreadFilterSerializer,
@@ -118,7 +119,10 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         filters = validated(ThreadFilterSerializer, request.query_params)
         threads = self.get_queryset()
         if filters.get("agent"):
-            threads = threads.filter(agent__name=filters["agent"])
+            threads = threads.filter(
+                Q(agent__name=filters["agent"])
+                | Q(extra_agents__agent__name=filters["agent"])
+            ).distinct()
         page = self.paginate_queryset(threads)
         roles = thread_roles(threads=page, user=request.user)
         return self.get_paginated_response(
@@ -134,7 +138,8 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         data = validated(ThreadCreateSerializer, request.data)
         thread = services.thread_create(
             owner=request.user,
-            agent_name=data["agent"],
+            agent_name=data.get("agent"),
+            agent_names=data.get("agents"),
             title=data.get("title", ""),
             config=data.get("config"),
         )
@@ -153,13 +158,16 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         request=ThreadUpdateSerializer,
         responses=ThreadSerializer,
-        summary="Rename (owner, staff) or change the per-thread config (owner, participants)",
+        summary="Rename or change the agents (owner, staff), or change the "
+        "per-thread config (owner, participants)",
     )
     def partial_update(self, request, pk=None):
         thread, role = thread_for(request, pk)
         data = validated(ThreadUpdateSerializer, request.data)
         if "title" in data and not can_manage(role):
             raise permission_error(role, action="rename this thread")
+        if "agents" in data and not can_manage(role):
+            raise permission_error(role, action="change this thread's agents")
         if "config" in data and not can_write(role):
             raise permission_error(role, action="change this thread's config")
         if data:
@@ -168,6 +176,7 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
                 thread=thread,
                 title=data.get("title"),
                 config=data.get("config"),
+                agent_names=data.get("agents"),
             )
         return self._render(thread, role)
 
@@ -286,9 +295,10 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         request=RunCreateSerializer,
         responses={
-            202: RunSerializer,
+            202: RunsStartedSerializer,
             200: OpenApiResponse(
-                RunSerializer, description="A resend: this client_id was posted before."
+                RunsStartedSerializer,
+                description="A resend: this client_id was posted before.",
             ),
             409: OpenApiResponse(
                 ErrorSerializer, description="thread_busy (reject policy)."
@@ -306,7 +316,10 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
             "run's events reach every socket on the thread. Follow the reply on the "
             "socket, with `GET /api/runs/{id}/stream/` (SSE) or by polling "
             "`GET /api/runs/{id}/`. 429 `rate_limited` / `too_many_runs` apply as on "
-            "the socket."
+            "the socket. A message starting with `@<agent name>` goes to that agent "
+            "of the thread, `@a @b ...` to each in turn (`runs`: one run each); "
+            "400 `agent_not_in_thread` names the thread's agents, 400 "
+            "`agent_disabled` a disabled one."
         ),
     )
     @runs.mapping.post
@@ -321,9 +334,15 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
             client_id=data.get("client_id"),
         )
         resent = run.resent
-        run = Run.objects.select_related("agent", "requested_by").get(pk=run.pk)
+        started = list(
+            Run.objects.filter(prompt_id=run.prompt_id)
+            .select_related("agent", "requested_by")
+            .order_by("created_at", "pk")
+        )
+        run = next(each for each in started if each.pk == run.pk)
+        run.started_runs = started
         return Response(
-            RunSerializer(run).data,
+            RunsStartedSerializer(run).data,
             status=status.HTTP_200_OK if resent else status.HTTP_202_ACCEPTED,
         )
 

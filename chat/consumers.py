@@ -493,7 +493,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         try:
             await handler(self, frame)
         except ServiceError as error:
-            await self._error(frame, error.code, error.message)
+            await self._error(frame, error.code, error.message, details=error.details)
         except Exception:
             logger.exception("handling a %s frame failed", frame.type)
             await self._error(
@@ -509,10 +509,14 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             close_codes.CLOSE_FRAME_TOO_LARGE, "frame too large"
         )
 
-    async def _error(self, frame, code, message: str) -> None:
+    async def _error(self, frame, code, message: str, details=None) -> None:
         await self.send_frame(
             error_frame(
-                code, message, thread_id=self.thread_id, request_id=frame.request_id
+                code,
+                message,
+                thread_id=self.thread_id,
+                request_id=frame.request_id,
+                details=details,
             )
         )
 

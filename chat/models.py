@@ -35,6 +35,34 @@ class Thread(models.Model):
         return self.title or str(self.id)
 
 
+class ThreadAgent(models.Model):
+    """An agent of a thread besides its default one (`Thread.agent`), in order.
+
+    A thread's agents are `[thread.agent, *extra agents by position]`: the
+    default stays on the thread row, so a thread with one agent (every thread
+    made before several agents) needs no row here (chat/selectors.py,
+    `thread_agents`)."""
+
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="extra_agents"
+    )
+    agent = models.ForeignKey(
+        "agents.AgentConfig", on_delete=models.CASCADE, related_name="+"
+    )
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["thread", "agent"], name="unique_thread_agent"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} in {self.thread} at {self.position}"
+
+
 class ThreadMember(models.Model):
     MEMBER_ROLES = [(Role.PARTICIPANT, "participant"), (Role.OBSERVER, "observer")]
 

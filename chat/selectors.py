@@ -8,13 +8,19 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from agents.models import ACTIVE_RUN_STATUSES, Run, RunInput, RunInputStatus
+from agents.models import (
+    ACTIVE_RUN_STATUSES,
+    AgentConfig,
+    Run,
+    RunInput,
+    RunInputStatus,
+)
 from agents.selectors import tool_steps_by_run
-from chat.models import Message, Role, Thread, ThreadMember
+from chat.models import Message, Role, Thread, ThreadAgent, ThreadMember
 from chat.permissions import can_read, thread_role, thread_role_for
 from realtime.errors import ErrorCode, ServiceError
 from realtime.eventlog import ThreadLogState
@@ -22,8 +28,42 @@ from realtime.eventlog import ThreadLogState
 SNAPSHOT_MESSAGES = 200
 
 
+def thread_agents(*, thread: Thread) -> list[AgentConfig]:
+    """The thread's agents in order, the default (`thread.agent`) first; one
+    query for the others unless they were prefetched (`with_thread_agents`)."""
+    cached = getattr(thread, "_prefetched_objects_cache", {})
+    if "extra_agents" in cached:
+        seats = cached["extra_agents"]
+    else:
+        seats = thread.extra_agents.select_related("agent").order_by("position")
+    return [thread.agent, *(seat.agent for seat in seats)]
+
+
+def thread_agents_by_thread(*, thread_ids) -> dict[str, list[AgentConfig]]:
+    """The extra agents (all but the default) of each of these threads, in
+    order, keyed by thread id: one query for all of them."""
+    found: dict[str, list[AgentConfig]] = {}
+    for seat in (
+        ThreadAgent.objects.filter(thread_id__in=list(thread_ids))
+        .select_related("agent")
+        .order_by("thread_id", "position")
+    ):
+        found.setdefault(str(seat.thread_id), []).append(seat.agent)
+    return found
+
+
+def with_thread_agents(threads: QuerySet[Thread]) -> QuerySet[Thread]:
+    """`threads` with their extra agents prefetched, for `thread_agents`."""
+    return threads.prefetch_related(
+        Prefetch(
+            "extra_agents",
+            queryset=ThreadAgent.objects.select_related("agent").order_by("position"),
+        )
+    )
+
+
 def thread_list_for_user(*, user) -> QuerySet[Thread]:
-    threads = Thread.objects.select_related("agent", "owner")
+    threads = with_thread_agents(Thread.objects.select_related("agent", "owner"))
     if user.is_staff:
         return threads.all()
     return threads.filter(Q(owner=user) | Q(members__user=user)).distinct()
@@ -226,16 +266,19 @@ def thread_snapshot_rows(*, thread: Thread) -> dict:
         {
             "run_id": str(run_id),
             "status": status,
+            "agent": agent,
             "checkpoint_text": checkpoint_text,
             "checkpoint_chunks": checkpoint_chunks,
             "input_requests": [],
             "tool_steps": [],
         }
-        for run_id, status, checkpoint_text, checkpoint_chunks in Run.objects.filter(
-            thread=thread, status__in=ACTIVE_RUN_STATUSES
+        for run_id, status, agent, checkpoint_text, checkpoint_chunks in (
+            Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES)
+            .order_by("created_at")
+            .values_list(
+                "id", "status", "agent__name", "partial_text", "partial_chunks"
+            )
         )
-        .order_by("created_at")
-        .values_list("id", "status", "partial_text", "partial_chunks")
         if str(run_id) not in finished_runs
     ]
     inputs = _run_inputs_by_run(finished_runs | {run["run_id"] for run in runs})
@@ -309,6 +352,7 @@ def snapshot_with_progress(
             {
                 "run_id": run_id,
                 "status": row["status"],
+                "agent": row.get("agent"),
                 "text": text,
                 "next_stream_index": next_stream_index,
                 "tool_steps": row.get("tool_steps", []),

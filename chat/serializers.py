@@ -11,8 +11,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.selectors import tool_steps_by_run
+from agents.serializers import RunSerializer
 from chat.models import Message, Role, Thread, ThreadMember
-from chat.selectors import message_error, message_inputs_by_run
+from chat.selectors import message_error, message_inputs_by_run, thread_agents
 
 MEMBER_ROLE_CHOICES = [Role.PARTICIPANT.value, Role.OBSERVER.value]
 CALLER_ROLE_CHOICES = [role.value for role in Role]
@@ -42,7 +43,13 @@ class UserRefSerializer(serializers.Serializer):
 class ThreadSerializer(serializers.ModelSerializer):
     """A thread as the caller sees it, with the caller's role in it."""
 
-    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    agent = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, help_text="The default agent."
+    )
+    agents = serializers.SerializerMethodField(
+        help_text="The thread's agents by name, the default (`agent`) first. "
+        "A message starting with `@<name>` goes to that agent."
+    )
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     role = serializers.SerializerMethodField(
         help_text="The caller's role: owner, participant, observer or staff."
@@ -59,6 +66,7 @@ class ThreadSerializer(serializers.ModelSerializer):
             "id",
             "title",
             "agent",
+            "agents",
             "owner",
             "role",
             "config",
@@ -66,6 +74,10 @@ class ThreadSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_agents(self, thread: Thread) -> list[str]:
+        return [agent.name for agent in thread_agents(thread=thread)]
 
     @extend_schema_field(serializers.ChoiceField(choices=CALLER_ROLE_CHOICES))
     def get_role(self, thread: Thread) -> str | None:
@@ -90,8 +102,24 @@ class ThreadDetailSerializer(ThreadSerializer):
         read_only_fields = fields
 
 
+AGENTS_HELP = (
+    "The thread's agents by name, the first the default (it answers messages "
+    "that name no agent); 1 to 16, each once."
+)
+
+
 class ThreadCreateSerializer(serializers.Serializer):
-    agent = serializers.CharField(max_length=64, help_text="The agent's name.")
+    """`agent` (one agent), `agents` (several, the first the default), or both
+    when `agent` is the first of `agents`."""
+
+    agent = serializers.CharField(
+        max_length=64, required=False, help_text="The (default) agent's name."
+    )
+    agents = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text=AGENTS_HELP,
+    )
     title = serializers.CharField(
         max_length=200, required=False, allow_blank=True, default=""
     )
@@ -101,6 +129,20 @@ class ThreadCreateSerializer(serializers.Serializer):
         help_text="Overrides of the agent config the agent allows (model, temperature, ...).",
     )
 
+    def to_internal_value(self, data):
+        # Named with the other fields' errors: one of the two is required.
+        missing = hasattr(data, "get") and not (data.get("agent") or data.get("agents"))
+        problem = ["Name an agent (`agent`) or several (`agents`)."]
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            if missing and isinstance(error.detail, dict):
+                error.detail.setdefault("agent", problem)
+            raise
+        if missing:
+            raise serializers.ValidationError({"agent": problem})
+        return value
+
 
 class ThreadFilterSerializer(serializers.Serializer):
     """Query parameters of the thread list."""
@@ -109,9 +151,16 @@ class ThreadFilterSerializer(serializers.Serializer):
 
 
 class ThreadUpdateSerializer(serializers.Serializer):
-    """PATCH body: `title` needs the owner (or staff), `config` a writer."""
+    """PATCH body: `title` and `agents` need the owner (or staff), `config` a
+    writer."""
 
     title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    agents = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text=AGENTS_HELP + " Replaces the list; agents added later see "
+        "the thread's history as their config allows (`persistent`).",
+    )
     config = serializers.DictField(child=serializers.JSONField(), required=False)
 
 
@@ -213,6 +262,10 @@ class MessageSerializer(serializers.ModelSerializer):
         help_text="For agent replies: the tool calls the run made, in order, "
         "with their results; [] otherwise."
     )
+    agent_version = serializers.SerializerMethodField(
+        help_text="For agent replies: the version of the agent config that "
+        "produced it (the agent's `version` then); null otherwise."
+    )
 
     class Meta:
         model = Message
@@ -227,10 +280,17 @@ class MessageSerializer(serializers.ModelSerializer):
             "error",
             "inputs",
             "tool_steps",
+            "agent_version",
             "created_at",
         ]
         read_only_fields = fields
         list_serializer_class = MessageListSerializer
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_agent_version(self, message: Message) -> int | None:
+        if message.role == "assistant" and message.run_id:
+            return message.run.agent_version
+        return None
 
     @extend_schema_field(UserRefSerializer(allow_null=True))
     def get_author(self, message: Message) -> dict | None:
@@ -263,6 +323,23 @@ class MessageSerializer(serializers.ModelSerializer):
         if steps_by_run is None:  # one message, not a page
             steps_by_run = tool_steps_by_run(run_ids=[message.run_id])
         return steps_by_run.get(str(message.run_id), [])
+
+
+class RunsStartedSerializer(RunSerializer):
+    """The answer to posting a message: its (first) run, and every run it
+    started (one per agent it addressed, in mention order)."""
+
+    runs = RunSerializer(
+        many=True,
+        read_only=True,
+        source="started_runs",
+        help_text="Every run the message started, in mention order (the first "
+        "is this one); one unless the message named several agents.",
+    )
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "runs"]
+        read_only_fields = fields
 
 
 class RunCreateSerializer(serializers.Serializer):

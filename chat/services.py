@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 import uuid
 from collections import Counter
@@ -25,7 +26,15 @@ from agents.services import (
 )
 from agents.validation import thread_config_errors
 from audit.services import audit_run_cancel
-from chat.models import Message, MessageRole, Role, Thread, ThreadMember
+from chat.mentions import message_mentions
+from chat.models import (
+    Message,
+    MessageRole,
+    Role,
+    Thread,
+    ThreadAgent,
+    ThreadMember,
+)
 from chat.permissions import (
     can_manage,
     can_write,
@@ -33,12 +42,18 @@ from chat.permissions import (
     thread_role_now,
     thread_roles_now,
 )
-from chat.selectors import message_content, user_get_for_token
+from chat.selectors import (
+    message_content,
+    thread_agents,
+    thread_agents_by_thread,
+    user_get_for_token,
+)
 from ops import metrics
 from realtime.caching import counter_increment
 from realtime.errors import ErrorCode, ServiceError
 from realtime.events import publish_on_commit, run_status_frame
 from realtime.protocol import MessageContent, MessageFrame, StatusFrame
+from usage.services import budget_admission
 
 
 def agent_get_enabled(*, name: str) -> AgentConfig:
@@ -56,17 +71,76 @@ def agent_get_enabled(*, name: str) -> AgentConfig:
     return agent
 
 
+# The most agents one thread may have.
+MAX_THREAD_AGENTS = 16
+
+
+def _checked_agent_names(names) -> list[str]:
+    """`names` (a thread's `agents`) once it is a list of 1 to
+    MAX_THREAD_AGENTS distinct names; else a validation error."""
+    if (
+        not isinstance(names, list | tuple)
+        or not names
+        or not all(isinstance(name, str) and name for name in names)
+    ):
+        raise ServiceError(
+            ErrorCode.VALIDATION_ERROR,
+            "agents: a list of agent names, at least one (the first is the default).",
+        )
+    if len(set(names)) != len(names):
+        raise ServiceError(
+            ErrorCode.VALIDATION_ERROR, "agents: each agent may be named once."
+        )
+    if len(names) > MAX_THREAD_AGENTS:
+        raise ServiceError(
+            ErrorCode.VALIDATION_ERROR,
+            f"agents: a thread has at most {MAX_THREAD_AGENTS} agents.",
+        )
+    return list(names)
+
+
+def _seat_agents(thread: Thread, others: list[AgentConfig]) -> None:
+    """Make `others` the thread's agents after its default, in this order."""
+    ThreadAgent.objects.filter(thread=thread).delete()
+    ThreadAgent.objects.bulk_create(
+        ThreadAgent(thread=thread, agent=agent, position=position)
+        for position, agent in enumerate(others, start=1)
+    )
+
+
 def thread_create(
-    *, owner, agent_name: str, title: str = "", config: dict | None = None
+    *,
+    owner,
+    agent_name: str | None = None,
+    title: str = "",
+    config: dict | None = None,
+    agent_names: list[str] | None = None,
 ) -> Thread:
-    agent = agent_get_enabled(name=agent_name)
+    """A new thread owned by `owner`. Its agents: `agent_names` (the first is
+    the default, which answers messages that name no agent), or `agent_name`
+    alone; given both, `agent_name` must be the first of `agent_names`."""
+    if agent_names is None:
+        names = _checked_agent_names([agent_name] if agent_name else [])
+    else:
+        names = _checked_agent_names(agent_names)
+        if agent_name and agent_name != names[0]:
+            raise ServiceError(
+                ErrorCode.VALIDATION_ERROR,
+                "agent and agents disagree: agent must be the first of agents "
+                "(the default), or left out.",
+            )
+    agents = [agent_get_enabled(name=name) for name in names]
     overrides = config or {}
-    errors = thread_config_errors(agent, overrides)
+    errors = thread_config_errors(agents[0], overrides)
     if errors:
         raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
-    return Thread.objects.create(
-        owner=owner, agent=agent, title=title[:200], config=overrides
-    )
+    with transaction.atomic():
+        thread = Thread.objects.create(
+            owner=owner, agent=agents[0], title=title[:200], config=overrides
+        )
+        if len(agents) > 1:
+            _seat_agents(thread, agents[1:])
+    return thread
 
 
 def thread_open_for_agent(
@@ -107,8 +181,12 @@ def thread_update(
     thread: Thread,
     title: str | None = None,
     config: dict | None = None,
+    agent_names: list[str] | None = None,
 ) -> Thread:
-    """Rename (owner, staff) or change the per-thread config (owner, participants)."""
+    """Rename (owner, staff), change the thread's agents (`agent_names`, the
+    first the default; owner, staff) or the per-thread config (owner,
+    participants). An agent already in the thread may stay in it while
+    disabled; one added must be enabled."""
     with transaction.atomic():
         # Merge into the stored overrides and check the stored agent, not the
         # caller's copies: a socket holds its thread for its whole life, and
@@ -119,15 +197,30 @@ def thread_update(
             require_role(role, can_manage, action="rename this thread")
         if config is not None:
             require_role(role, can_write, action="change this thread's config")
+        if agent_names is not None:
+            require_role(role, can_manage, action="change this thread's agents")
         thread.title, thread.config, thread.agent = (
             stored.title,
             stored.config,
             stored.agent,
         )
+        # The caller's copy may hold the agents it was read with.
+        getattr(thread, "_prefetched_objects_cache", {}).pop("extra_agents", None)
         fields = ["updated_at"]
         if title is not None:
             thread.title = title[:200]
             fields.append("title")
+        if agent_names is not None:
+            names = _checked_agent_names(agent_names)
+            present = {agent.name: agent for agent in thread_agents(thread=stored)}
+            agents = [
+                present.get(name) or agent_get_enabled(name=name) for name in names
+            ]
+            if agents[0].pk != thread.agent_id:
+                thread.agent = agents[0]
+                thread.config = _overrides_allowed(thread.agent, thread.config)
+                fields += ["agent", "config"]
+            _seat_agents(stored, agents[1:])
         if config is not None:
             config = dict(config)
             agent_name = config.pop("agent_name", None)
@@ -139,12 +232,10 @@ def thread_update(
                         ErrorCode.INVALID_CONFIG, "agent_name: an agent's name."
                     )
                 thread.agent = agent_get_enabled(name=agent_name)
-                thread.config = {
-                    key: value
-                    for key, value in thread.config.items()
-                    if not thread_config_errors(thread.agent, {key: value})
-                }
+                thread.config = _overrides_allowed(thread.agent, thread.config)
                 fields += ["agent", "config"]
+                # The new default is no longer one of the others.
+                ThreadAgent.objects.filter(thread=stored, agent=thread.agent).delete()
             errors = thread_config_errors(thread.agent, config)
             if errors:
                 raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
@@ -152,19 +243,29 @@ def thread_update(
             if "config" not in fields:
                 fields.append("config")
         thread.save(update_fields=fields)
-        publish_on_commit(
-            thread.id,
-            StatusFrame(
-                content={
-                    "state": "thread_updated",
-                    "title": thread.title,
-                    "config": thread.config,
-                    "agent": thread.agent.name,
-                },
-                thread_id=thread.id,
-            ),
-        )
+        content = {
+            "state": "thread_updated",
+            "title": thread.title,
+            "config": thread.config,
+            "agent": thread.agent.name,
+        }
+        if agent_names is not None or "agent" in fields:  # the agents changed
+            others = thread_agents_by_thread(thread_ids=[str(thread.pk)])
+            content["agents"] = [
+                agent.name for agent in (thread.agent, *others.get(str(thread.pk), []))
+            ]
+        publish_on_commit(thread.id, StatusFrame(content=content, thread_id=thread.id))
     return thread
+
+
+def _overrides_allowed(agent: AgentConfig, config: dict) -> dict:
+    """The overrides of `config` that `agent` allows (delivery settings are
+    every thread's): what a thread keeps when its default agent changes."""
+    return {
+        key: value
+        for key, value in config.items()
+        if not thread_config_errors(agent, {key: value})
+    }
 
 
 def thread_reset(*, actor, thread: Thread) -> None:
@@ -357,6 +458,52 @@ def _check_message_text(text: str) -> None:
         )
 
 
+def _addressed_agents(thread: Thread, text: str, others: list) -> list:
+    """The agents a message goes to: those it names at its start (`@coder
+    @reviewer ...`, chat/mentions.py), in mention order, else the thread's
+    default agent. `others`: the thread's agents besides the default.
+
+    A name that is none of the thread's agents is refused with the thread's
+    agents listed; a disabled agent is refused by name."""
+    names, _text = message_mentions(text)
+    if not names:
+        chosen = [thread.agent]
+    else:
+        present = [thread.agent, *others]
+        exact = {agent.name: agent for agent in present}
+        folded = {agent.name.casefold(): agent for agent in present}
+        chosen = []
+        for name in names:
+            agent = exact.get(name) or folded.get(name.casefold())
+            if agent is None:
+                listed = ", ".join(f"@{agent.name}" for agent in present)
+                raise ServiceError(
+                    AgentErrorCode.AGENT_NOT_IN_THREAD,
+                    f"No agent named {name!r} in this thread; its agents: {listed}.",
+                )
+            if all(agent.pk != other.pk for other in chosen):
+                chosen.append(agent)
+    for agent in chosen:
+        if not agent.enabled:
+            raise ServiceError(
+                AgentErrorCode.AGENT_DISABLED,
+                f"The agent {agent.name!r} is disabled.",
+            )
+    return chosen
+
+
+def _keep_mention_order(placed) -> None:
+    """Runs of one message run in mention order, which the thread's queue
+    reads from `created_at`: two runs stamped the same microsecond (a fast
+    clock) would be ordered by their random ids instead, so a later one gets
+    a microsecond more (rare: usually the stamps differ already)."""
+    for _index, run, _message, _ahead in placed:
+        for earlier, later in itertools.pairwise(run.runs):
+            if later.created_at <= earlier.created_at:
+                later.created_at = earlier.created_at + timedelta(microseconds=1)
+                Run.objects.filter(pk=later.pk).update(created_at=later.created_at)
+
+
 def _admit(requests, admitted: list[int], outcomes: list) -> None:
     """The database part of `messages_post`, inside its transaction."""
     # Thread rows locked in one statement, in key order (no deadlock between
@@ -375,6 +522,16 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
         threads=threads,
     )
     resent = _runs_resent(requests, admitted)
+    budgets = budget_admission(user_ids=list(users), thread_ids=list(threads))
+    # The other agents of threads that messages address by name (`@coder`):
+    # read only when a message starts with a mention.
+    seats = thread_agents_by_thread(
+        thread_ids={
+            str(requests[i].thread_id)
+            for i in admitted
+            if requests[i].text.lstrip().startswith("@")
+        }
+    )
     deployment_limit = settings.PARLEY_MAX_ACTIVE_RUNS
     # Counted once per batch: a cap, not a queue (concurrent batches of other
     # processes may pass it by a few).
@@ -413,20 +570,20 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
             if request.client_id is not None and key in resent:
                 outcomes[index] = resent[key]  # sent before: the same message
                 continue
-            agent = thread.agent
-            if not agent.enabled:
-                raise ServiceError(
-                    AgentErrorCode.AGENT_DISABLED,
-                    f"The agent {agent.name!r} is disabled.",
-                )
+            addressed = _addressed_agents(
+                thread, request.text, seats.get(thread_id, [])
+            )
             ahead = in_thread[thread_id]
-            if ahead and agent.busy_policy == BusyPolicy.REJECT:
+            if ahead and any(
+                agent.busy_policy == BusyPolicy.REJECT for agent in addressed
+            ):
                 raise ServiceError(
                     ErrorCode.THREAD_BUSY,
                     "The agent is still answering; wait for it or stop it first.",
                     status=409,
                 )
-            if deployment_limit > 0 and active_runs >= deployment_limit:
+            starting = len(addressed)
+            if deployment_limit > 0 and active_runs + starting > deployment_limit:
                 raise ServiceError(
                     ErrorCode.SERVER_BUSY,
                     "Parley is answering as many messages as it can right now; "
@@ -434,49 +591,61 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
                     status=503,
                     retry_after=SERVER_BUSY_RETRY_SECONDS,
                 )
-            if user_limit > 0 and by_user[request.user.pk] >= user_limit:
+            if user_limit > 0 and by_user[request.user.pk] + starting > user_limit:
                 raise ServiceError(
                     ErrorCode.TOO_MANY_RUNS,
                     f"You already have {user_limit} replies running or queued.",
                     status=429,
                 )
+            # budget_exceeded when the requester or the thread used its month up.
+            allowance = budgets.require(user_id=request.user.pk, thread_id=thread_id)
         except ServiceError as refusal:
             outcomes[index] = refusal
             continue
         # Message and run point at each other; the foreign keys are checked at
         # commit, so both ids are chosen first and both rows go in one INSERT each.
-        run_id = uuid.uuid4()
+        # A message addressing several agents starts one run each, in mention
+        # order; the message points at the first.
+        run_ids = [uuid.uuid4() for _agent in addressed]
         message = Message(
             id=uuid.uuid4(),
             thread=thread,
             author=request.user,
             role=MessageRole.USER,
             text=request.text,
-            run_id=run_id,
+            run_id=run_ids[0],
             client_id=request.client_id,
         )
-        run = Run(
-            id=run_id,
-            thread=thread,
-            agent=agent,
-            requested_by=request.user,
-            prompt=message,
-            status=RunStatus.QUEUED,
-        )
+        message_runs = [
+            Run(
+                id=run_id,
+                thread=thread,
+                agent=agent,
+                requested_by=request.user,
+                prompt=message,
+                status=RunStatus.QUEUED,
+                agent_version=agent.version,
+                budget_allowance=allowance,
+            )
+            for run_id, agent in zip(run_ids, addressed, strict=True)
+        ]
+        run = message_runs[0]
         run.resent = False
+        run.runs = message_runs
         if request.client_id is not None:  # twice in one batch: once
             resent[key] = _resent(copy.copy(run))
         messages.append(message)
-        runs.append(run)
+        runs.extend(message_runs)
         placed.append((index, run, message, ahead))
-        in_thread[thread_id] += 1
-        by_user[request.user.pk] += 1
-        active_runs += 1
+        in_thread[thread_id] += starting
+        by_user[request.user.pk] += starting
+        active_runs += starting
     if not placed:
         return
     Message.objects.bulk_create(messages)
     metrics.messages_posted(len(messages))
     Run.objects.bulk_create(runs)
+    _keep_mention_order(placed)
     Thread.objects.filter(pk__in={str(run.thread_id) for run in runs}).update(
         updated_at=timezone.now()
     )
@@ -492,16 +661,20 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
                 request_id=requests[index].request_id,
             ),
         )
-        publish_on_commit(
-            run.thread_id, run_status_frame(run, state="queued", position=ahead)
-        )
+        for place, started in enumerate(run.runs):
+            publish_on_commit(
+                run.thread_id,
+                run_status_frame(started, state="queued", position=ahead + place),
+            )
     for index, run, _message, ahead in placed:
         if not ahead:
-            run_dispatch(run=run)
-        elif run.agent.busy_policy == BusyPolicy.INTERRUPT:
+            run_dispatch(run=run)  # the others follow it (run_finish)
+        elif any(
+            started.agent.busy_policy == BusyPolicy.INTERRUPT for started in run.runs
+        ):
             for other in Run.objects.filter(
                 thread_id=run.thread_id, status__in=ACTIVE_RUN_STATUSES
-            ).exclude(pk=run.pk):
+            ).exclude(pk__in=[started.pk for started in run.runs]):
                 run_cancel(run=other)
         outcomes[index] = run
 

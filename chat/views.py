@@ -24,7 +24,12 @@ from chat import services
 from chat.models import Message, Role, Thread
 from chat.permissions import can_manage, can_write
 from chat.rendering import markdown_to_safe_html
-from chat.selectors import message_history, thread_get_for_user, thread_list_for_user
+from chat.selectors import (
+    message_history,
+    thread_agents,
+    thread_get_for_user,
+    thread_list_for_user,
+)
 from realtime.errors import ErrorCode, ServiceError
 
 THREAD_LIST_LIMIT = 200
@@ -62,6 +67,7 @@ def _thread_summaries(user) -> list[dict]:
             last_text=Subquery(last.values("text")[:1]),
             last_role=Subquery(last.values("role")[:1]),
             last_author=Subquery(last.values("author__username")[:1]),
+            last_agent=Subquery(last.values("agent__name")[:1]),
         )
         .order_by("-updated_at")[:THREAD_LIST_LIMIT]
     )
@@ -71,7 +77,7 @@ def _thread_summaries(user) -> list[dict]:
         if len(text) > PREVIEW_CHARS:
             text = text[: PREVIEW_CHARS - 1] + "…"
         if thread.last_role == "assistant":
-            who = thread.agent.name
+            who = thread.last_agent or thread.agent.name
         else:
             who = thread.last_author or ""
         summaries.append(
@@ -171,6 +177,7 @@ def thread_detail(request, thread_id):
         return _thread_not_found(request)
     thread, role = found
     history = _conversation(message_history(thread=thread))
+    agents = thread_agents(thread=thread)
     for message in history:
         if message.role == "assistant":
             message.html = markdown_to_safe_html(message.text)
@@ -183,13 +190,52 @@ def thread_detail(request, thread_id):
             "can_write": can_write(role),
             "can_manage": can_manage(role),
             "history": history,
+            "agents": agents,
+            "agent_names": [agent.name for agent in agents],
             "stream_format": (thread.config or {}).get("stream_format", "markdown"),
             "max_message_chars": settings.PARLEY_MAX_MESSAGE_CHARS,
         },
     )
 
 
-SETTINGS_ACTIONS = ("rename", "share", "unshare", "reset", "delete")
+SETTINGS_ACTIONS = (
+    "rename",
+    "agent_add",
+    "agent_remove",
+    "agent_default",
+    "share",
+    "unshare",
+    "reset",
+    "delete",
+)
+
+
+def _agents_after(action: str, names: list[str], name: str) -> list[str]:
+    """The thread's agent names after a Settings action on the agent `name`:
+    added at the end, removed, or made the default (moved first)."""
+    if not name:
+        raise ServiceError(ErrorCode.VALIDATION_ERROR, "Choose an agent.")
+    if action == "agent_add":
+        return names if name in names else [*names, name]
+    if name not in names:
+        raise ServiceError(
+            ErrorCode.VALIDATION_ERROR, f"{name} is not an agent of this chat."
+        )
+    others = [other for other in names if other != name]
+    if action == "agent_remove":
+        if not others:
+            raise ServiceError(
+                ErrorCode.VALIDATION_ERROR, "A chat keeps at least one agent."
+            )
+        return others
+    return [name, *others]  # agent_default
+
+
+AGENT_ACTION_DONE = {
+    "agent_add": "{name} joined the chat.",
+    "agent_remove": "{name} left the chat.",
+    "agent_default": "{name} now answers messages that name no agent.",
+}
 
 
 @login_required
@@ -219,6 +265,15 @@ def thread_settings(request, thread_id):
                 title = request.POST.get("title", "").strip()
                 services.thread_update(actor=request.user, thread=thread, title=title)
                 messages.success(request, "The chat was renamed.")
+            elif action in AGENT_ACTION_DONE:
+                name = request.POST.get("agent", "").strip()
+                names = [agent.name for agent in thread_agents(thread=thread)]
+                services.thread_update(
+                    actor=request.user,
+                    thread=thread,
+                    agent_names=_agents_after(action, names, name),
+                )
+                messages.success(request, AGENT_ACTION_DONE[action].format(name=name))
             elif action == "share":
                 username = request.POST.get("username", "").strip()
                 share_role = request.POST.get("role", "")
@@ -252,10 +307,20 @@ def thread_settings(request, thread_id):
             messages.error(request, failure.message)
         return redirect("thread-settings", thread_id=thread.id)
     members = thread.members.select_related("user").order_by("user__username")
+    agents = thread_agents(thread=thread)
+    addable = AgentConfig.objects.filter(enabled=True).exclude(
+        pk__in=[agent.pk for agent in agents]
+    )
     return render(
         request,
         "chat/thread_settings.html",
-        {"thread": thread, "role": role.value, "members": members},
+        {
+            "thread": thread,
+            "role": role.value,
+            "members": members,
+            "agents": agents,
+            "addable_agents": addable.order_by("name"),
+        },
     )
 
 

@@ -1,6 +1,6 @@
 """REST API routes, mounted under /api/ (docs/api.md describes them)."""
 
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -18,6 +18,7 @@ urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("auth/token/revoke/", TokenRevokeView.as_view(), name="api-token-revoke"),
     path("streams/", StreamListView.as_view(), name="api-streams"),
+    path("usage/", include("usage.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"

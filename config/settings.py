@@ -10,6 +10,7 @@ Two modes, chosen by ``REDIS_URL``:
 """
 
 import os
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -75,6 +76,7 @@ INSTALLED_APPS = [
     "chat",
     "ops",
     "audit",
+    "usage",
     "compat",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -374,6 +376,25 @@ PARLEY_PYTHON_AGENTS = [
 # /metrics wants `Authorization: Bearer <this>` (or a staff login); empty: staff only.
 PARLEY_METRICS_TOKEN = env_str("PARLEY_METRICS_TOKEN")
 PARLEY_READYZ_TIMEOUT_SECONDS = env_float("PARLEY_READYZ_TIMEOUT_SECONDS", 2.0)
+# The monthly budget of every user without one of their own (usage/): tokens
+# (input + output) and/or cost at the agents' prices; unset or 0 = unlimited.
+# HARD: also stop a reply that crosses it, not only refuse the next one.
+PARLEY_DEFAULT_MONTHLY_TOKEN_BUDGET = env_int("PARLEY_DEFAULT_MONTHLY_TOKEN_BUDGET", 0)
+try:
+    PARLEY_DEFAULT_MONTHLY_COST_BUDGET = Decimal(
+        env_str("PARLEY_DEFAULT_MONTHLY_COST_BUDGET", "0").strip() or "0"
+    )
+except InvalidOperation:
+    PARLEY_DEFAULT_MONTHLY_COST_BUDGET = Decimal("NaN")
+if PARLEY_DEFAULT_MONTHLY_TOKEN_BUDGET < 0 or not (
+    PARLEY_DEFAULT_MONTHLY_COST_BUDGET.is_finite()
+    and PARLEY_DEFAULT_MONTHLY_COST_BUDGET >= 0
+):
+    raise ImproperlyConfigured(
+        "PARLEY_DEFAULT_MONTHLY_TOKEN_BUDGET and PARLEY_DEFAULT_MONTHLY_COST_BUDGET "
+        "must be numbers >= 0 (0 or unset: unlimited)."
+    )
+PARLEY_DEFAULT_BUDGET_HARD = env_bool("PARLEY_DEFAULT_BUDGET_HARD", False)
 
 LOGGING = {
     "version": 1,

@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     SERVER_BUSY = "server_busy"
     SERVER_ERROR = "server_error"
+    # A monthly budget (usage/) is used up: details {used, limit, period, ...}.
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class ServiceError(Exception):
@@ -32,7 +34,9 @@ class ServiceError(Exception):
 
     `code` is an ErrorCode or agents' AgentErrorCode; `status` is the HTTP status
     an API view answers with; `retry_after` (seconds), when trying again later
-    will do (the API sends it as `Retry-After`).
+    will do (the API sends it as `Retry-After`); `details`, facts a client may
+    act on (`budget_exceeded`: used, limit, period), sent as the error's
+    `details` on the socket and in the API.
     """
 
     def __init__(
@@ -42,12 +46,14 @@ class ServiceError(Exception):
         *,
         status: int = 400,
         retry_after: int | None = None,
+        details: dict | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.details = details
 
 
 # WebSocket close codes (shared CONTRACT.md)

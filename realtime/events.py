@@ -209,11 +209,14 @@ def _is_publish(action: AfterCommitAction) -> bool:
 
 
 def run_status_frame(run, *, state: str, **extra) -> StatusFrame:
-    """A `status` event about a run: queued, running, cancelling."""
+    """A `status` event about a run: queued, running, cancelling; `agent`
+    names the run's agent (read from `run.agent`, which callers on the hot
+    path have loaded with the run)."""
     return StatusFrame(
         content={"state": state, "run_id": str(run.id), **extra},
         thread_id=run.thread_id,
         run_id=run.id,
+        agent=run.agent.name if run.agent_id else None,
     )
 
 

@@ -174,6 +174,10 @@ class ServerFrame(BaseModel):
     content: Any = None
     thread_id: UUID | None = None
     run_id: UUID | None = None
+    # The name of the agent whose run the frame is about (every frame of a
+    # run: status, response, state, input_request, state_complete, error);
+    # frames about no run leave it out (`frame_json`, `event_json`).
+    agent: str | None = None
     stream_index: int | None = None
     event_id: int | None = None
     request_id: str | None = None
@@ -189,6 +193,16 @@ class ErrorContent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str
     message: str
+    # Facts a client may act on (`budget_exceeded`: used, limit, period).
+    details: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _details_when_given(self, handler) -> dict[str, Any]:
+        # Errors without details keep their two-field shape.
+        data = handler(self)
+        if data.get("details") is None:
+            data.pop("details", None)
+        return data
 
 
 class MessageContent(BaseModel):
@@ -438,6 +452,7 @@ class RunProgress(_Strict):
 
     run_id: UUID
     status: Literal["queued", "running", "cancelling"]
+    agent: str | None = None  # the name of the agent answering
     text: str
     next_stream_index: int
     input_requests: list[OpenInputRequest]
@@ -526,6 +541,16 @@ class ThreadUpdatedStatus(_Strict):
     title: str
     config: dict[str, Any]
     agent: str  # the thread's agent (a writer may switch it: `agent_name`)
+    # The thread's agents, the default (`agent`) first: there when the update
+    # changed them, else left out.
+    agents: list[str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _agents_only_when_changed(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("agents") is None:
+            data.pop("agents", None)
+        return data
 
 
 class ResetStatus(_Strict):
@@ -623,28 +648,51 @@ def server_frame_from(data: dict) -> OutboundFrame:
 
 def frame_json(frame: ServerFrame) -> str:
     """Serialize a frame sent to one socket (no event_id: not a thread event)."""
-    return frame.model_dump_json()
+    return frame.model_dump_json(exclude=None if frame.agent else _NO_AGENT)
 
 
 def event_json(frame: ServerFrame) -> str:
     """Serialize a thread event without `event_id`; the event log appends it
     (`...,"event_id":N}`) when it assigns the id, so the frame is encoded once."""
-    return frame.model_dump_json(exclude={"event_id"})
+    return frame.model_dump_json(
+        exclude=_NO_EVENT_ID if frame.agent else _NO_EVENT_ID_NOR_AGENT
+    )
+
+
+# What serializing leaves out: `agent` on frames about no run (null there).
+_NO_AGENT = frozenset({"agent"})
+_NO_EVENT_ID = frozenset({"event_id"})
+_NO_EVENT_ID_NOR_AGENT = frozenset({"event_id", "agent"})
 
 
 def response_event_json(
-    *, thread_id: UUID | str, run_id: UUID | str, stream_index: int, text: str
+    *,
+    thread_id: UUID | str,
+    run_id: UUID | str,
+    stream_index: int,
+    text: str,
+    agent_json: str | None = None,
 ) -> str:
     """`event_json(ResponseFrame(...))`, written out directly: the worker makes
     one per chunk, and building the model costs more than the rest of the
-    chunk's trip to Redis. tests/chat/test_protocol.py checks they agree."""
+    chunk's trip to Redis. `agent_json` is the agent's name as JSON
+    (`agent_name_json`, made once per run, not per chunk; None leaves the
+    field out, as the model does). tests/realtime/test_protocol.py checks
+    they agree."""
+    agent = f',"agent":{agent_json}' if agent_json is not None else ""
     return (
         '{"type":"response","content":'
         + json.dumps(text, ensure_ascii=False)
-        + f',"thread_id":"{thread_id}","run_id":"{run_id}",'
+        + f',"thread_id":"{thread_id}","run_id":"{run_id}"{agent},'
         f'"stream_index":{stream_index},"request_id":null,'
         f'"timestamp":"{utc_timestamp()}"}}'
     )
+
+
+def agent_name_json(name: str | None) -> str | None:
+    """An agent's name as the `agent` field's JSON, for `response_event_json`
+    (None for no agent)."""
+    return json.dumps(name, ensure_ascii=False) if name else None
 
 
 def error_frame(
@@ -653,10 +701,11 @@ def error_frame(
     *,
     thread_id: UUID | str | None = None,
     request_id: str | None = None,
+    details: dict | None = None,
 ) -> ErrorFrame:
     code_value = code.value if hasattr(code, "value") else str(code)
     return ErrorFrame(
-        content=ErrorContent(code=code_value, message=message),
+        content=ErrorContent(code=code_value, message=message, details=details),
         thread_id=thread_id,
         request_id=request_id,
     )

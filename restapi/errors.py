@@ -75,7 +75,9 @@ def _message_of(detail) -> str:
 def exception_handler(exc, context):
     if isinstance(exc, ServiceError):
         set_rollback()
-        response = Response(error_body(exc.code, exc.message), status=exc.status)
+        response = Response(
+            error_body(exc.code, exc.message, exc.details), status=exc.status
+        )
         if exc.retry_after is not None:
             response["Retry-After"] = str(exc.retry_after)
         return response

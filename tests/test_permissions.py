@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from agents.models import AgentConfig, Run, RunStatus
 from chat.models import Role, ThreadMember
+from usage.models import Budget
 
 OWNER, PARTICIPANT, OBSERVER, STAFF = (
     Role.OWNER,
@@ -149,6 +150,40 @@ API_TABLE = {
         row(403, 403, 403, 204, 403),
     ),
     "token-revoke": ("delete", "/api/auth/token/", None, row(204, 204, 204, 204, 204)),
+    # Usage and budgets (usage/): everyone reads their own; staff set budgets.
+    "usage": ("get", "/api/usage/", None, row(200, 200, 200, 200, 200)),
+    "usage-other": (
+        "get",
+        "/api/usage/?user=extra",
+        None,
+        row(403, 403, 403, 200, 403),
+    ),
+    "usage-budget": ("get", "/api/usage/budget/", None, row(200, 200, 200, 200, 200)),
+    "budgets-list": ("get", "/api/usage/budgets/", None, row(403, 403, 403, 200, 403)),
+    "budgets-create": (
+        "post",
+        "/api/usage/budgets/",
+        {"user": "newbie", "monthly_tokens": 5},
+        row(403, 403, 403, 201, 403),
+    ),
+    "budget-read": (
+        "get",
+        "/api/usage/budgets/{budget}/",
+        None,
+        row(403, 403, 403, 200, 403),
+    ),
+    "budget-update": (
+        "patch",
+        "/api/usage/budgets/{budget}/",
+        {"hard": True},
+        row(403, 403, 403, 200, 403),
+    ),
+    "budget-delete": (
+        "delete",
+        "/api/usage/budgets/{budget}/",
+        None,
+        row(403, 403, 403, 204, 403),
+    ),
 }
 
 API_CASES = [
@@ -168,10 +203,11 @@ def test_api_permissions(endpoint, role, users, thread, make_user):
     )
     AgentConfig.objects.create(name="spare", provider="echo")
     run = Run.objects.create(thread=thread, agent=thread.agent, status=RunStatus.QUEUED)
+    budget = Budget.objects.create(thread=thread, monthly_tokens=10**6)
     client = APIClient()
     if role != ANONYMOUS:
         client.force_authenticate(users[role])
-    url = path.format(thread=thread.id, run=run.id)
+    url = path.format(thread=thread.id, run=run.id, budget=budget.id)
     response = getattr(client, method)(url, body, format="json")
     assert response.status_code == expected[role], response.content
     if response.status_code >= 400:
@@ -200,6 +236,8 @@ def test_the_api_table_covers_every_endpoint_in_the_schema():
             method,
             path.replace("{thread}", "{x}")
             .replace("{run}", "{x}")
+            .replace("{budget}", "{x}")
+            .replace("?user=extra", "")
             .replace("echo", "{x}")
             .replace("spare", "{x}")
             .replace("extra", "{x}"),

@@ -18,6 +18,7 @@
   if (!root) return;
 
   var threadId = root.dataset.threadId;
+  // The thread's default agent (it answers messages that name no agent).
   var agentName = root.dataset.agent;
   var renderUrl = root.dataset.renderUrl;
   var loginUrl = root.dataset.loginUrl;
@@ -39,6 +40,8 @@
     presence: document.getElementById("presence"),
     presenceList: document.getElementById("presence-list"),
     title: document.getElementById("thread-title"),
+    agentsLabel: document.getElementById("agents-label"),
+    mentions: document.getElementById("mention-list"),
   };
 
   var BACKOFF_MIN_MS = 500;
@@ -79,6 +82,8 @@
     pendingSends: new Map(),
     renderQueue: new Set(),
     openSteps: new Set(), // keys of the tool steps shown expanded
+    // The thread's agents by name, the default first (`@` addresses them).
+    agents: readAgents(),
     renderScheduled: false,
     requestCounter: 0,
   };
@@ -90,6 +95,68 @@
     if (className) node.className = className;
     if (text != null) node.textContent = text;
     return node;
+  }
+
+  function readAgents() {
+    var data = document.getElementById(root.dataset.agentsId || "thread-agents");
+    try {
+      var names = data ? JSON.parse(data.textContent) : null;
+      if (Array.isArray(names) && names.length) return names;
+    } catch (error) {
+      /* fall back to the default agent alone */
+    }
+    return [agentName];
+  }
+
+  // --- avatars: initials on a colour of their own -------------------------
+  //
+  // An agent's colour comes from its place among the thread's agents (the
+  // golden angle apart, so no two agents of a thread look alike); a person's,
+  // or an agent no longer in the thread, from a hash of the name.
+
+  function initials(name) {
+    var parts = String(name || "?").split(/[\s._-]+/).filter(Boolean);
+    var letters = parts.length > 1 ? parts[0][0] + parts[1][0] : (parts[0] || "?").slice(0, 2);
+    return letters.toUpperCase();
+  }
+
+  function nameHue(name) {
+    var hash = 0;
+    for (var index = 0; index < name.length; index += 1) {
+      hash = (hash * 31 + name.charCodeAt(index)) % 3600;
+    }
+    return hash % 360;
+  }
+
+  function paintAvatar(node, name, person) {
+    node.textContent = initials(name);
+    node.dataset.name = name;
+    var place = person ? -1 : state.agents.indexOf(name);
+    var hue = place >= 0 ? Math.round((210 + place * 137.508) % 360) : nameHue(name);
+    node.style.setProperty("--avatar-hue", String(hue));
+    node.classList.toggle("avatar-person", !!person);
+  }
+
+  function makeAvatar(name, person) {
+    var node = make("span", "avatar");
+    node.setAttribute("aria-hidden", "true");
+    paintAvatar(node, name, person);
+    return node;
+  }
+
+  function repaintAvatars() {
+    document.querySelectorAll(".avatar[data-name]").forEach(function (node) {
+      paintAvatar(node, node.dataset.name, node.classList.contains("avatar-person"));
+    });
+  }
+
+  function showAgents() {
+    if (!el.agentsLabel) return;
+    el.agentsLabel.textContent = "";
+    state.agents.forEach(function (name, index) {
+      if (index) el.agentsLabel.appendChild(document.createTextNode(", "));
+      el.agentsLabel.appendChild(make("strong", "agent-name", name));
+    });
   }
 
   function canWrite() {
@@ -167,7 +234,9 @@
     el.send.disabled = !writable || !state.open;
     el.observerNote.hidden = writable;
     if (!writable) el.input.placeholder = "Read only";
+    else if (state.agents.length > 1) el.input.placeholder = "Message " + agentName + ", or @ for another agent…";
     else el.input.placeholder = "Message " + agentName + "…";
+    if (!writable) closeMentions();
     var running = null;
     var active = false;
     var cancelling = false;
@@ -378,12 +447,21 @@
       case "running":
       case "cancelling":
         if (frame.run_id || content.run_id) {
-          var run = ensureRun(frame.run_id || content.run_id);
+          var run = ensureRun(frame.run_id || content.run_id, frame.agent);
           if (!FINAL[run.status]) setRunStatus(run, content.state, content);
         }
         break;
       case "thread_updated":
         if (content.config) state.streamFormat = content.config.stream_format || "markdown";
+        if (typeof content.agent === "string") agentName = content.agent;
+        if (Array.isArray(content.agents) && content.agents.length) {
+          state.agents = content.agents;
+        } else if (typeof content.agent === "string" && state.agents[0] !== content.agent) {
+          state.agents = [content.agent];
+        }
+        showAgents();
+        repaintAvatars();
+        updateComposer();
         if (typeof content.title === "string") {
           var title = content.title || "Untitled chat";
           el.title.textContent = title;
@@ -428,7 +506,7 @@
     if (!content || !content.id) return;
     if (frame.request_id) state.pendingSends.delete(frame.request_id);
     if (content.role === "assistant") {
-      var run = ensureRun(content.run_id || "message:" + content.id);
+      var run = ensureRun(content.run_id || "message:" + content.id, content.agent);
       finishRun(run, { text: content.text, status: content.status || "completed", error: content.error, messageId: content.id });
       showAskedInputs(run, content.inputs);
       showToolSteps(run, content.tool_steps);
@@ -440,7 +518,7 @@
 
   function onResponse(frame) {
     if (!frame.run_id) return;
-    var run = ensureRun(frame.run_id);
+    var run = ensureRun(frame.run_id, frame.agent);
     if (FINAL[run.status]) return; // the complete text is already shown
     if (frame.stream_index < run.nextIndex) return; // a duplicate
     if (frame.stream_index > run.nextIndex) {
@@ -459,7 +537,7 @@
     var content = frame.content || {};
     var data = content.data || {};
     if (!frame.run_id) return;
-    var run = ensureRun(frame.run_id);
+    var run = ensureRun(frame.run_id, frame.agent);
     if (content.kind === "input_received" || content.kind === "input_timeout") {
       var prompt = run.prompts.get(data.input_id);
       if (prompt) {
@@ -616,7 +694,7 @@
   function onStateComplete(frame) {
     if (!frame.run_id) return;
     var content = frame.content || {};
-    var run = ensureRun(frame.run_id);
+    var run = ensureRun(frame.run_id, frame.agent);
     finishRun(run, {
       text: content.text || "",
       status: content.status,
@@ -628,7 +706,7 @@
 
   function onInputRequest(frame) {
     if (!frame.run_id || !frame.content) return;
-    var run = ensureRun(frame.run_id);
+    var run = ensureRun(frame.run_id, frame.agent);
     addPrompt(run, frame.content);
   }
 
@@ -636,7 +714,7 @@
     var content = frame.content || {};
     var message = content.message || "Something went wrong.";
     if (frame.run_id) {
-      var run = ensureRun(frame.run_id);
+      var run = ensureRun(frame.run_id, frame.agent);
       setRunError(run, message);
     }
     if (frame.request_id && state.pendingSends.has(frame.request_id)) {
@@ -676,7 +754,7 @@
     clearConversation();
     (content.messages || []).forEach(function (message) {
       if (message.role === "assistant") {
-        var run = ensureRun(message.run_id || "message:" + message.id);
+        var run = ensureRun(message.run_id || "message:" + message.id, message.agent);
         finishRun(run, { text: message.text, status: message.status || "completed", error: message.error, messageId: message.id, quiet: true });
         // What the run asked the thread, and how each question ended.
         showAskedInputs(run, message.inputs);
@@ -686,7 +764,7 @@
       }
     });
     (content.runs || []).forEach(function (progress) {
-      var run = ensureRun(progress.run_id);
+      var run = ensureRun(progress.run_id, progress.agent);
       run.text = progress.text || "";
       run.nextIndex = progress.next_stream_index || 0;
       run.body.textContent = run.text;
@@ -717,6 +795,7 @@
     item.dataset.messageId = message.id;
     if (message.run_id) item.dataset.runId = message.run_id;
     var meta = make("div", "msg-meta");
+    meta.appendChild(makeAvatar(author, true));
     meta.appendChild(make("span", "msg-author", author));
     item.appendChild(meta);
     item.appendChild(make("div", "msg-body plain", message.text));
@@ -726,13 +805,22 @@
     return item;
   }
 
-  function ensureRun(runId) {
+  // The reply of a run: its <li> and what it shows. `agent` names the run's
+  // agent where the frame or snapshot says (the default agent until then).
+  function ensureRun(runId, agent) {
     var run = state.runs.get(runId);
-    if (run) return run;
+    if (run) {
+      if (agent && agent !== run.agent) setRunAgent(run, agent);
+      return run;
+    }
     var item = make("li", "msg msg-agent");
     item.dataset.runId = runId;
+    item.dataset.agent = agent || agentName;
     var meta = make("div", "msg-meta");
-    meta.appendChild(make("span", "msg-author", agentName));
+    var avatar = makeAvatar(agent || agentName, false);
+    var author = make("span", "msg-author", agent || agentName);
+    meta.appendChild(avatar);
+    meta.appendChild(author);
     var badge = make("span", "badge");
     badge.hidden = true;
     meta.appendChild(document.createTextNode(" "));
@@ -750,6 +838,9 @@
     item.appendChild(prompts);
     run = {
       id: runId,
+      agent: agent || agentName,
+      avatar: avatar,
+      author: author,
       item: item,
       badge: badge,
       body: body,
@@ -772,6 +863,13 @@
     state.runs.set(runId, run);
     updateEmpty();
     return run;
+  }
+
+  function setRunAgent(run, agent) {
+    run.agent = agent;
+    run.author.textContent = agent;
+    paintAvatar(run.avatar, agent, false);
+    run.item.dataset.agent = agent;
   }
 
   function setBadge(run, text, kind) {
@@ -908,7 +1006,8 @@
     form.dataset.question = request.question || "";
     form.setAttribute("aria-labelledby", headingId);
     var call = request.tool_call;
-    var heading = make("p", "input-heading", agentName + " wants to run ");
+    form.dataset.agent = run.agent;
+    var heading = make("p", "input-heading", run.agent + " wants to run ");
     heading.id = headingId;
     if (call) {
       form.dataset.callId = call.id || "";
@@ -989,7 +1088,8 @@
     row.appendChild(label);
     row.appendChild(field);
     row.appendChild(button);
-    form.appendChild(make("strong", "input-heading", agentName + " asks:"));
+    form.dataset.agent = run.agent;
+    form.appendChild(make("strong", "input-heading", run.agent + " asks:"));
     form.appendChild(question);
     form.appendChild(row);
     form.appendChild(note);
@@ -1028,9 +1128,9 @@
     run.promptBox.appendChild(form);
   }
 
-  function closedPrompt(question, text) {
+  function closedPrompt(question, text, who) {
     var done = make("p", "input-closed");
-    done.appendChild(make("strong", null, agentName + " asked: "));
+    done.appendChild(make("strong", null, (who || agentName) + " asked: "));
     done.appendChild(document.createTextNode(question + " — " + text));
     return done;
   }
@@ -1052,7 +1152,7 @@
       } else {
         note = "The reply ended before an answer.";
       }
-      var done = closedPrompt(asked.question, note);
+      var done = closedPrompt(asked.question, note, run.agent);
       done.dataset.inputId = asked.input_id;
       run.promptBox.appendChild(done);
     });
@@ -1061,7 +1161,8 @@
   function closePrompt(form, text) {
     var question = form.querySelector(".input-question");
     var done = closedPrompt(
-      form.dataset.question != null ? form.dataset.question : (question ? question.textContent : ""), text);
+      form.dataset.question != null ? form.dataset.question : (question ? question.textContent : ""), text,
+      form.dataset.agent);
     if (form.dataset.inputId) done.dataset.inputId = form.dataset.inputId;
     // Focus inside the prompt (the button just pressed) moves to what replaces it.
     var hadFocus = form.contains(document.activeElement);
@@ -1141,7 +1242,109 @@
     el.input.focus();
   });
 
+  // --- @ autocomplete: the thread's agents, where a mention addresses ------
+  //
+  // While the text before the caret is leading mentions and a partial one
+  // (`@al`, `@alpha @b`), a listbox offers the agents whose names start so;
+  // arrows move, Enter or Tab picks, Escape closes. The textarea keeps the
+  // focus (aria-activedescendant points at the highlighted agent).
+
+  var LEADING_PARTIAL_MENTION = /^\s*(?:@[A-Za-z0-9_-]+[,:]?\s+)*@([A-Za-z0-9_-]*)$/;
+  var mention = { open: false, names: [], active: 0, start: 0, end: 0 };
+
+  function mentionAtCaret() {
+    var input = el.input;
+    if (input.selectionStart !== input.selectionEnd) return null;
+    var caret = input.selectionStart;
+    var match = LEADING_PARTIAL_MENTION.exec(input.value.slice(0, caret));
+    if (!match) return null;
+    return { prefix: match[1], start: caret - match[1].length - 1, end: caret };
+  }
+
+  function closeMentions() {
+    if (!el.mentions || !mention) return;
+    mention.open = false;
+    el.mentions.hidden = true;
+    el.mentions.textContent = "";
+    el.input.removeAttribute("aria-activedescendant");
+  }
+
+  function highlightMention(index) {
+    mention.active = (index + mention.names.length) % mention.names.length;
+    Array.prototype.forEach.call(el.mentions.children, function (option, place) {
+      option.setAttribute("aria-selected", place === mention.active ? "true" : "false");
+    });
+    el.input.setAttribute("aria-activedescendant", "mention-option-" + mention.active);
+  }
+
+  function updateMentions() {
+    if (!el.mentions) return;
+    var found = canWrite() ? mentionAtCaret() : null;
+    var prefix = found ? found.prefix.toLowerCase() : "";
+    var names = found ? state.agents.filter(function (name) {
+      return name.toLowerCase().indexOf(prefix) === 0;
+    }) : [];
+    if (!names.length) {
+      closeMentions();
+      return;
+    }
+    mention.names = names;
+    mention.start = found.start;
+    mention.end = found.end;
+    el.mentions.textContent = "";
+    names.forEach(function (name, index) {
+      var option = make("li", "mention-option");
+      option.id = "mention-option-" + index;
+      option.setAttribute("role", "option");
+      option.dataset.name = name;
+      option.appendChild(makeAvatar(name, false));
+      option.appendChild(make("span", "mention-name", "@" + name));
+      if (index === 0 && name === state.agents[0]) option.appendChild(make("span", "mention-note", "default"));
+      // mousedown, not click: the textarea keeps the focus and the caret.
+      option.addEventListener("mousedown", function (event) {
+        event.preventDefault();
+        pickMention(name);
+      });
+      el.mentions.appendChild(option);
+    });
+    mention.open = true;
+    el.mentions.hidden = false;
+    highlightMention(0);
+  }
+
+  function pickMention(name) {
+    var value = el.input.value;
+    var rest = value.slice(mention.end).replace(/^\s+/, "");
+    var inserted = "@" + name + " ";
+    el.input.value = value.slice(0, mention.start) + inserted + rest;
+    var caret = mention.start + inserted.length;
+    el.input.setSelectionRange(caret, caret);
+    closeMentions();
+    el.input.focus();
+  }
+
+  // True when the key was the autocomplete's (it then does nothing else).
+  function mentionKey(event) {
+    if (!mention.open || event.isComposing) return false;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      highlightMention(mention.active + (event.key === "ArrowDown" ? 1 : -1));
+    } else if ((event.key === "Enter" && !event.shiftKey) || event.key === "Tab") {
+      pickMention(mention.names[mention.active]);
+    } else if (event.key === "Escape") {
+      closeMentions();
+    } else {
+      return false;
+    }
+    event.preventDefault();
+    return true;
+  }
+
+  el.input.addEventListener("input", updateMentions);
+  el.input.addEventListener("click", updateMentions);
+  el.input.addEventListener("blur", closeMentions);
+
   el.input.addEventListener("keydown", function (event) {
+    if (mentionKey(event)) return;
     if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.altKey || event.ctrlKey || event.metaKey) {
       return;
     }
@@ -1175,7 +1378,8 @@
     setConnection("offline", "Offline — waiting for the network");
   });
 
-  // Start at the newest message.
+  // Start at the newest message, avatars painted.
+  repaintAvatars();
   scrollToBottom();
   updateComposer();
   connect();
