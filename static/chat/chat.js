@@ -202,16 +202,32 @@
   }
 
   var alertTimer = null;
-  function showAlert(text, kind) {
+  function showAlert(text, kind, sticky) {
     var item = make("p", "alert alert-" + (kind || "error"), text);
     el.alerts.textContent = "";
     el.alerts.appendChild(item);
     clearTimeout(alertTimer);
-    if (kind !== "sticky") {
+    if (kind !== "sticky" && !sticky) {
       alertTimer = setTimeout(function () {
         if (item.parentNode) item.parentNode.removeChild(item);
       }, 8000);
     }
+  }
+
+  // A burst: "queued (N ahead)" until the message it is about is stored.
+  var queuedNotice = null;
+
+  function showQueuedNotice(requestId, ahead) {
+    showAlert("Busy moment: your message is queued (" + ahead + " ahead) and appears here as soon as it is stored.", "info", true);
+    queuedNotice = { requestId: requestId, item: el.alerts.lastChild };
+  }
+
+  function clearQueuedNotice(requestId) {
+    if (!queuedNotice || queuedNotice.requestId !== requestId) return;
+    if (queuedNotice.item && queuedNotice.item.parentNode) {
+      queuedNotice.item.parentNode.removeChild(queuedNotice.item);
+    }
+    queuedNotice = null;
   }
 
   // --- connection state --------------------------------------------------
@@ -449,6 +465,9 @@
         if (frame.run_id || content.run_id) {
           var run = ensureRun(frame.run_id || content.run_id, frame.agent);
           if (!FINAL[run.status]) setRunStatus(run, content.state, content);
+        } else if (content.state === "queued" && state.pendingSends.has(frame.request_id)) {
+          // A burst: our message waits to be stored behind `position` others.
+          showQueuedNotice(frame.request_id, content.position);
         }
         break;
       case "thread_updated":
@@ -504,7 +523,10 @@
   function onMessage(frame) {
     var content = frame.content;
     if (!content || !content.id) return;
-    if (frame.request_id) state.pendingSends.delete(frame.request_id);
+    if (frame.request_id) {
+      state.pendingSends.delete(frame.request_id);
+      clearQueuedNotice(frame.request_id);
+    }
     if (content.role === "assistant") {
       var run = ensureRun(content.run_id || "message:" + content.id, content.agent);
       finishRun(run, { text: content.text, status: content.status || "completed", error: content.error, messageId: content.id });
