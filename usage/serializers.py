@@ -85,11 +85,21 @@ class BudgetStatusFilterSerializer(serializers.Serializer):
     )
 
 
+class UsernameField(serializers.SlugRelatedField):
+    """A user by username; a value the database cannot hold (a NUL character)
+    is no user, not a server error."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
+
+
 class BudgetSerializer(serializers.ModelSerializer):
     """A monthly budget of one user (`user`: username) or one thread
     (`thread`: id); tokens and/or cost; `hard` also stops replies mid-way."""
 
-    user = serializers.SlugRelatedField(
+    user = UsernameField(
         slug_field="username",
         queryset=get_user_model().objects.all(),
         required=False,

@@ -204,6 +204,7 @@ def test_people_cannot_set_budgets(api_for, users):
         ({"user": "owner", "monthly_cost": "cheap"}, "monthly_cost"),
         ({"user": "owner"}, "monthly_tokens"),
         ({"monthly_tokens": 5}, "user"),
+        ({"user": "own\x00er", "monthly_tokens": 5}, "user"),
     ],
 )
 def test_a_bad_budget_is_a_validation_error(api_for, users, body, field):
