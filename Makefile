@@ -39,8 +39,9 @@ test-embedded: $(VENV)/.installed-dev
 	@mkdir -p var
 	env -u REDIS_URL -u DATABASE_URL $(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
+# Tests of an embedded server process ran in the embedded pass: not again here.
 test-services: $(VENV)/.installed-dev
-	$(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not browser and not embedded_process" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.run

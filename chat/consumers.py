@@ -39,6 +39,7 @@ from realtime.events import (
     presence_news,
     presence_users,
 )
+from realtime.layers import join_thread, leave_thread
 from realtime.protocol import (
     OBSERVER_FRAME_TYPES,
     CancelIn,
@@ -183,10 +184,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         # the replay) that sync() reads next, which comes right after `connected`.
         self.syncing = True
         try:
-            await log.subscribe(self.thread_id, self)
+            await join_thread(self.thread_id, self)
         except Exception as error:  # the subscriber could not reach Redis in time
             logger.warning("refusing a socket: events unavailable (%s)", error)
-            await log.unsubscribe(self.thread_id, self)
+            await leave_thread(self.thread_id, self)
             await self._refuse_unavailable(accepted=True)
             return
         self.subscribed = True
@@ -236,8 +237,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             metrics.socket_closed()
         if self.subscribed:
             self.subscribed = False
+            await leave_thread(self.thread_id, self)
             log = get_event_log()
-            await log.unsubscribe(self.thread_id, self)
             try:
                 present = await log.presence_set(
                     self.thread_id, self.presence_member, False

@@ -27,6 +27,7 @@ from chat.selectors import thread_get_for_user, thread_snapshot
 from realtime.errors import ErrorCode, ServiceError
 from realtime.eventlog import Event, EventCursor, get_event_log
 from realtime.events import new_connection_id, presence_member, presence_news
+from realtime.layers import join_thread, leave_thread
 from realtime.protocol import StatusFrame, error_frame, frame_json
 from restapi.errors import error_body
 
@@ -168,7 +169,7 @@ async def _events(
                     return
     finally:
         live_access().remove(stream)
-        await log.unsubscribe(thread_id, stream)
+        await leave_thread(thread_id, stream)
         try:
             present = await log.presence_set(thread_id, presence, False)
             await presence_news().changed(thread_id, present)
@@ -275,7 +276,7 @@ async def _open(request, thread, user, role, *, read_at_generation: int, run_id=
         thread_id=thread_id, user=user, token_key=_token_of(request), role=role
     )
     live_access().add(stream, read_at_generation=read_at_generation)
-    await log.subscribe(thread_id, stream)
+    await join_thread(thread_id, stream)
     await presence_news().changed(thread_id, present)
     return _stream(
         _events(

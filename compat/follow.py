@@ -26,6 +26,7 @@ from chat.access import QueuedConnection, live_access
 from compat.selectors import run_outcome
 from realtime.eventlog import Event, EventCursor, get_event_log
 from realtime.events import call_service
+from realtime.layers import join_thread, leave_thread
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,13 @@ class RunFollower(QueuedConnection):
     async def open(self, *, read_at_generation: int) -> None:
         live_access().add(self, read_at_generation=read_at_generation)
         self.opened = True
-        await get_event_log().subscribe(self.thread_id, self)
+        await join_thread(self.thread_id, self)
 
     async def close(self) -> None:
         if self.opened:
             self.opened = False
             live_access().remove(self)
-            await get_event_log().unsubscribe(self.thread_id, self)
+            await leave_thread(self.thread_id, self)
 
     async def updates(
         self, *, after: int, heartbeat: float | None = None

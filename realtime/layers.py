@@ -17,9 +17,9 @@ Joining is `group_add("thread.<uuid>", channel)`, too. Any consumer's channel
 then receives the thread's live events as `{"type": "thread.event",
 "event_id": N, "frame": {...}}` messages (its `thread_event` handler), sent by
 the process that called `group_add`, until `group_discard`. Parley's own
-sockets and SSE streams join with a channel name from `local_member(self)`:
-the layer then subscribes the subscriber itself, whose frames go straight to
-its socket.
+sockets, SSE streams and run followers join with `join_thread` (a channel
+name from `local_member(self)`): the layer then subscribes the subscriber
+itself, whose frames go straight to its socket.
 
 Thread events travel through the thread's event log (realtime/eventlog.py), which
 numbers, keeps and fans them out; every other group and channel is the stock
@@ -79,18 +79,40 @@ async def publish_thread_event(thread_id: str, message: dict) -> int:
     return await publish(thread_id, parsed)
 
 
-# This process's subscribers (sockets, SSE streams) by the channel name each
-# joins its thread group with; gone with the subscriber.
+# This process's subscribers (sockets, SSE streams, run followers) by the
+# channel name each joins its thread group with, and back; gone with them.
 _local_members: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_member_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _local_numbers = itertools.count(1)
 
 
 def local_member(subscriber) -> str:
-    """A channel name that stands for one of this process's event-log
+    """The channel name that stands for one of this process's event-log
     subscribers: `group_add` with it subscribes the subscriber itself."""
-    name = f"parley.local!{next(_local_numbers)}"
-    _local_members[name] = subscriber
+    name = _member_names.get(subscriber)
+    if name is None:
+        name = f"parley.local!{next(_local_numbers)}"
+        _member_names[subscriber] = name
+        _local_members[name] = subscriber
     return name
+
+
+async def join_thread(thread_id, subscriber) -> None:
+    """A subscriber of this process (a socket, an SSE stream) joins the thread's
+    group: it gets the thread's live events until `leave_thread`."""
+    from channels.layers import get_channel_layer
+
+    await get_channel_layer().group_add(
+        thread_group(thread_id), local_member(subscriber)
+    )
+
+
+async def leave_thread(thread_id, subscriber) -> None:
+    from channels.layers import get_channel_layer
+
+    await get_channel_layer().group_discard(
+        thread_group(thread_id), local_member(subscriber)
+    )
 
 
 class ChannelMember:

@@ -14,6 +14,24 @@ from agents.models import AgentConfig
 from chat.models import Role, Thread, ThreadMember
 from realtime.protocol import parse_server_frame
 
+# Fixtures that start an embedded server (SQLite, in-process layer) in a process
+# of its own: such tests test nothing of PostgreSQL or Redis, so the services
+# pass (`make test-services`) leaves them to the embedded pass.
+EMBEDDED_PROCESS_FIXTURES = frozenset({"embedded", "own_embedded"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("integration"):
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            EMBEDDED_PROCESS_FIXTURES.intersection(item.fixturenames)
+            or params.get("parley") == "embedded"
+        ):
+            item.add_marker(pytest.mark.embedded_process)
+
 PASSWORD = "correct-horse-battery"
 
 
