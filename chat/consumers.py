@@ -653,3 +653,23 @@ class AgentConsumer(ThreadConsumer):
 def _log_close_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.info("closing a slow socket failed: %r", task.exception())
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: accepted only to say so (`error` not_found),
+    then closed with 4404, as for a thread that does not exist; never an HTTP
+    500 from the router."""
+
+    async def connect(self) -> None:
+        offered = self.scope.get("subprotocols") or []
+        await self.accept(SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        await self.send(
+            text_data=frame_json(
+                error_frame(
+                    ErrorCode.NOT_FOUND,
+                    f"No WebSocket endpoint at {self.scope.get('path', '')!r}: "
+                    "threads are /ws/threads/<id>/, agents /ws/agents/<name>/.",
+                )
+            )
+        )
+        await self.close(close_codes.CLOSE_NOT_FOUND)

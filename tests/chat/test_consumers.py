@@ -572,3 +572,15 @@ async def test_a_thread_reset_shows_in_the_next_snapshot(
     )
     _, after = await joined(client_for(thread.id, users[Role.PARTICIPANT]))
     assert after["content"]["messages"] == []
+
+
+@pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/threads/", "/ws/"])
+async def test_an_unknown_socket_path_is_not_found_not_a_server_error(
+    users, client_for, path
+):
+    client = client_for(None, users[Role.OWNER], path=path)
+    connected, _ = await client.connect()
+    assert connected
+    error = await client.receive()
+    assert error["type"] == "error" and error["content"]["code"] == "not_found"
+    await expect_close(client, 4404)
