@@ -19,6 +19,7 @@ from agents.providers.base import (
     ToolCall,
     ToolResult,
 )
+from agents.teams import team_of
 from agents.validation import effective_config
 from chat.mentions import prompt_text
 from chat.models import Message, MessageRole
@@ -179,6 +180,11 @@ def wire_name(name: str) -> str:
     return name.replace(".", "__")
 
 
+def _api_key(agent) -> str | None:
+    """The agent's provider key, from the environment variable it names."""
+    return os.environ.get(agent.api_key_env) if agent.api_key_env else None
+
+
 def request_for(run: Run) -> tuple[ProviderRequest, object]:
     """The provider request of the run, from its own agent's config. The
     thread's overrides (model, temperature, ...) are those of its default
@@ -186,10 +192,12 @@ def request_for(run: Run) -> tuple[ProviderRequest, object]:
     agent = run.agent
     overrides = run.thread.config if run.agent_id == run.thread.agent_id else {}
     config = effective_config(agent, overrides)
-    api_key = os.environ.get(agent.api_key_env) if agent.api_key_env else None
+    api_key = _api_key(agent)
+    in_team = run.prompt_id is not None and team_of(run.thread.config) is not None
+    history = team_history_for if in_team else history_for
     request = ProviderRequest(
         model=config["model"],
-        messages=history_for(run, persistent=agent.persistent),
+        messages=history(run, persistent=agent.persistent),
         system_prompt=config["system_prompt"],
         temperature=config["temperature"],
         max_tokens=config["max_tokens"],
@@ -200,5 +208,70 @@ def request_for(run: Run) -> tuple[ProviderRequest, object]:
         timeout=settings.PARLEY_PROVIDER_TIMEOUT_SECONDS,
         max_retries=settings.PARLEY_PROVIDER_MAX_RETRIES,
         input_timeout=agent.input_timeout_seconds,
+    )
+    return request, get_provider(agent.provider)
+
+
+def team_history_for(run: Run, *, persistent: bool) -> list[ChatMessage]:
+    """What a turn of an agent team sends its model (agents/teams.py): the
+    conversation up to this turn in the order it happened, the message that
+    started the chain and the earlier turns' replies included, newest kept
+    first within PARLEY_HISTORY_MAX_CHARS. The agent's own replies are
+    `assistant` turns; the other agents' are `user` turns that start with
+    their name (`coder: ...`), so the model knows who said what. A
+    non-persistent agent gets the last message alone."""
+    rows = (
+        Message.objects.filter(thread_id=run.thread_id)
+        .filter(
+            Q(created_at__lte=run.prompt.created_at)
+            | Q(role=MessageRole.ASSISTANT, run__created_at__lt=run.created_at)
+        )
+        .annotate(turn=Coalesce("run__created_at", "created_at"))
+        .order_by("-turn", "role", "-created_at")  # newest first; "assistant" < "user"
+        .values_list("role", "text", "agent__name")
+    )
+    budget = settings.PARLEY_HISTORY_MAX_CHARS
+    messages: list[ChatMessage] = []
+    for role, text, agent_name in _in_pages(rows, HISTORY_PAGE):
+        if not text:
+            continue  # a reply that failed before its first chunk
+        if role == MessageRole.USER:
+            message = ChatMessage("user", prompt_text(text))
+        elif agent_name == run.agent.name:
+            message = ChatMessage("assistant", text)
+        else:
+            message = ChatMessage("user", f"{agent_name or 'agent'}: {text}")
+        if messages and len(message.content) > budget:
+            break
+        budget -= len(message.content)
+        messages.append(message)
+        if not persistent:
+            break
+    messages.reverse()
+    while len(messages) > 1 and messages[0].role != "user":
+        messages.pop(0)
+    if not messages or messages[-1].role != "user":
+        # The agent spoke last (a team of one): it is asked to go on.
+        messages.append(ChatMessage("user", "Continue."))
+    return messages
+
+
+def provider_request_for(agent, *, question: str) -> tuple[ProviderRequest, object]:
+    """A one-message request to `agent`'s model (its own config, no thread
+    overrides, no history): how a team's selector is asked who speaks next."""
+    config = effective_config(agent, {})
+    api_key = _api_key(agent)
+    request = ProviderRequest(
+        model=config["model"],
+        messages=[ChatMessage("user", question)],
+        system_prompt=config["system_prompt"],
+        temperature=config["temperature"],
+        max_tokens=config["max_tokens"],
+        stream=config["stream"],
+        extra_params=dict(agent.extra_params or {}),
+        api_key=api_key or None,
+        base_url=agent.base_url or None,
+        timeout=settings.PARLEY_PROVIDER_TIMEOUT_SECONDS,
+        max_retries=settings.PARLEY_PROVIDER_MAX_RETRIES,
     )
     return request, get_provider(agent.provider)

@@ -39,6 +39,13 @@ from agents.providers.base import (
     Usage,
 )
 from agents.streaming import ChunkStream, publish_with_retry
+from agents.teams import (
+    HANDOFF_TOOL,
+    Team,
+    selector_pick,
+    selector_request,
+    team_of,
+)
 from agents.tools import Tool, ToolContext, get_tool
 from agents.tools.runner import (
     MAX_OUTPUT_BYTES,
@@ -48,6 +55,7 @@ from agents.tools.runner import (
     run_tool,
 )
 from ops import metrics
+from ops.logs import log_context_start
 from realtime.batches import ServiceBatches
 from realtime.eventlog import Chunk, get_event_log
 from realtime.events import call_service
@@ -104,6 +112,8 @@ class WorkerRuntime:
         self._checkpointed: dict[str, int] = {}
         self._asked: set[str] = set()
         self._used_tools: set[str] = set()
+        # Agent teams: whom a run's `handoff` tool passed the floor to.
+        self._handoffs: dict[str, str] = {}
         # Claims that arrive while the service threads are busy go together.
         self._claims: ServiceBatches | None = None
         self._notices: set[asyncio.Task] = set()  # notices on their way
@@ -218,6 +228,9 @@ class WorkerRuntime:
             return
         run, prepared = claimed
         thread_id = run.thread_id
+        log_context_start(
+            run_id=run_id, thread_id=thread_id, user_id=run.requested_by_id
+        )
         agent = run.agent
         agent_json = agent_name_json(agent.name)  # once per run, not per chunk
 
@@ -254,6 +267,7 @@ class WorkerRuntime:
             self._checkpointed.pop(run_id, None)
             self._asked.discard(run_id)
             self._used_tools.discard(run_id)
+            self._handoffs.pop(run_id, None)
 
     async def _run_stream(
         self, run_id: str, run: Run, prepared, stream: ChunkStream
@@ -397,6 +411,8 @@ class WorkerRuntime:
             # interrupt saving it (it would stay `running` until swept).
             self.cancel_reasons.setdefault(run_id, "finishing")
         await stream.close()
+        team = team_of(run.thread.config)
+        team_choice = await self._team_choice(run, team, status, stream.text)
         await call_service(
             run_finish_and_charge,  # agents.services.run_finish + the usage record
             run=run,
@@ -410,7 +426,33 @@ class WorkerRuntime:
             close_inputs=run_id in self._asked,
             close_tool_steps=run_id in self._used_tools,
             agent_name=agent.name,
+            team_choice=team_choice,
+            in_team=team is not None,
         )
+
+    async def _team_choice(
+        self, run: Run, team: Team | None, status: RunStatus, text: str
+    ) -> str | None:
+        """Whom a finished team turn hands the floor to, where the turn
+        decides it (agents/teams.py): the `handoff` tool's target, or the
+        selector model's pick (asked here, before the run finishes). None:
+        no team, no choice, or the chain ends anyway."""
+        if team is None or status != RunStatus.COMPLETED:
+            return None
+        if team.policy == "handoff":
+            return self._handoffs.get(str(run.id))
+        if team.policy != "selector":
+            return None
+        try:
+            asking = await call_service(selector_request, run=run, team=team, text=text)
+        except Exception:
+            logger.exception("run %s: could not ask the team's selector", run.id)
+            return None
+        if asking is None:
+            return None
+        request, provider, candidates = asking
+        chosen, said = await selector_pick(request, provider, candidates)
+        return chosen or said[:100]
 
     async def _publish_state(
         self, run: Run, kind: str, data: dict, stream: ChunkStream
@@ -455,6 +497,9 @@ class WorkerRuntime:
 
             written_in_python = get_python_agent(run.agent.model)
             names += list(getattr(written_in_python, "tools", ()) or ())
+        team = team_of(run.thread.config)
+        if team is not None and team.policy == "handoff":
+            names.append(HANDOFF_TOOL)  # how the team's agents pass the floor
         for name in names:
             tool = get_tool(name)
             if tool is not None:
@@ -561,6 +606,8 @@ class WorkerRuntime:
                         slow.cancel()
                 if outcome.error is not None:
                     status = ToolStepStatus.FAILED
+                elif name == HANDOFF_TOOL and isinstance(entry["arguments"], dict):
+                    self._handoffs[run_id] = str(entry["arguments"].get("to", ""))
             await call_service(
                 services.run_tool_step_close,
                 run_id=run_id,

@@ -7,6 +7,7 @@ through `database_sync_to_async`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from functools import partial
@@ -20,6 +21,7 @@ from django.utils import timezone
 from agents.errors import AgentErrorCode
 from agents.models import (
     ACTIVE_RUN_STATUSES,
+    AgentConfig,
     Run,
     RunInput,
     RunInputStatus,
@@ -27,6 +29,7 @@ from agents.models import (
     RunToolStep,
     ToolStepStatus,
 )
+from agents.teams import HUMAN_SEAT
 from chat.models import Message, MessageRole, Thread
 from ops import metrics
 from realtime.errors import ErrorCode, ServiceError
@@ -40,6 +43,8 @@ from realtime.protocol import (
     ErrorContent,
     RunCompleteContent,
     StateCompleteFrame,
+    StatusFrame,
+    TeamStatus,
     error_frame,
 )
 
@@ -294,11 +299,19 @@ def run_finish(
     close_inputs: bool = True,
     close_tool_steps: bool = True,
     agent_name: str | None = None,
+    team_choice: str | None = None,
+    in_team: bool = True,
 ) -> Run | None:
     """Store the reply (partial text too) and the outcome, then tell the thread.
 
     `agent_name`: the run's agent, named in its frames (the worker knows it;
     without it, one query reads it).
+
+    In a thread that runs an agent team, the next turn's run is created and
+    dispatched here, in the same transaction (`_team_continue`);
+    `team_choice` is whom the turn chose to speak next (the selector's pick,
+    the handoff tool's target); `in_team` False (the worker: the thread ran
+    no team when the run started) skips reading the thread's team.
 
     A failed run always gets its message, empty or not, so the history keeps
     the failure and its reason. Questions the run left open are closed
@@ -357,8 +370,239 @@ def run_finish(
             ),
             run_ended=str(run.id),
         )
+        if in_team:
+            _team_continue(
+                run, agent_name=agent_name, status=status, text=text, choice=team_choice
+            )
         _dispatch_head(thread_id)
     return run
+
+
+# --- agent teams (agents/teams.py): each turn its own run -----------------------
+
+
+def _team_frame(
+    run, team, *, turn: int, speaker=None, ended=None, text: str, **extra
+) -> StatusFrame:
+    """A `status` `team` event: who has the floor now, or why the chain ended;
+    about `run` (the new turn's run, or the one the chain ended with)."""
+    return StatusFrame(
+        content=TeamStatus(
+            state="team",
+            policy=team.policy,
+            turn=turn,
+            max_turns=team.max_turns,
+            speaker=speaker,
+            ended=ended,
+            text=text,
+            **extra,
+        ),
+        thread_id=run.thread_id,
+        run_id=run.pk,
+        agent=speaker if speaker and speaker != HUMAN_SEAT else None,
+    )
+
+
+TEAM_END_TEXT = {
+    "max_turns": "The team stopped: it reached its limit of {max} turns.",
+    "termination": "The team finished: {agent} said {phrase!r}.",
+    "cancelled": "The team stopped: turn {turn} was cancelled.",
+    "failed": "The team stopped: turn {turn} ({agent}) failed.",
+    "no_speaker": "The team stopped: {agent} handed the floor to nobody{detail}.",
+    "human_timeout": "The team stopped: nobody took the human seat "
+    "within {timeout:g} s.",
+}
+
+
+def _team_end(run, team, *, turn: int, reason: str, agent: str = "", detail=""):
+    """Announce (after the commit) that the team's chain ended, and why."""
+    text = TEAM_END_TEXT[reason].format(
+        max=team.max_turns,
+        agent=agent,
+        phrase=team.termination,
+        turn=turn,
+        detail=detail,
+        timeout=team.human_timeout,
+    )
+    publish_on_commit(
+        run.thread_id, _team_frame(run, team, turn=turn, ended=reason, text=text)
+    )
+
+
+def team_turn_text(speaker: str, turn: int, team) -> str:
+    """The floor line of a turn, e.g. "beta has the floor (turn 2 of 6)"."""
+    if speaker == HUMAN_SEAT:
+        return f"The people's turn: write a message (turn {turn} of {team.max_turns})"
+    return f"{speaker} has the floor (turn {turn} of {team.max_turns})"
+
+
+def _team_continue(run: Run, *, agent_name: str, status, text: str, choice) -> None:
+    """After a team turn's run ended (inside run_finish's transaction, the
+    thread locked): queue the next turn's run for the next speaker and
+    announce it, or announce why the chain ends (turn limit, termination
+    phrase, cancel, failure, nobody chosen) or that the human seat has it."""
+    from agents.teams import (
+        next_in_rotation,
+        seat_named,
+        team_for_thread,
+        team_seats,
+        terminated,
+    )
+
+    if run.prompt_id is None:  # the thread was reset
+        return
+    team, names = team_for_thread(thread_id=run.thread_id)
+    if team is None:
+        return
+    turn = Run.objects.filter(prompt_id=run.prompt_id).count()
+    this = Run.objects.filter(pk=run.pk).values(
+        "requested_by_id", "budget_allowance", "cancel_requested", "created_at"
+    )[0]
+    reason, detail, speaker = None, "", None
+    if status == RunStatus.CANCELLED or this["cancel_requested"]:
+        reason = "cancelled"
+    elif status == RunStatus.FAILED:
+        reason = "failed"
+    elif terminated(team, text):
+        reason = "termination"
+    elif turn >= team.max_turns:
+        reason = "max_turns"
+    elif team.policy == "round_robin":
+        speaker = next_in_rotation(team, names, agent_name)
+    else:
+        speaker = seat_named(choice, team_seats(team, names))
+        if speaker is None:
+            reason = "no_speaker"
+            detail = f" (it named {choice!r})" if choice else ""
+    if reason is not None:
+        _team_end(run, team, turn=turn, reason=reason, agent=agent_name, detail=detail)
+        return
+    if speaker == HUMAN_SEAT:
+        until = timezone.now() + timedelta(seconds=team.human_timeout)
+        publish_on_commit(
+            run.thread_id,
+            _team_frame(
+                run,
+                team,
+                turn=turn + 1,
+                speaker=HUMAN_SEAT,
+                text=team_turn_text(HUMAN_SEAT, turn + 1, team),
+                waiting_until=until.isoformat().replace("+00:00", "Z"),
+            ),
+        )
+        after_commit(
+            partial(_human_seat_timer, run.thread_id, run.pk, team.human_timeout)
+        )
+        return
+    agent = AgentConfig.objects.filter(name=speaker).first()
+    if agent is None or not agent.enabled:
+        _team_end(
+            run,
+            team,
+            turn=turn,
+            reason="no_speaker",
+            agent=agent_name,
+            detail=f" ({speaker} is disabled)",
+        )
+        return
+    following = Run.objects.create(
+        thread_id=run.thread_id,
+        agent=agent,
+        requested_by_id=this["requested_by_id"],
+        prompt_id=run.prompt_id,
+        status=RunStatus.QUEUED,
+        agent_version=agent.version,
+        budget_allowance=this["budget_allowance"],
+    )
+    # The chain goes on before messages queued meanwhile: its turn sorts right
+    # after the one that ended (the thread's queue reads `created_at`).
+    following.created_at = this["created_at"] + timedelta(microseconds=1)
+    Run.objects.filter(pk=following.pk).update(created_at=following.created_at)
+    publish_on_commit(
+        run.thread_id, run_status_frame(following, state="queued", position=0)
+    )
+    publish_on_commit(
+        run.thread_id,
+        _team_frame(
+            following,
+            team,
+            turn=turn + 1,
+            speaker=agent.name,
+            text=team_turn_text(agent.name, turn + 1, team),
+        ),
+    )
+
+
+def team_announce_first_turn(run: Run, team) -> None:
+    """Announce the first turn of a team's chain (a message started it)."""
+    publish_on_commit(
+        run.thread_id,
+        _team_frame(
+            run,
+            team,
+            turn=1,
+            speaker=run.agent.name,
+            text=team_turn_text(run.agent.name, 1, team),
+        ),
+    )
+
+
+def _team_end_for_cancelled_turn(run: Run) -> None:
+    """A queued team turn was cancelled before it ran: the chain ends there."""
+    from agents.teams import team_for_thread
+
+    team, _names = team_for_thread(thread_id=run.thread_id)
+    if team is None or run.prompt_id is None:
+        return
+    turn = Run.objects.filter(
+        prompt_id=run.prompt_id, created_at__lte=run.created_at
+    ).count()
+    _team_end(run, team, turn=turn, reason="cancelled")
+
+
+# Timers of human seats waiting in this process (kept: tasks are weakly held).
+_human_seat_timers: set = set()
+
+
+async def _human_seat_timer(thread_id, run_id, seconds: float) -> None:
+    """Start the wait of a human seat; past it, `team_human_seat_expire`. A
+    process that dies meanwhile loses the timer: the chain then ends silently
+    (the next message starts a new one either way)."""
+    from realtime.events import call_service
+
+    async def expire_later() -> None:
+        await asyncio.sleep(seconds)
+        await call_service(team_human_seat_expire, thread_id=thread_id, run_id=run_id)
+
+    task = asyncio.get_running_loop().create_task(expire_later())
+    _human_seat_timers.add(task)
+    task.add_done_callback(_human_seat_timers.discard)
+
+
+def team_human_seat_expire(*, thread_id, run_id) -> bool:
+    """End a chain whose human seat nobody took in time: no user message since
+    the turn `run_id` ended and no run going. True when it ended it."""
+    from agents.teams import team_for_thread
+
+    with transaction.atomic():
+        Thread.objects.select_for_update().filter(pk=thread_id).first()
+        ended = Run.objects.filter(pk=run_id).first()
+        if ended is None or ended.finished_at is None or ended.prompt_id is None:
+            return False
+        answered = Message.objects.filter(
+            thread_id=thread_id,
+            role=MessageRole.USER,
+            created_at__gte=ended.finished_at,
+        ).exists()
+        going = Run.objects.filter(
+            thread_id=thread_id, status__in=ACTIVE_RUN_STATUSES
+        ).exists()
+        team, _names = team_for_thread(thread_id=thread_id)
+        if answered or going or team is None:
+            return False
+        turn = Run.objects.filter(prompt_id=ended.prompt_id).count()
+        _team_end(ended, team, turn=turn + 1, reason="human_timeout")
+        return True
 
 
 # The finishing UPDATE: it ends a run only while it is active (the sweeper or a
@@ -409,6 +653,7 @@ def run_cancel(*, run: Run, reason: str = "") -> Run:
                 _complete_frame(run, text="", message=None, chunks=0),
                 run_ended=str(run.id),
             )
+            _team_end_for_cancelled_turn(run)
             # It may have been its thread's next run: the one behind it goes
             # now (in a transaction of its own, under the thread's lock).
             transaction.on_commit(partial(run_dispatch_next, thread_id=run.thread_id))

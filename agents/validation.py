@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agents.models import OVERRIDABLE_FIELDS, PROVIDER_CHOICES, BusyPolicy
+from agents.teams import team_config_problem
 
 PROVIDER_NAMES = {name for name, _ in PROVIDER_CHOICES}
 ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -267,7 +268,11 @@ def thread_config_errors(agent, overrides: Any) -> dict[str, str]:
         return {"config": "Overrides must be a JSON object."}
     errors = {}
     for key, value in overrides.items():
-        if key in DELIVERY_SETTINGS:
+        if key == "team":  # the thread's agent team (agents/teams.py), any agent's
+            problem = team_config_problem(value)
+            if problem:
+                errors[key] = problem
+        elif key in DELIVERY_SETTINGS:
             allowed = DELIVERY_SETTINGS[key]
             if isinstance(value, bool) != isinstance(allowed[0], bool) or (
                 value not in allowed

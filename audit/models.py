@@ -26,8 +26,8 @@ class AuditAction(models.TextChoices):
     LOGIN_FAILED = "auth.login_failed", "Failed login"
     LOGOUT = "auth.logout", "Logout"
     USER_UPDATE = "user.update", "Staff, superuser or active flag changed"
-    # Not recorded yet: named for the features that will record them
-    # (tool approvals, invite links, single sign-on).
+    # Named for the features that record them (tool approvals, invite links;
+    # single sign-on: sso/views.py records SSO_REFUSED).
     TOOL_APPROVE = "tool.approve", "Tool call approved"
     TOOL_DENY = "tool.deny", "Tool call denied"
     INVITE_CREATE = "invite.create", "Invite link created"

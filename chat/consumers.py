@@ -29,6 +29,7 @@ from chat.models import Role
 from chat.permissions import can_read, can_write
 from chat.selectors import message_content
 from ops import metrics
+from ops.logs import log_context_start
 from realtime import errors as close_codes
 from realtime.errors import ErrorCode, ServiceError
 from realtime.eventlog import Event, EventCursor, get_event_log
@@ -141,6 +142,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.thread_id = str(self.thread.id)
         self.user = user = self.scope["user"] = access.user
         self.user_id, self.token_key = user.pk, token_key
+        log_context_start(
+            request_id=self.connection_id, thread_id=self.thread_id, user_id=user.pk
+        )
         log = get_event_log()
         self.presence_member = presence_member(self.connection_id, user, self.role)
         try:

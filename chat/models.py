@@ -34,6 +34,12 @@ class Thread(models.Model):
     def __str__(self) -> str:
         return self.title or str(self.id)
 
+    @property
+    def display_title(self) -> str:
+        """What pages head the thread with: its title, else its agent's name
+        (a thread takes a title from its first message, chat/services.py)."""
+        return self.title or f"Chat with {self.agent.name}"
+
 
 class ThreadAgent(models.Model):
     """An agent of a thread besides its default one (`Thread.agent`), in order.

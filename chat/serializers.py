@@ -161,7 +161,10 @@ class ThreadUpdateSerializer(serializers.Serializer):
         help_text=AGENTS_HELP + " Replaces the list; agents added later see "
         "the thread's history as their config allows (`persistent`).",
     )
-    config = serializers.DictField(child=serializers.JSONField(), required=False)
+    # A null value turns a setting off (`{"team": null}`).
+    config = serializers.DictField(
+        child=serializers.JSONField(allow_null=True), required=False
+    )
 
 
 # --- Members ------------------------------------------------------------------

@@ -23,10 +23,12 @@ from agents.services import (
     run_cancel,
     run_dispatch,
     run_input_submit,
+    team_announce_first_turn,
 )
+from agents.teams import first_speaker, team_names_problem, team_of
 from agents.validation import thread_config_errors
 from audit.services import audit_run_cancel
-from chat.mentions import message_mentions
+from chat.mentions import message_mentions, prompt_text
 from chat.models import (
     Message,
     MessageRole,
@@ -134,6 +136,8 @@ def thread_create(
     errors = thread_config_errors(agents[0], overrides)
     if errors:
         raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
+    if overrides.get("team") is not None:
+        _check_team_names(overrides["team"], agents)
     with transaction.atomic():
         thread = Thread.objects.create(
             owner=owner, agent=agents[0], title=title[:200], config=overrides
@@ -197,6 +201,8 @@ def thread_update(
             require_role(role, can_manage, action="rename this thread")
         if config is not None:
             require_role(role, can_write, action="change this thread's config")
+            if "team" in config:  # the owner's choice (agents/teams.py)
+                require_role(role, can_manage, action="change this thread's team")
         if agent_names is not None:
             require_role(role, can_manage, action="change this thread's agents")
         thread.title, thread.config, thread.agent = (
@@ -239,6 +245,8 @@ def thread_update(
             errors = thread_config_errors(thread.agent, config)
             if errors:
                 raise ServiceError(ErrorCode.INVALID_CONFIG, _describe(errors))
+            if config.get("team") is not None:
+                _check_team_names(config["team"], thread_agents(thread=stored))
             thread.config = {**thread.config, **config}
             if "config" not in fields:
                 fields.append("config")
@@ -256,6 +264,29 @@ def thread_update(
             ]
         publish_on_commit(thread.id, StatusFrame(content=content, thread_id=thread.id))
     return thread
+
+
+def _check_team_names(team, agents) -> None:
+    """Refuse a team whose seats or selector name no agent of the thread."""
+    problem = team_names_problem(team, [agent.name for agent in agents])
+    if problem:
+        raise ServiceError(ErrorCode.INVALID_CONFIG, f"team: {problem}")
+
+
+def _team_opening(thread: Thread, team, text: str, addressed: list, others) -> list:
+    """The one agent a message to a team thread starts the chain with: the
+    first it names, else the team's first speaker (the seat after the human
+    seat, or the first seat; agents/teams.py)."""
+    names, _text = message_mentions(text)
+    if names:
+        return addressed[:1]
+    present = {agent.name: agent for agent in (thread.agent, *others)}
+    agent = present[first_speaker(team, list(present))]
+    if not agent.enabled:
+        raise ServiceError(
+            AgentErrorCode.AGENT_DISABLED, f"The agent {agent.name!r} is disabled."
+        )
+    return [agent]
 
 
 def _overrides_allowed(agent: AgentConfig, config: dict) -> dict:
@@ -492,6 +523,10 @@ def _addressed_agents(thread: Thread, text: str, others: list) -> list:
     return chosen
 
 
+def _runs_team(thread: Thread | None) -> bool:
+    return thread is not None and team_of(thread.config) is not None
+
+
 def _keep_mention_order(placed) -> None:
     """Runs of one message run in mention order, which the thread's queue
     reads from `created_at`: two runs stamped the same microsecond (a fast
@@ -530,6 +565,7 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
             str(requests[i].thread_id)
             for i in admitted
             if requests[i].text.lstrip().startswith("@")
+            or _runs_team(threads.get(str(requests[i].thread_id)))
         }
     )
     deployment_limit = settings.PARLEY_MAX_ACTIVE_RUNS
@@ -573,6 +609,11 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
             addressed = _addressed_agents(
                 thread, request.text, seats.get(thread_id, [])
             )
+            team = team_of(thread.config)
+            if team is not None:  # one agent opens the team's chain
+                addressed = _team_opening(
+                    thread, team, request.text, addressed, seats.get(thread_id, [])
+                )
             ahead = in_thread[thread_id]
             if ahead and any(
                 agent.busy_policy == BusyPolicy.REJECT for agent in addressed
@@ -649,6 +690,7 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
     Thread.objects.filter(pk__in={str(run.thread_id) for run in runs}).update(
         updated_at=timezone.now()
     )
+    _title_untitled_threads(threads=threads, placed=placed)
     # Every event first (they go out together), then the dispatches (together
     # too, after the events that announce their runs).
     for index, run, message, ahead in placed:
@@ -666,6 +708,9 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
                 run.thread_id,
                 run_status_frame(started, state="queued", position=ahead + place),
             )
+        team = team_of(run.thread.config)
+        if team is not None and not ahead:
+            team_announce_first_turn(run, team)
     for index, run, _message, ahead in placed:
         if not ahead:
             run_dispatch(run=run)  # the others follow it (run_finish)
@@ -677,6 +722,60 @@ def _admit(requests, admitted: list[int], outcomes: list) -> None:
             ).exclude(pk__in=[started.pk for started in run.runs]):
                 run_cancel(run=other)
         outcomes[index] = run
+
+
+# A title taken from a first message: its opening words, up to this long.
+TITLE_FROM_MESSAGE_CHARS = 60
+
+
+def thread_title_from_text(text: str) -> str:
+    """A thread title made of a message's opening words: leading mentions
+    left out, whitespace made single spaces, cut at a word with "…" when
+    longer than TITLE_FROM_MESSAGE_CHARS."""
+    words = " ".join(prompt_text(text).split())
+    if len(words) <= TITLE_FROM_MESSAGE_CHARS:
+        return words
+    cut = words[: TITLE_FROM_MESSAGE_CHARS - 1]
+    if " " in cut[TITLE_FROM_MESSAGE_CHARS // 2 :]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+def _title_untitled_threads(*, threads: dict, placed) -> None:
+    """An untitled thread is named after its first message (inside
+    `_admit`'s transaction; open pages see it as `thread_updated`)."""
+    first: dict[str, Message] = {}
+    posted = []
+    for _index, _run, message, _ahead in placed:
+        thread_id = str(message.thread_id)
+        if not threads[thread_id].title:
+            first.setdefault(thread_id, message)
+            posted.append(message.pk)
+    if not first:
+        return
+    # A thread renamed to "" by its owner keeps its title empty: only a
+    # thread without earlier messages takes one.
+    talked = {
+        str(thread_id)
+        for thread_id in Message.objects.filter(thread_id__in=list(first))
+        .exclude(pk__in=posted)
+        .values_list("thread_id", flat=True)
+        .distinct()
+    }
+    for thread_id, message in first.items():
+        title = thread_title_from_text(message.text)
+        if thread_id in talked or not title:
+            continue
+        thread = threads[thread_id]
+        thread.title = title
+        Thread.objects.filter(pk=thread_id, title="").update(title=title)
+        content = {
+            "state": "thread_updated",
+            "title": title,
+            "config": thread.config,
+            "agent": thread.agent.name,
+        }
+        publish_on_commit(thread.pk, StatusFrame(content=content, thread_id=thread.pk))
 
 
 def _run_of_thread(*, thread_id, run_id) -> Run:

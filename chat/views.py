@@ -83,7 +83,7 @@ def _thread_summaries(user) -> list[dict]:
         summaries.append(
             {
                 "id": str(thread.id),
-                "title": thread.title or "Untitled chat",
+                "title": thread.display_title,
                 "agent": thread.agent.name,
                 "owner": thread.owner.username,
                 "updated_at": thread.updated_at.isoformat().replace("+00:00", "Z"),
@@ -207,7 +207,35 @@ SETTINGS_ACTIONS = (
     "unshare",
     "reset",
     "delete",
+    "team",
 )
+
+
+def _team_from_form(form) -> dict | None:
+    """The `team` thread setting the Settings page's team form describes
+    (agents/teams.py; checked by the service): None for "no team"."""
+    policy = form.get("policy", "")
+    if not policy:
+        return None
+    team: dict = {"policy": policy}
+    for field, kind in (("max_turns", int), ("human_timeout", float)):
+        value = form.get(field, "").strip()
+        if value:
+            try:
+                team[field] = kind(value)
+            except ValueError:
+                raise ServiceError(
+                    ErrorCode.VALIDATION_ERROR, f"{field}: a number."
+                ) from None
+    termination = form.get("termination", "").strip()
+    if termination:
+        team["termination"] = termination
+    seats = [seat.strip() for seat in form.get("seats", "").split(",") if seat.strip()]
+    if seats:
+        team["seats"] = seats
+    if form.get("selector"):
+        team["selector"] = form["selector"]
+    return team
 
 
 def _agents_after(action: str, names: list[str], name: str) -> list[str]:
@@ -294,12 +322,23 @@ def thread_settings(request, thread_id):
                     actor=request.user, thread=thread, username=username
                 )
                 messages.success(request, f"{username} no longer has access.")
+            elif action == "team":
+                team = _team_from_form(request.POST)
+                services.thread_update(
+                    actor=request.user, thread=thread, config={"team": team}
+                )
+                messages.success(
+                    request,
+                    f"The agents now work as a {team['policy'].replace('_', ' ')} team."
+                    if team
+                    else "The agents no longer work as a team.",
+                )
             elif action == "reset":
                 services.thread_reset(actor=request.user, thread=thread)
                 messages.success(request, "The chat was reset: its messages are gone.")
                 return redirect("thread-detail", thread_id=thread.id)
             elif action == "delete":
-                title = str(thread)
+                title = thread.display_title
                 services.thread_delete(actor=request.user, thread=thread)
                 messages.success(request, f"The chat “{title}” was deleted.")
                 return redirect("thread-list")
@@ -320,6 +359,7 @@ def thread_settings(request, thread_id):
             "members": members,
             "agents": agents,
             "addable_agents": addable.order_by("name"),
+            "team": (thread.config or {}).get("team") or {},
         },
     )
 

@@ -1,7 +1,11 @@
 """REST API routes, mounted under /api/ (docs/api.md describes them)."""
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 from rest_framework.routers import SimpleRouter
 
 from agents.api import AgentConfigViewSet, RunViewSet, StreamListView
@@ -22,6 +26,14 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"
+    ),
+    path(
+        "redoc/",
+        # templates/api/redoc.html: Redoc without its web-font links.
+        SpectacularRedocView.as_view(
+            url_name="api-schema", template_name="api/redoc.html"
+        ),
+        name="api-redoc",
     ),
     # --- Server-Sent Events (chat/sse.py, built by the lead) -------------------
     path("runs/<str:run_id>/stream/", sse.run_stream, name="api-run-stream"),

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc files, served as static
 ]
 
 MIDDLEWARE = [
@@ -264,6 +265,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Manage agents, threads, members and runs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ and /api/redoc/ load their JS and CSS from this project's
+    # static files (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No online-validator badge, which Swagger UI would fetch from another host.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     # Two choice sets share the field name "role": name them.
     "ENUM_NAME_OVERRIDES": {
@@ -396,10 +404,104 @@ if PARLEY_DEFAULT_MONTHLY_TOKEN_BUDGET < 0 or not (
     )
 PARLEY_DEFAULT_BUDGET_HARD = env_bool("PARLEY_DEFAULT_BUDGET_HARD", False)
 
+# --- Single sign-on: OpenID Connect (sso/, mozilla-django-oidc) -------------
+# Off unless OIDC_ISSUER is set; password login stays. docs/deploy.md, "Single
+# sign-on", has the settings and an example.
+INSTALLED_APPS += ["sso"]  # always: its identities table exists in every mode
+OIDC_ISSUER = env_str("OIDC_ISSUER").strip()
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on").strip()
+# A value of the groups claim that makes a user staff (every login); unset:
+# single sign-on never changes is_staff.
+OIDC_STAFF_GROUP = env_str("OIDC_STAFF_GROUP").strip()
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups").strip() or "groups"
+if OIDC_ENABLED:
+    _oidc_missing = [
+        name
+        for name in (
+            "OIDC_CLIENT_ID",
+            "OIDC_CLIENT_SECRET",
+            "OIDC_AUTHORIZATION_ENDPOINT",
+            "OIDC_TOKEN_ENDPOINT",
+            "OIDC_USERINFO_ENDPOINT",
+            "OIDC_JWKS_ENDPOINT",
+        )
+        if not env_str(name).strip()
+    ]
+    if _oidc_missing:
+        raise ImproperlyConfigured(
+            f"OIDC_ISSUER is set, so these must be too: {', '.join(_oidc_missing)}."
+        )
+    # mozilla-django-oidc's own names.
+    OIDC_RP_CLIENT_ID = env_str("OIDC_CLIENT_ID").strip()
+    OIDC_RP_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET").strip()
+    OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_AUTHORIZATION_ENDPOINT").strip()
+    OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_TOKEN_ENDPOINT").strip()
+    OIDC_OP_USER_ENDPOINT = env_str("OIDC_USERINFO_ENDPOINT").strip()
+    OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_JWKS_ENDPOINT").strip()
+    OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGO", "RS256")
+    OIDC_RP_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+    OIDC_USE_PKCE = True
+    OIDC_TIMEOUT = env_float("OIDC_TIMEOUT_SECONDS", 10.0)
+    # client_secret_basic when 1; else the id and secret go in the POST body.
+    OIDC_TOKEN_USE_BASIC_AUTH = env_bool("OIDC_TOKEN_USE_BASIC_AUTH", False)
+    OIDC_CALLBACK_CLASS = "sso.views.OidcCallbackView"
+    LOGIN_REDIRECT_URL_FAILURE = LOGIN_URL
+    AUTHENTICATION_BACKENDS = [
+        "django.contrib.auth.backends.ModelBackend",
+        "sso.backends.OidcBackend",
+    ]
+
+# --- Logs (ops/logs.py) -----------------------------------------------------
+# LOG_FORMAT=json: one JSON line per record with the request, thread, run and
+# user ids; the default stays the plain message. LOG_REQUESTS: one line per
+# HTTP request (method, path, status, ms); on by default with json.
+LOG_FORMAT = env_str("LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
+LOG_REQUESTS = env_bool("LOG_REQUESTS", LOG_FORMAT == "json")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+_QUIET_LOG_LEVEL = "INFO" if LOG_LEVEL in ("DEBUG", "NOTSET") else LOG_LEVEL
+# After ProbeMiddleware: probes (every few seconds) are not logged.
+MIDDLEWARE.insert(1, "ops.middleware.LogContextMiddleware")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "filters": {"log_context": {"()": "ops.logs.LogContextFilter"}},
+    "formatters": {"json": {"()": "ops.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            **(
+                {"formatter": "json", "filters": ["log_context"]}
+                if LOG_FORMAT == "json"
+                else {}
+            ),
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # INFO lines: shown when LOG_LEVEL lets INFO through.
+        **({} if LOG_REQUESTS else {"parley.requests": {"level": "WARNING"}}),
+        # In json, even at LOG_LEVEL=DEBUG: these log request bodies (the
+        # prompt) and SQL parameters (message text) at DEBUG.
+        **(
+            {
+                name: {"level": _QUIET_LOG_LEVEL}
+                for name in (
+                    "openai",
+                    "anthropic",
+                    "httpx",
+                    "httpx2",
+                    "httpcore",
+                    "httpcore2",
+                    "mcp",
+                    "django.db.backends",
+                )
+            }
+            if LOG_FORMAT == "json"
+            else {}
+        ),
+    },
 }

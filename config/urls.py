@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/aisdk/", include(aisdk_urlpatterns)),  # AI SDK (compat/aisdk.py)
     path("api/", include("config.api_urls")),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("oidc/", include("sso.urls")),  # single sign-on, when configured
     path("", include("ops.urls")),  # /healthz, /readyz, /metrics
     path("", include("chat.web_urls")),
 ]

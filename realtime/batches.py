@@ -16,6 +16,7 @@ Used for user messages (chat/admission.py) and for the worker's run claims
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 
 from realtime.events import call_service
@@ -64,7 +65,11 @@ class ServiceBatches:
             batch, self.waiting = self.waiting[:size], self.waiting[size:]
             self.in_flight += 1
             self.in_flight_items += len(batch)
-            asyncio.get_running_loop().create_task(self._call(batch))
+            # A context of its own: the batch serves many callers, so it must not
+            # carry (in log lines) the ids of whichever one started it.
+            asyncio.get_running_loop().create_task(
+                self._call(batch), context=contextvars.Context()
+            )
 
     async def _call(self, batch: list[tuple[object, asyncio.Future]]) -> None:
         try:

@@ -570,6 +570,34 @@ class NoticeStatus(_Strict):
     level: Literal["info", "warning"] = "info"
 
 
+class TeamStatus(_Strict):
+    """Who has the floor in a thread's agent team (agents/teams.py): sent when
+    a turn is handed on (`speaker` an agent, `run_id` its turn's run; or
+    `human`: the people's turn, until `waiting_until`), and once when the
+    chain ends (`ended` says why; `speaker` null)."""
+
+    state: Literal["team"]
+    policy: Literal["round_robin", "selector", "handoff"]
+    turn: (
+        int  # the turn the speaker takes (1 = the message's first); at an end, the last
+    )
+    max_turns: int
+    speaker: str | None = None
+    ended: (
+        Literal[
+            "max_turns",
+            "termination",
+            "cancelled",
+            "failed",
+            "no_speaker",
+            "human_timeout",
+        ]
+        | None
+    ) = None
+    text: str  # the line a client shows, e.g. "beta has the floor (turn 2 of 6)"
+    waiting_until: str | None = None  # the human seat's deadline (ISO 8601 UTC)
+
+
 StatusContent = Annotated[
     ConnectedStatus
     | SnapshotStatus
@@ -582,7 +610,8 @@ StatusContent = Annotated[
     | ThreadUpdatedStatus
     | ResetStatus
     | DeletedStatus
-    | NoticeStatus,
+    | NoticeStatus
+    | TeamStatus,
     Field(discriminator="state"),
 ]
 

@@ -32,6 +32,7 @@ def pytest_collection_modifyitems(config, items):
         ):
             item.add_marker(pytest.mark.embedded_process)
 
+
 PASSWORD = "correct-horse-battery"
 
 

@@ -1,4 +1,5 @@
-"""The tools Parley ships: `calculate`, `clock` and `ask_thread`."""
+"""The tools Parley ships: `calculate`, `clock`, `ask_thread` and `handoff`
+(offered to the agents of a `handoff` team, agents/teams.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import ast
 import math
 import operator
 from datetime import UTC, datetime
+
+from channels.db import database_sync_to_async
 
 from agents.tools.registry import ToolContext, tool
 
@@ -128,3 +131,25 @@ async def ask_thread(question: str, context: ToolContext) -> str:
     if answer is None:
         return "Nobody answered in time."
     return answer
+
+
+@tool
+async def handoff(to: str, context: ToolContext) -> str:
+    """Pass the floor: name who speaks after your reply in this chat's team.
+
+    Args:
+        to: The name of the agent of the team who should speak next, or
+            "human" to hand the floor back to the people in the chat.
+    """
+    from agents.teams import seat_named, team_for_thread, team_seats
+
+    team, names = await database_sync_to_async(team_for_thread)(
+        thread_id=context.thread_id
+    )
+    if team is None or team.policy != "handoff":
+        raise ValueError("This chat runs no handoff team: there is no floor to pass.")
+    seats = team_seats(team, names)
+    chosen = seat_named(to, seats)
+    if chosen is None:
+        raise ValueError(f"No seat named {to!r}; the team's seats: {', '.join(seats)}.")
+    return f"The floor goes to {chosen} once you finish this reply."

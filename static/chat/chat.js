@@ -42,6 +42,7 @@
     title: document.getElementById("thread-title"),
     agentsLabel: document.getElementById("agents-label"),
     mentions: document.getElementById("mention-list"),
+    floor: document.getElementById("team-floor"),
   };
 
   var BACKOFF_MIN_MS = 500;
@@ -242,6 +243,7 @@
     el.connection.dataset.state = name;
     el.connectionLabel.textContent = label || labels[name];
     updateComposer();
+    state.runs.forEach(showRunState);
   }
 
   function updateComposer() {
@@ -458,6 +460,10 @@
       case "snapshot":
       case "resynced":
         applySnapshot(content);
+        floorFromSnapshot(content);
+        break;
+      case "team":
+        onTeamStatus(frame, content);
         break;
       case "queued":
       case "running":
@@ -465,6 +471,7 @@
         if (frame.run_id || content.run_id) {
           var run = ensureRun(frame.run_id || content.run_id, frame.agent);
           if (!FINAL[run.status]) setRunStatus(run, content.state, content);
+          if (content.state === "running") floorOnRunning(frame);
         } else if (content.state === "queued" && state.pendingSends.has(frame.request_id)) {
           // A burst: our message waits to be stored behind `position` others.
           showQueuedNotice(frame.request_id, content.position);
@@ -472,6 +479,7 @@
         break;
       case "thread_updated":
         if (content.config) state.streamFormat = content.config.stream_format || "markdown";
+        if (content.config) teamFromConfig(content.config.team);
         if (typeof content.agent === "string") agentName = content.agent;
         if (Array.isArray(content.agents) && content.agents.length) {
           state.agents = content.agents;
@@ -482,8 +490,9 @@
         repaintAvatars();
         updateComposer();
         if (typeof content.title === "string") {
-          var title = content.title || "Untitled chat";
+          var title = content.title || "Chat with " + agentName;
           el.title.textContent = title;
+          el.title.title = title; // shown whole on hover when cut short
           document.title = title + " · Parley";
         }
         break;
@@ -529,7 +538,7 @@
     }
     if (content.role === "assistant") {
       var run = ensureRun(content.run_id || "message:" + content.id, content.agent);
-      finishRun(run, { text: content.text, status: content.status || "completed", error: content.error, messageId: content.id });
+      finishRun(run, { text: content.text, status: content.status || "completed", error: content.error, messageId: content.id, createdAt: content.created_at });
       showAskedInputs(run, content.inputs);
       showToolSteps(run, content.tool_steps);
       return;
@@ -723,6 +732,7 @@
       error: content.error,
       messageId: content.message_id,
       chunks: content.chunks,
+      createdAt: frame.timestamp,
     });
   }
 
@@ -737,7 +747,10 @@
     var message = content.message || "Something went wrong.";
     if (frame.run_id) {
       var run = ensureRun(frame.run_id, frame.agent);
+      // Shown once, in the reply it is about; role=alert announces it there.
+      run.error.setAttribute("role", "alert");
       setRunError(run, message);
+      if (!frame.request_id) return;
     }
     if (frame.request_id && state.pendingSends.has(frame.request_id)) {
       var text = state.pendingSends.get(frame.request_id).text;
@@ -768,7 +781,7 @@
     // Keep the HTML already rendered for complete replies, keyed by message id.
     el.list.querySelectorAll("li.msg-agent[data-message-id]").forEach(function (item) {
       var body = item.querySelector(".msg-body.markdown");
-      if (body) state.htmlCache.set(item.dataset.messageId, body.innerHTML);
+      if (body) state.htmlCache.set(item.dataset.messageId, renderedHtml(body));
     });
     var focused = document.activeElement;
     var focusedStep = focused && focused.classList.contains("tool-toggle")
@@ -777,7 +790,7 @@
     (content.messages || []).forEach(function (message) {
       if (message.role === "assistant") {
         var run = ensureRun(message.run_id || "message:" + message.id, message.agent);
-        finishRun(run, { text: message.text, status: message.status || "completed", error: message.error, messageId: message.id, quiet: true });
+        finishRun(run, { text: message.text, status: message.status || "completed", error: message.error, messageId: message.id, quiet: true, createdAt: message.created_at });
         // What the run asked the thread, and how each question ended.
         showAskedInputs(run, message.inputs);
         showToolSteps(run, message.tool_steps);
@@ -821,6 +834,7 @@
     meta.appendChild(make("span", "msg-author", author));
     item.appendChild(meta);
     item.appendChild(make("div", "msg-body plain", message.text));
+    setMessageTime(item, message.created_at);
     el.list.appendChild(item);
     state.messages.set(message.id, item);
     updateEmpty();
@@ -895,6 +909,7 @@
   }
 
   function setBadge(run, text, kind) {
+    run.baseBadge = { text: text, kind: kind }; // what showRunState falls back to
     run.badge.textContent = text || "";
     run.badge.className = "badge" + (kind ? " badge-" + kind : "");
     run.badge.hidden = !text;
@@ -913,6 +928,7 @@
     } else if (status === "cancelling") {
       setBadge(run, "stopping…", "cancelling");
     }
+    showRunState(run);
     updateComposer();
   }
 
@@ -963,6 +979,8 @@
       }
       if (run.text) queueRender(run);
     }
+    showReplyActions(run);
+    setMessageTime(run.item, result.createdAt);
     updateComposer();
   }
 
@@ -975,6 +993,8 @@
     run.body.classList.remove("plain", "streaming");
     run.body.classList.add("markdown");
     run.body.innerHTML = html; // sanitized by the server (chat/rendering.py)
+    serverHtml.set(run.body, html);
+    addCodeCopyButtons(run.body);
   }
 
   function queueRender(run) {
@@ -1014,6 +1034,177 @@
       .catch(function () {
         /* the plain text stays: readable and safe */
       });
+  }
+
+  // --- reading: copy buttons, code blocks, timestamps -----------------------
+  //
+  // A finished reply gets a Copy button (its Markdown source); each code block
+  // of rendered HTML gets a bar with its language and a Copy button (its
+  // text). The HTML the server sent is kept apart from these additions, so a
+  // snapshot redraw starts again from the server's HTML.
+
+  var COPIED_MS = 2000;
+  var serverHtml = new WeakMap(); // .msg-body -> the sanitized HTML shown in it
+
+  function renderedHtml(body) {
+    return serverHtml.has(body) ? serverHtml.get(body) : body.innerHTML;
+  }
+
+  function copyWithoutClipboardApi(text) {
+    // Pages served over plain http to another host have no navigator.clipboard.
+    var area = make("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    var copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch (error) {
+      copied = false;
+    }
+    document.body.removeChild(area);
+    return copied ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).catch(function () {
+        return copyWithoutClipboardApi(text);
+      });
+    }
+    return copyWithoutClipboardApi(text);
+  }
+
+  // A button that copies getText() and says "Copied" for a moment.
+  function makeCopyButton(label, getText) {
+    var button = make("button", "copy-button", "Copy");
+    button.type = "button";
+    button.setAttribute("aria-label", label);
+    var timer = null;
+    function reset() {
+      button.textContent = "Copy";
+      button.setAttribute("aria-label", label);
+      delete button.dataset.copied;
+    }
+    button.addEventListener("click", function () {
+      var text = getText();
+      copyText(text).then(function () {
+        state.lastCopied = text; // for tests and debugging (window.parleyChat)
+        button.textContent = "Copied";
+        button.setAttribute("aria-label", "Copied");
+        button.dataset.copied = "true";
+      }, function () {
+        button.textContent = "Copy failed";
+        button.setAttribute("aria-label", "Copy failed");
+      });
+      clearTimeout(timer);
+      timer = setTimeout(reset, COPIED_MS);
+    });
+    return button;
+  }
+
+  function showReplyActions(run) {
+    if (!run.text) {
+      if (run.actions) run.actions.hidden = true;
+      return;
+    }
+    if (!run.actions) {
+      run.actions = make("div", "msg-actions");
+      run.actions.appendChild(makeCopyButton("Copy reply", function () { return run.text; }));
+      run.item.insertBefore(run.actions, run.promptBox);
+    }
+    run.actions.hidden = false;
+  }
+
+  function addCodeCopyButtons(body) {
+    body.querySelectorAll("pre").forEach(function (pre) {
+      if (pre.parentNode.classList.contains("code-block")) return;
+      var code = pre.querySelector("code") || pre;
+      var match = /(?:^|\s)language-(\S+)/.exec(code.className || "");
+      var language = match ? match[1] : "";
+      var wrapper = make("div", "code-block");
+      var bar = make("div", "code-block-bar");
+      bar.appendChild(make("span", "code-language", language || "code"));
+      bar.appendChild(makeCopyButton(language ? "Copy " + language + " code" : "Copy code", function () {
+        return code.textContent.replace(/\n$/, "");
+      }));
+      pre.parentNode.insertBefore(wrapper, pre);
+      wrapper.appendChild(bar);
+      wrapper.appendChild(pre);
+    });
+  }
+
+  // A message's time: the server's timestamp, shown in the reader's locale
+  // and time zone (the time today, the date too before), the whole date on hover.
+  function localizeTime(time) {
+    var moment = new Date(time.getAttribute("datetime"));
+    if (isNaN(moment.getTime())) return;
+    var now = new Date();
+    var options = { hour: "2-digit", minute: "2-digit" };
+    if (moment.toDateString() !== now.toDateString()) {
+      options.month = "short";
+      options.day = "numeric";
+      if (moment.getFullYear() !== now.getFullYear()) options.year = "numeric";
+    }
+    time.textContent = moment.toLocaleString(undefined, options);
+    time.title = moment.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
+  }
+
+  function setMessageTime(item, timestamp) {
+    var meta = item.querySelector(".msg-meta");
+    if (!timestamp || !meta) return;
+    var time = meta.querySelector("time.msg-time");
+    if (!time) {
+      time = make("time", "msg-time");
+      meta.appendChild(time);
+    }
+    time.setAttribute("datetime", timestamp);
+    localizeTime(time);
+  }
+
+  // --- states: what a reply's badge says, Esc to stop, focus after Stop ------
+  //
+  // A run's badge says what it is doing ("queued", "thinking…", "writing…");
+  // over that it says "waiting for your answer" while one of its questions or
+  // approvals is open, and "offline" / "reconnecting" while the socket is down
+  // (the reply is not being written to this page then).
+
+  function showRunState(run) {
+    if (!ACTIVE[run.status]) return;
+    var text;
+    var kind;
+    if (!state.open) {
+      text = el.connection.dataset.state === "offline" ? "offline" : "reconnecting";
+      kind = "offline";
+    } else if (run.prompts.size) {
+      text = canWrite() ? "waiting for your answer" : "waiting for an answer";
+      kind = "waiting";
+    } else if (run.status === "running") {
+      text = run.text ? "writing…" : "thinking…";
+      kind = "running";
+    } else if (run.baseBadge) {
+      text = run.baseBadge.text;
+      kind = run.baseBadge.kind;
+    }
+    run.badge.textContent = text || "";
+    run.badge.className = "badge" + (kind ? " badge-" + kind : "");
+    run.badge.hidden = !text;
+  }
+
+  // Esc stops the reply being written, wherever the focus is on the page
+  // (unless something else used the key: the @ list closes first).
+  function stopOnEscape(event) {
+    if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
+    if (el.stop.hidden || el.stop.disabled) return;
+    event.preventDefault();
+    el.stop.click();
+  }
+
+  // After Stop (clicked, or Esc) the focus is in the composer, ready to write.
+  function keepComposerFocus() {
+    if (!el.input.disabled) el.input.focus();
   }
 
   // --- input requests --------------------------------------------------------
@@ -1089,6 +1280,7 @@
     if (run.prompts.has(request.input_id)) return;
     if (request.kind === "approval") {
       addApproval(run, request);
+      showRunState(run);
       return;
     }
     var form = make("form", "input-request");
@@ -1148,6 +1340,7 @@
     });
     run.prompts.set(request.input_id, form);
     run.promptBox.appendChild(form);
+    showRunState(run);
   }
 
   function closedPrompt(question, text, who) {
@@ -1197,6 +1390,7 @@
       run.prompts.forEach(function (value, key) {
         if (value === form) run.prompts.delete(key);
       });
+      showRunState(run);
     });
   }
 
@@ -1375,15 +1569,74 @@
     else el.form.dispatchEvent(new Event("submit", { cancelable: true }));
   });
 
+  // --- agent teams: who has the floor; Stop ends the whole chain -------------
+  // (docs/protocol.md, "Agent teams"). `status` `team` frames say who speaks
+  // and which turn; a turn's `running` status says it too (a chain opened
+  // behind other runs is announced by its first turn's `running`).
+  var team = {
+    policy: root.dataset.teamPolicy || "",
+    maxTurns: parseInt(root.dataset.teamMaxTurns, 10) || 6,
+    turns: new Map(), // run id -> its turn
+    active: false, // a chain is going: Stop ends all of it
+  };
+
+  function teamFromConfig(config) {
+    team.policy = config && config.policy ? config.policy : "";
+    team.maxTurns = (config && config.max_turns) || 6;
+    if (!team.policy) showFloor("", false);
+  }
+
+  function showFloor(text, ended) {
+    if (!el.floor) return;
+    el.floor.textContent = text;
+    el.floor.hidden = !text;
+    el.floor.dataset.ended = ended ? "true" : "false";
+  }
+
+  function onTeamStatus(frame, content) {
+    team.policy = content.policy;
+    team.maxTurns = content.max_turns;
+    if (content.ended) {
+      team.active = false;
+      showFloor(content.text, true);
+    } else {
+      team.active = content.speaker !== "human";
+      if (frame.run_id && team.active) team.turns.set(frame.run_id, content.turn);
+      showFloor(content.text, false);
+    }
+    if (el.floor) el.floor.dataset.speaker = content.speaker || "";
+  }
+
+  function floorOnRunning(frame) {
+    if (!team.policy || !frame.agent) return;
+    var turn = team.turns.get(frame.run_id) || 1;
+    team.active = true;
+    showFloor(frame.agent + " has the floor (turn " + turn + " of " + team.maxTurns + ")", false);
+    if (el.floor) el.floor.dataset.speaker = frame.agent;
+  }
+
+  function floorFromSnapshot(content) {
+    if (!team.policy) return;
+    var going = (content.runs || []).filter(function (run) { return run.status === "running"; });
+    if (going.length) floorOnRunning({ run_id: going[0].run_id, agent: going[0].agent });
+  }
+
   el.stop.addEventListener("click", function () {
     var running = null;
     state.runs.forEach(function (run) {
       if (run.status === "running") running = run;
     });
-    if (!sendFrame({ type: "cancel", content: running ? { run_id: running.id } : null })) {
+    // In a team, the thread's current turn, whichever it is by now: the
+    // chain ends with it (a run_id could name a turn that just ended).
+    var content = running ? { run_id: running.id } : null;
+    if (team.active) content = { reason: "Stopped the team" };
+    if (!sendFrame({ type: "cancel", content: content })) {
       showAlert("Not connected, so the reply could not be stopped. Try again in a moment.");
     }
   });
+
+  el.stop.addEventListener("click", keepComposerFocus);
+  document.addEventListener("keydown", stopOnEscape);
 
   // --- lifecycle -------------------------------------------------------------------
 
@@ -1400,8 +1653,9 @@
     setConnection("offline", "Offline — waiting for the network");
   });
 
-  // Start at the newest message, avatars painted.
+  // Start at the newest message, avatars painted, times in the reader's zone.
   repaintAvatars();
+  el.list.querySelectorAll("time.msg-time").forEach(localizeTime);
   scrollToBottom();
   updateComposer();
   connect();

@@ -74,7 +74,9 @@
     item.dataset.updatedAt = thread.updated_at;
     var link = item.querySelector(".thread-link");
     link.href = thread.url;
-    item.querySelector(".thread-title").textContent = thread.title;
+    var title = item.querySelector(".thread-title");
+    title.textContent = thread.title;
+    title.title = thread.title; // the whole title on hover when it is cut short
     item.querySelector(".thread-agent").textContent = thread.agent;
     var owner = item.querySelector(".thread-owner");
     if (owner) owner.textContent = thread.owner !== currentUser ? "shared by " + thread.owner : "";

@@ -184,12 +184,16 @@ def page_errors():
 
 @pytest.fixture
 def open_as(browser, server, page_errors):
-    """open_as(username, viewport=...) -> a logged-in page in its own browser context."""
+    """open_as(username, viewport=..., **context_options) -> a logged-in page in
+    its own browser context (options such as locale, timezone_id, color_scheme
+    or permissions go to Playwright's new_context)."""
     contexts = []
 
-    def open_page(username: str, *, viewport=None):
+    def open_page(username: str, *, viewport=None, **context_options):
         context = browser.new_context(
-            base_url=server, viewport=viewport or {"width": 1280, "height": 800}
+            base_url=server,
+            viewport=viewport or {"width": 1280, "height": 800},
+            **context_options,
         )
         context.set_default_timeout(10_000)
         contexts.append(context)

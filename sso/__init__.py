@@ -1,0 +1,1 @@
+"""Single sign-on: OpenID Connect login beside password login (mozilla-django-oidc)."""

@@ -1,0 +1,1 @@
+"""Single sign-on tests: services, and end to end against a real OpenID provider."""
