@@ -161,12 +161,12 @@ class WorkerRuntime:
         """Wait for a free slot and hold it for a run about to be submitted."""
         await self._slots.acquire()
 
-    def reserve_free_slots(self, wanted: int) -> int:
-        """Hold up to `wanted` more slots that are free now (no waiting); how
-        many were taken."""
+    async def reserve_free_slots(self, wanted: int) -> int:
+        """Hold up to `wanted` more slots that are free now; how many were
+        taken. (Acquiring a semaphore that is not locked does not wait.)"""
         taken = 0
         while taken < wanted and not self._slots.locked():
-            self._slots._value -= 1
+            await self._slots.acquire()
             taken += 1
         return taken
 

@@ -111,7 +111,7 @@ class AgentWorkerServer(Worker):
                     continue
                 # One slot is held; the batch's other runs take what is free
                 # now and the rest go back on the channel for other workers.
-                taken = 1 + runtime.reserve_free_slots(len(run_ids) - 1)
+                taken = 1 + await runtime.reserve_free_slots(len(run_ids) - 1)
                 if taken < len(run_ids):
                     await send_run_starts(run_ids[taken:])
                 queue = self.get_or_create_application_instance(
