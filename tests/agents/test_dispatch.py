@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from agents.models import AgentConfig
@@ -91,6 +91,12 @@ async def test_a_burst_posted_together_is_one_run_start_message(
 async def test_a_worker_takes_what_it_has_room_for_and_puts_the_rest_back(
     settings, users
 ):
+    if not isinstance(get_channel_layer(), InMemoryChannelLayer):
+        # A worker started inside a test leaves channels-redis receives that can
+        # outlive the test's event loop (its teardown then hangs); on Redis the
+        # batches are covered by real worker processes in
+        # tests/integration/test_burst.py.
+        pytest.skip("the in-memory layer only: see tests/integration/test_burst.py")
     settings.PARLEY_WORKER_CONCURRENCY = 2
     reset_runtime()
     owner = users[Role.OWNER]
@@ -123,4 +129,10 @@ async def test_a_worker_takes_what_it_has_room_for_and_puts_the_rest_back(
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await asyncio.gather(*runtime.tasks.values(), return_exceptions=True)
+        # As the `worker` fixture does: the runtime's background tasks (leases,
+        # sweep, control channel) hold channel-layer receives; cancelled and
+        # awaited here, they let go before this test's event loop closes.
+        for background in runtime._background:
+            background.cancel()
+        await asyncio.gather(*runtime._background, return_exceptions=True)
         reset_runtime()
