@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import pytest
 
 from tests.fakes import FakeOpenAIServer
 from tests.integration.conftest import DAPHNE, ROOT, Stack, free_port, wait_for_http
+from tests.node import node_with_packages
 
 KEY_ENV = "PARLEY_COMPAT_MODEL_KEY"
 KEY = "sk-parley-compat-0f1e2d3c4b5a6978"
@@ -267,20 +267,5 @@ class NodeClients:
 
 @pytest.fixture(scope="session")
 def node_clients() -> NodeClients:
-    """`npm ci` once (CI already ran it: .ci/run), then the scripts' runner.
-    Skips only when Node.js is not installed; a failing install fails."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js and npm are not installed: the npm clients cannot run")
-    installed = JS_DIR / "node_modules" / ".package-lock.json"
-    lock = JS_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stderr}"
-    return NodeClients(node=node)
+    """`npm ci` once, then the scripts' runner (tests/node.py)."""
+    return NodeClients(node=node_with_packages(JS_DIR, needed_for="the npm clients"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from tests.browser.conftest import (  # noqa: F401  (fixtures used by tests/sso)
     page_errors,
 )
 from tests.integration.conftest import DAPHNE, ROOT, free_port, wait_for_http
+from tests.node import node_with_packages
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 CLIENT_ID = "parley"
@@ -95,22 +95,8 @@ class Parley:
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """`npm ci` once (CI already ran it: .ci/run); skips only without Node.js."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js and npm are not installed: the OpenID provider cannot run")
-    installed = JS_DIR / "node_modules" / ".package-lock.json"
-    lock = JS_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stderr}"
-    return node
+    """`npm ci` once (tests/node.py); skips only without Node.js."""
+    return node_with_packages(JS_DIR, needed_for="the OpenID provider")
 
 
 @pytest.fixture(scope="session")
