@@ -335,6 +335,10 @@ PARLEY_GIL_SWITCH_INTERVAL_MS = env_float("PARLEY_GIL_SWITCH_INTERVAL_MS", 0.5)
 # The openai provider reads streams as plain JSON (agents/providers/openai_stream.py);
 # 0 = through the SDK's models (several times the worker CPU per token).
 PARLEY_OPENAI_FAST_STREAM = env_bool("PARLEY_OPENAI_FAST_STREAM", True)
+# The openai and anthropic SDKs stream over their aiohttp transport (the
+# `aiohttp` extra, agents/providers/http.py); 0 = their default httpx2 transport,
+# at more worker CPU per token.
+PARLEY_PROVIDER_AIOHTTP = env_bool("PARLEY_PROVIDER_AIOHTTP", True)
 # Garbage collection (config/process.py): what the process loaded at start-up is
 # frozen out of collections, and young objects are collected every
 # PARLEY_GC_THRESHOLD allocations (Python's default is 700). With the defaults a

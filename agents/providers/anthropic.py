@@ -86,6 +86,7 @@ from agents.providers.http import (
     error_message,
     is_http_url,
     resolve_api_key,
+    sdk_http_client,
     shared_client,
     status_failure,
     timeout_failure,
@@ -137,7 +138,11 @@ class AnthropicProvider(Provider):
             base_url = request.base_url or DEFAULT_BASE_URL
             client = shared_client(
                 ("anthropic", base_url, api_key),
-                lambda: anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url),
+                lambda: anthropic.AsyncAnthropic(
+                    api_key=api_key,
+                    base_url=base_url,
+                    http_client=sdk_http_client(anthropic),
+                ),
             ).with_options(timeout=request.timeout, max_retries=request.max_retries)
             if not request.stream:
                 message = await client.messages.create(**arguments, stream=False)

@@ -8,15 +8,30 @@ that may echo it. Which SDK exception means what stays in each provider's module
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from django.conf import settings
 
 from agents.errors import AgentErrorCode
 from agents.providers.base import ProviderError, ProviderRequest
+
+try:
+    import aiohttp
+
+    _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+        OSError,
+        aiohttp.ClientConnectionError,
+    )
+except ImportError:  # sdk_http_client says so
+    _CONNECTION_ERRORS = (OSError,)
+
+logger = logging.getLogger(__name__)
 
 # The SDKs refuse to start without some key; keyless local servers ignore it.
 PLACEHOLDER_KEY = "not-needed"
@@ -132,6 +147,24 @@ def connection_failure(*, responded: bool) -> ProviderError:
     )
 
 
+def failed_to_connect(error: BaseException) -> bool:
+    """Whether a connection error that is no timeout is among `error`'s causes.
+
+    The openai SDK's copy of httpx-aiohttp reports every aiohttp connection
+    error, a refused connect included, as a connect *timeout*: this tells the
+    two apart, so users hear "could not connect", not "try again later"."""
+    seen: set[int] = set()
+    cause = error.__cause__ or error.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, _CONNECTION_ERRORS) and not isinstance(
+            cause, TimeoutError
+        ):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def bad_response(message: str) -> ProviderError:
     return ProviderError(AgentErrorCode.PROVIDER_BAD_RESPONSE, message)
 
@@ -156,6 +189,35 @@ Client = TypeVar("Client")
 # Distinct (provider, endpoint, key) clients kept per event loop.
 MAX_SHARED_CLIENTS = 32
 _shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_closers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_closing: set[asyncio.Task] = set()
+_warned_no_aiohttp = False
+
+
+def sdk_http_client(sdk: Any) -> Any | None:
+    """The HTTP client to make an SDK client with: the SDK's own aiohttp transport
+    (`sdk.DefaultAioHttpClient`, its `aiohttp` extra), or None for the SDK's
+    default (httpx2) when PARLEY_PROVIDER_AIOHTTP is off or aiohttp is missing,
+    which is logged once as a warning.
+
+    With 150 replies streaming at once (bench/, the openai line), the default
+    transport cost the worker half as much CPU again per token, enough to hold
+    back the first token of a burst by more than a second; docs/deploy.md has
+    the figures."""
+    global _warned_no_aiohttp
+    if not settings.PARLEY_PROVIDER_AIOHTTP:
+        return None
+    try:
+        return sdk.DefaultAioHttpClient()
+    except (AttributeError, RuntimeError):  # an old SDK, or aiohttp not installed
+        if not _warned_no_aiohttp:
+            _warned_no_aiohttp = True
+            logger.warning(
+                "%s: no aiohttp transport (install aiohttp, see requirements.txt): "
+                "model replies stream through httpx2, at more worker CPU per token",
+                sdk.__name__,
+            )
+        return None
 
 
 def shared_client(key: tuple, make: Callable[[], Client]) -> Client:
@@ -166,12 +228,34 @@ def shared_client(key: tuple, make: Callable[[], Client]) -> Client:
     runs that cost more worker CPU than the replies' first tokens. Runs take
     per-run options with the SDK's `with_options`, which shares the HTTP client.
     """
-    clients: OrderedDict = _shared.setdefault(asyncio.get_running_loop(), OrderedDict())
+    loop = asyncio.get_running_loop()
+    clients: OrderedDict | None = _shared.get(loop)
+    if clients is None:
+        clients = _shared[loop] = OrderedDict()
+        _closers[loop] = loop.create_task(_close_at_loop_end(loop, clients))
     client = clients.get(key)
     if client is None or client.is_closed():
         client = clients[key] = make()
         while len(clients) > MAX_SHARED_CLIENTS:
-            clients.popitem(last=False)  # its connections close when collected
+            _, oldest = clients.popitem(last=False)
+            closing = loop.create_task(oldest.close())
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
     else:
         clients.move_to_end(key)
     return client
+
+
+async def _close_at_loop_end(loop: asyncio.AbstractEventLoop, clients: OrderedDict):
+    """Waits for the end of its event loop, then closes the loop's clients.
+
+    asyncio.run and asyncio.Runner (the worker, the tests) cancel the tasks left
+    when their loop ends; open aiohttp sessions would otherwise be reported as
+    unclosed when collected."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        _shared.pop(loop, None)
+        _closers.pop(loop, None)
+        for client in list(clients.values()):
+            await client.close()

@@ -80,8 +80,10 @@ from agents.providers.http import (
     bad_response,
     connection_failure,
     error_message,
+    failed_to_connect,
     is_http_url,
     resolve_api_key,
+    sdk_http_client,
     shared_client,
     status_failure,
     timeout_failure,
@@ -127,7 +129,11 @@ class OpenAIProvider(Provider):
             base_url = request.base_url or DEFAULT_BASE_URL
             client = shared_client(
                 ("openai", base_url, api_key),
-                lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url),
+                lambda: openai.AsyncOpenAI(
+                    api_key=api_key,
+                    base_url=base_url,
+                    http_client=sdk_http_client(openai),
+                ),
             ).with_options(timeout=request.timeout, max_retries=request.max_retries)
             if not request.stream:
                 completion = await client.chat.completions.create(
@@ -355,7 +361,9 @@ def _failure(error: Exception, *, responded: bool, api_key: str) -> ProviderErro
     """The user-facing ProviderError for an exception from the SDK or transport."""
     if isinstance(error, openai.APIStatusError):
         return status_failure(error.status_code, error.body, api_key=api_key)
-    if isinstance(error, openai.APITimeoutError | httpx2.TimeoutException):
+    if isinstance(
+        error, openai.APITimeoutError | httpx2.TimeoutException
+    ) and not failed_to_connect(error):
         return timeout_failure()
     if isinstance(error, openai.APIConnectionError | httpx2.TransportError):
         return connection_failure(responded=responded)

@@ -608,6 +608,15 @@ class TestOpenAIProvider(ProviderContract):
         }
 
 
+class TestOpenAIProviderOnHttpx(TestOpenAIProvider):
+    """The same contract on the SDK's default transport (PARLEY_PROVIDER_AIOHTTP=0,
+    or aiohttp missing)."""
+
+    @pytest.fixture(autouse=True)
+    def default_transport(self, settings) -> None:
+        settings.PARLEY_PROVIDER_AIOHTTP = False
+
+
 class TestAnthropicProvider(ProviderContract):
     @pytest.fixture
     def harness(
@@ -629,3 +638,11 @@ class TestAnthropicProvider(ProviderContract):
             ("user", "Hello?"),
             ("user", "Anyone?"),
         ]
+
+
+class TestAnthropicProviderOnHttpx(TestAnthropicProvider):
+    """The same contract on the SDK's default transport."""
+
+    @pytest.fixture(autouse=True)
+    def default_transport(self, settings) -> None:
+        settings.PARLEY_PROVIDER_AIOHTTP = False
