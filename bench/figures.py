@@ -5,7 +5,9 @@
 doubled tokens, delivered tokens/s, server CPU per 1,000 tokens and frames by
 role); ``judge`` adds the verdict of bench/criteria.py, which needs the system's
 light-load first response; ``summarize`` takes the median over a K's repeats and
-decides the K by ``criteria.repeats_pass``.
+decides the K by ``criteria.repeats_pass``. ``toolstep_summary`` puts the
+toolstep scenario's batches together: per run CPU and latencies of the tool
+agent against the plain one, and their ratios.
 """
 
 from __future__ import annotations
@@ -112,3 +114,101 @@ def summarize(points: list[dict]) -> dict:
         else criteria.failures(summary) or ["most repeats failed"]
     )
     return summary
+
+
+def percentile(sorted_values: list, q: float):
+    """Nearest-rank percentile (bench/loadgen.py's), None without values."""
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def median_or_none(batches: list[dict], key: str):
+    """The median over the batches of a per-batch figure."""
+    values = [b[key] for b in batches if b.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _toolstep_kind(batches: list[dict], ideal_ms: float) -> dict:
+    """One agent's batches pooled: CPU per run over all of its runs, latency
+    percentiles over all of its samples, the per-batch spread of worker CPU."""
+    measured = [b for b in batches if "error" not in b]
+    runs = sum(b["runs"] for b in measured)
+
+    def per_run(roles) -> float | None:
+        seconds = sum(b["cpu_seconds"].get(role, 0) for b in measured for role in roles)
+        return round(seconds * 1000 / runs, 3) if runs else None
+
+    complete = sorted(ms for b in measured for ms in b["complete_ms"])
+    tool = sorted(ms for b in measured for ms in b["tool_call_latency_ms"])
+    worker_by_batch = [
+        b["worker_cpu_ms_per_run"]
+        for b in measured
+        if b.get("worker_cpu_ms_per_run") is not None
+    ]
+    beyond = lambda ms: None if ms is None else round(ms - ideal_ms, 2)  # noqa: E731
+    return {
+        "batches": len(batches),
+        "failed_batches": sum(
+            1 for b in batches if "error" in b or not b["verdict"]["ok"]
+        ),
+        "runs": runs,
+        "right_runs": sum(b["verdict"]["right_runs"] or 0 for b in measured),
+        "worker_cpu_ms_per_run": per_run(("worker",)),
+        "worker_cpu_ms_per_run_spread": [min(worker_by_batch), max(worker_by_batch)]
+        if worker_by_batch
+        else None,
+        "server_cpu_ms_per_run": per_run(SERVER_ROLES),
+        "llm_cpu_ms_per_run": per_run(("llm",)),
+        # message -> first text: for the tool agent, after its tool step
+        "first_text_p50_ms": median_or_none(measured, "first_response_p50_ms"),
+        "first_model_request_ms": median_or_none(measured, "first_model_request_ms"),
+        "stamp_p50_ms": median_or_none(measured, "stamp_p50_ms"),
+        "stamp_p99_ms": median_or_none(measured, "stamp_p99_ms"),
+        "complete_samples": len(complete),
+        "complete_p50_ms": percentile(complete, 50),
+        "complete_p99_ms": percentile(complete, 99),
+        "beyond_ideal_p50_ms": beyond(percentile(complete, 50)),
+        "beyond_ideal_p99_ms": beyond(percentile(complete, 99)),
+        "tool_call_samples": len(tool),
+        "tool_call_latency_p50_ms": percentile(tool, 50),
+        "tool_call_latency_p99_ms": percentile(tool, 99),
+        "contended": sum(
+            1 for b in measured if (b.get("other_cpu_share") or 0) > CONTENDED_CORES
+        ),
+    }
+
+
+def toolstep_summary(toolstep: dict) -> dict:
+    """The toolstep scenario's figures: plain and tool runs side by side, the
+    ratios tools / plain of worker CPU per run and of the time beyond ideal
+    (message -> state_complete minus when the last word is due: (tokens - 1)
+    / rate), and what one tool step adds in each."""
+    ideal_ms = (toolstep["tokens_per_run"] - 1) * 1000 / toolstep["tokens_per_second"]
+    batches = toolstep.get("batches", [])
+    plain = _toolstep_kind([b for b in batches if b.get("kind") == "echo"], ideal_ms)
+    tools = _toolstep_kind([b for b in batches if b.get("kind") == "tools"], ideal_ms)
+
+    def ratio(key: str) -> float | None:
+        a, b = tools.get(key), plain.get(key)
+        return round(a / b, 2) if a is not None and b else None
+
+    def extra(key: str) -> float | None:
+        a, b = tools.get(key), plain.get(key)
+        return round(a - b, 2) if a is not None and b is not None else None
+
+    return {
+        "ideal_ms": ideal_ms,
+        "plain": plain,
+        "tools": tools,
+        "worker_cpu_ratio": ratio("worker_cpu_ms_per_run"),
+        "server_cpu_ratio": ratio("server_cpu_ms_per_run"),
+        "beyond_ideal_ratio": ratio("beyond_ideal_p50_ms"),
+        "worker_cpu_ms_per_tool_step": extra("worker_cpu_ms_per_run"),
+        "server_cpu_ms_per_tool_step": extra("server_cpu_ms_per_run"),
+        "beyond_ideal_ms_per_tool_step": extra("beyond_ideal_p50_ms"),
+        "all_right": bool(plain["batches"] and tools["batches"])
+        and not plain["failed_batches"]
+        and not tools["failed_batches"],
+    }

@@ -285,6 +285,7 @@ class StreamLoad:
         self.pending = 0
         self.all_done: asyncio.Future | None = None
         self.measure = True
+        self.wrong_runs: list[dict] = []
 
     def on_frame(self, sock: Socket, frame: dict, received: int) -> None:
         self.last_frame_ns = received
@@ -329,6 +330,8 @@ class StreamLoad:
                 )
         elif kind == "state_complete":
             if sock.thread is not None and sock.thread.get("sent_ns") and not sock.done:
+                if sock.role == "participant":
+                    self.on_complete(sock.thread, frame.get("content"), received)
                 sock.done = True
                 self.pending -= 1
                 if self.pending == 0 and self.all_done and not self.all_done.done():
@@ -337,6 +340,56 @@ class StreamLoad:
             self.error_count += 1
             if len(self.errors) < 5:
                 self.errors.append(frame.get("content"))
+
+    def on_complete(self, thread: dict, content, received: int) -> None:
+        """The run's end as its participant saw it: when, its status, and
+        whether its final text holds ``spec["expect_text"]`` (when given)."""
+        content = content if isinstance(content, dict) else {}
+        thread["complete_ns"] = received
+        thread["status"] = content.get("status")
+        expected = self.spec.get("expect_text")
+        thread["text_ok"] = expected is None or expected in str(
+            content.get("text") or ""
+        )
+        if thread["status"] != "completed" or not thread["text_ok"]:
+            if len(self.wrong_runs) < 5:
+                error = content.get("error") or {}
+                self.wrong_runs.append(
+                    {
+                        "status": thread["status"],
+                        "error": error.get("code") if isinstance(error, dict) else None,
+                        "text_tail": str(content.get("text") or "")[-80:],
+                    }
+                )
+
+    def completion_figures(self, threads: list[dict]) -> dict:
+        """Message sent -> the participant's state_complete, and how the runs
+        ended: completed with the expected text, or not (or never)."""
+        durations = sorted(
+            (t["complete_ns"] - t["sent_ns"]) / 1e6
+            for t in threads
+            if "complete_ns" in t
+        )
+        figures = {
+            "runs": len(threads),
+            "completed": sum(1 for t in threads if t.get("status") == "completed"),
+            "right_text": sum(
+                1 for t in threads if t.get("status") == "completed" and t["text_ok"]
+            ),
+            "never_completed": sum(1 for t in threads if "complete_ns" not in t),
+            "expect_text": self.spec.get("expect_text"),
+            "first_wrong": self.wrong_runs,
+            "complete_p50_ms": None
+            if not durations
+            else round(percentile(durations, 50), 2),
+            "complete_p99_ms": None
+            if not durations
+            else round(percentile(durations, 99), 2),
+        }
+        if self.spec.get("keep_completions"):
+            figures["complete_ms"] = [round(d, 2) for d in durations]
+            figures["sent_ns"] = sorted(t["sent_ns"] for t in threads)
+        return figures
 
     async def run(self) -> dict:
         loop = asyncio.get_running_loop()
@@ -450,6 +503,7 @@ class StreamLoad:
             },
             "error_frames": self.error_count,
             "first_errors": self.errors,
+            "completion": self.completion_figures(streamed),
         }
         await asyncio.sleep(0.2)
         return result

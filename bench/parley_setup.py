@@ -2,7 +2,7 @@
 
 Run inside Parley's environment: ``python -m bench.parley_setup PASSWORD USER...``
 (the first user is staff and owns the threads; with BENCH_FAKE_OPENAI_URL set, the
-`openai` agent bench-openai is seeded too). Uses only the ORM models the
+`openai` agents bench-openai and bench-openai-tools are seeded too). Uses only the ORM models the
 contract names (users, ``agents.models.AgentConfig``), so it survives refactors.
 """
 
@@ -41,6 +41,14 @@ if FAKE_OPENAI_URL:
         "model": "bench",
         "base_url": FAKE_OPENAI_URL,
         "extra_params": {"tokens_per_second": 50},
+    }
+    # The toolstep scenario: the same, offered `calculate`; the fake server asks
+    # for it once, then answers with its result. One tool step per reply (two
+    # allowed: a fake that kept asking would fail the run, visibly).
+    AGENTS["bench-openai-tools"] = {
+        **AGENTS["bench-openai"],
+        "tools": ["calculate"],
+        "max_tool_steps": 2,
     }
 
 

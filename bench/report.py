@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 
 from bench import criteria
-from bench.figures import CONTENDED_CORES, SERVER_ROLES
+from bench.figures import CONTENDED_CORES, SERVER_ROLES, toolstep_summary
 from bench.processes import log
 from bench.scenarios import LIGHT_K, QUIET_OTHER_CORES
 from bench.systems import LABELS, SYSTEMS
@@ -222,6 +222,7 @@ def report(results: dict) -> str:
     out += resume_section(results.get("resume"))
     out += scaleout_section(results)
     out += stall_section(results.get("stall"))
+    out += toolstep_section(results.get("toolstep"))
     if results["systems"].get("parley", {}).get("available"):
         out += goals_section(results)
     return "\n".join(out)
@@ -374,6 +375,129 @@ def stall_section(stall: dict | None) -> list[str]:
                 f"{fmt(r['latency'].get('p99_ms'), 1, ' ms')} | {fmt(r['busy']['observer_latency'].get('p99_ms'), 1, ' ms')} | "
                 f"{r.get('lost_tokens')} | {outcome if run_name == 'stalled' else '–'} |"
             )
+    out.append("")
+    return out
+
+
+def toolstep_section(toolstep: dict | None) -> list[str]:
+    """7. Tool steps: the tool agent's runs against the plain agent's."""
+    if not toolstep:
+        return []
+    # A run stopped mid-scenario has batches but no summary yet.
+    summary = toolstep.get("summary") or toolstep_summary(toolstep)
+    plain, tools = summary.get("plain") or {}, summary.get("tools") or {}
+    tokens = toolstep["tokens_per_run"]
+    out = [
+        "## 7. Tool steps",
+        "",
+        f"{LABELS[toolstep['system']]}: batches of {toolstep['runs_per_batch']} runs "
+        f"started over 1 s, one socket each, {tokens}-word replies at "
+        f"{toolstep['tokens_per_second']} words/s (ideal: the last word is due "
+        f"{fmt(summary.get('ideal_ms'), 0)} ms after the message). **tools** = "
+        "bench-openai-tools: the fake model streams a `calculate` call (6*7), the "
+        "worker runs it and asks again with its result, the reply ends with "
+        f"“= {toolstep['expect_text']}”; **plain** = bench-openai, no tools. The "
+        "batches alternate; figures are pooled over them. Worker CPU is the "
+        "worker process's (from /proc) over the batch; *beyond ideal* = message → "
+        "state_complete minus the ideal; *first text* is the median of the "
+        "batches' p50 (the tool agent's first text comes after its tool step); "
+        "*tool call → next request* is the fake "
+        "server's, from the end of its tool-call stream to the arrival of the "
+        "request carrying the result.",
+        "",
+        "| | runs right | worker CPU ms / run (batches) | server CPU ms / run | "
+        "message → first text p50 ms | message → complete p50 / p99 ms | "
+        "beyond ideal p50 / p99 ms | tool call → next request p50 / p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, k in (("plain", plain), ("tools", tools)):
+        if not k:
+            continue
+        spread = k.get("worker_cpu_ms_per_run_spread")
+        out.append(
+            f"| {label} | {k.get('right_runs')} / {k.get('runs')} | "
+            f"{with_spread(k.get('worker_cpu_ms_per_run'), spread, 2)} | "
+            f"{fmt(k.get('server_cpu_ms_per_run'), 2)} | "
+            f"{fmt(k.get('first_text_p50_ms'))} | "
+            f"{pair(k.get('complete_p50_ms'), k.get('complete_p99_ms'))} | "
+            f"{pair(k.get('beyond_ideal_p50_ms'), k.get('beyond_ideal_p99_ms'))} | "
+            + (
+                pair(
+                    k.get("tool_call_latency_p50_ms"),
+                    k.get("tool_call_latency_p99_ms"),
+                    2,
+                )
+                if k.get("tool_call_samples")
+                else "–"
+            )
+            + " |"
+        )
+    times = lambda v: "–" if v is None else f"{v:.2f}×"  # noqa: E731
+    plus = lambda v, d=2: "–" if v is None else f"{v:+.{d}f}"  # noqa: E731
+    if plain and tools:
+        out.append(
+            f"| tools / plain | – | {times(summary.get('worker_cpu_ratio'))} | "
+            f"{times(summary.get('server_cpu_ratio'))} | – | – | "
+            f"{times(summary.get('beyond_ideal_ratio'))} (p50) | – |"
+        )
+        out.append(
+            f"| one tool step adds | – | {plus(summary.get('worker_cpu_ms_per_tool_step'))} | "
+            f"{plus(summary.get('server_cpu_ms_per_tool_step'))} | – | – | "
+            f"{plus(summary.get('beyond_ideal_ms_per_tool_step'), 1)} (p50) | – |"
+        )
+    out += [
+        "",
+        f"**Ratio tools / plain: worker CPU per run "
+        f"{times(summary.get('worker_cpu_ratio'))}, end-to-end time beyond ideal "
+        f"{times(summary.get('beyond_ideal_ratio'))}** (p50).",
+        "",
+    ]
+    if tools:
+        out += [
+            "Where the tool runs' time goes (medians of the batches): message → "
+            "first model request "
+            f"{fmt(tools.get('first_model_request_ms'), 1, ' ms')} (median request "
+            "arrival at the fake − median message sent; not paired run by run), "
+            "tool call → next request "
+            f"{fmt(tools.get('tool_call_latency_p50_ms'), 1, ' ms')} (p50), a word "
+            "written by the fake → received by the load generator (stamp latency) "
+            f"p50 / p99 {pair(tools.get('stamp_p50_ms'), tools.get('stamp_p99_ms'))} "
+            f"ms (plain {pair(plain.get('stamp_p50_ms'), plain.get('stamp_p99_ms'))} ms).",
+            "",
+        ]
+    warm = toolstep.get("warm_up") or {}
+    if warm and not warm.get("ok", False):
+        out.append(f"- Warm-up (2 tool runs, not counted) failed: {warm}")
+    failures = [
+        f"- {'tools' if b.get('kind') == 'tools' else 'plain'} batch, repeat "
+        f"{b.get('rep', 0) + 1}: "
+        + (
+            f"error: {b['error']}"
+            if "error" in b
+            else "; ".join(b["verdict"]["problems"])
+            + (
+                f" (e.g. {b['completion']['first_wrong'][:2]})"
+                if b.get("completion", {}).get("first_wrong")
+                else ""
+            )
+        )
+        for b in toolstep.get("batches", [])
+        if "error" in b or not b["verdict"]["ok"]
+    ]
+    if failures:
+        out += ["**Failed batches** (their figures are still in the table):", *failures]
+    elif summary.get("all_right"):
+        out.append(
+            f"Every run completed with the right text (tools: “{toolstep['expect_text']}” "
+            "in the final text), no token lost or doubled, one tool call per tool run."
+        )
+    contended = (plain.get("contended") or 0) + (tools.get("contended") or 0)
+    if contended:
+        out.append(
+            f"{contended} of {plain.get('batches', 0) + tools.get('batches', 0)} "
+            f"batches were contended (> {CONTENDED_CORES} cores of other CPU): "
+            "their figures are pessimistic."
+        )
     out.append("")
     return out
 

@@ -14,6 +14,7 @@ figures and verdict) and bench/report.py (tables and plot).
     python -m bench.run              # full run (~20-25 min on 2 cores)
     python -m bench.run --quick      # smoke run (~4 min)
     python -m bench.run --scenarios capacity,resume --systems parley,ceiling
+    python -m bench.run --scenarios toolstep --systems parley-openai
 """
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ def parse_args(argv=None):
         "--stall-seconds",
         type=float,
         help="stall scenario length (default 16, quick 8)",
+    )
+    parser.add_argument(
+        "--toolstep-runs",
+        type=int,
+        default=50,
+        help="toolstep: runs per batch, started over a second (default 50)",
+    )
+    parser.add_argument(
+        "--toolstep-repeats",
+        type=int,
+        default=2,
+        help="toolstep: repeats of the plain and the tool batch (default 2)",
     )
     parser.add_argument(
         "--quiet-wait",

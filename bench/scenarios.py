@@ -12,7 +12,9 @@ scenarios of bench/README.md on the systems that started:
 - ``resume``: catch-up after missed events (Parley);
 - ``stall``: one observer of a busy thread stops reading;
 - ``connections``: idle sockets on one daphne;
-- ``scaleout``: the capacity sweep on two daphne and two workers.
+- ``scaleout``: the capacity sweep on two daphne and two workers;
+- ``toolstep``: the cost of a tool step on parley-openai, runs of an agent that
+  calls ``calculate`` once against runs of the same agent without tools.
 
 Before each point ``wait_quiet`` waits for the bench's own servers to go idle and
 for the rest of the machine to calm down.
@@ -35,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import criteria
-from bench.figures import derive, judge, summarize
+from bench.figures import derive, judge, percentile, summarize, toolstep_summary
 from bench.processes import (
     PYTHON,
     ROOT,
@@ -49,13 +51,30 @@ from bench.processes import (
     stop,
     track,
 )
-from bench.systems import ParleySystem, System, make_system
+from bench.systems import ParleyOpenAISystem, ParleySystem, System, make_system
 
 TOKENS_PER_SECOND = 50
-SCENARIOS = ("capacity", "light", "connections", "resume", "stall", "scaleout")
+SCENARIOS = (
+    "capacity",
+    "light",
+    "connections",
+    "resume",
+    "stall",
+    "scaleout",
+    "toolstep",
+)
 LIGHT_K = 10
 CONNECTION_THREADS = 300
 STALL_NORMAL_K = 10
+# toolstep: short replies (50 words at 50/s), the tool agent's must hold the
+# calculate tool's answer to 6*7.
+TOOLSTEP_TOKENS = 50
+TOOLSTEP_EXPECT = "42"
+TOOLSTEP_KINDS = {"echo": "plain", "tools": "tools"}
+# At most this long a quiet-machine wait before each toolstep batch (not the
+# full --quiet-wait): its figures are ratios of alternating batches, and so the
+# scenario stays under a minute in the default set.
+TOOLSTEP_QUIET_WAIT_S = 5.0
 # Before each point: the rest of the machine must use less than this many cores
 # (averaged over QUIET_SAMPLE_S) for up to --quiet-wait seconds.
 QUIET_OTHER_CORES = 0.25
@@ -225,7 +244,8 @@ class Bench:
         scenarios on one start of each system, then scale-out on a fresh one."""
         wanted = self.args.scenarios
         if any(
-            s in wanted for s in ("capacity", "light", "connections", "resume", "stall")
+            s in wanted
+            for s in ("capacity", "light", "connections", "resume", "stall", "toolstep")
         ):
             systems = self.start_systems(list(self.args.systems), 1, 1)
             by_name = {s.name: s for s in systems}
@@ -235,6 +255,8 @@ class Bench:
                 self.light(systems)
             if "capacity" in wanted and systems:
                 self.sweep("single", systems, self.args.ks)
+            if "toolstep" in wanted and "parley-openai" in by_name:
+                self.toolstep(by_name["parley-openai"])
             if "resume" in wanted and "parley" in by_name:
                 self.resume(by_name["parley"])
             if "stall" in wanted:
@@ -313,7 +335,7 @@ class Bench:
         self.save()
         return started
 
-    def wait_quiet(self, limit: float = 20.0) -> dict:
+    def wait_quiet(self, limit: float = 20.0, quiet_wait: float | None = None) -> dict:
         """Wait until the bench's own server processes are idle (< 5 % of a core),
         then, for at most ``--quiet-wait`` seconds, until the rest of the machine
         uses less than QUIET_OTHER_CORES over QUIET_SAMPLE_S (other people's jobs
@@ -338,7 +360,9 @@ class Bench:
             pid for s in self.systems.values() for pid in s.roles()["redis"]
         ]
         ours += postgres_backends(self.services.database_name)
-        deadline = time.monotonic() + self.args.quiet_wait
+        if quiet_wait is None:
+            quiet_wait = self.args.quiet_wait
+        deadline = time.monotonic() + quiet_wait
         other, quiet = None, False
         while True:
             machine, own = busy_cpu_seconds(), cpu_seconds(ours)
@@ -652,3 +676,166 @@ class Bench:
                         "error": str(exc)[:500]
                     }
                 self.save()
+
+    def toolstep(self, system: ParleyOpenAISystem) -> None:
+        """Batches of N runs of bench-openai-tools (one ``calculate`` step per
+        reply) and of bench-openai (no tools), alternating, each repeated: the
+        worker's CPU per run, message -> state_complete, and, from the fake
+        server's /stats, the model's tool call -> the next model request."""
+        runs = self.args.toolstep_runs
+        out = self.results["toolstep"] = {
+            "system": system.name,
+            "runs_per_batch": runs,
+            "tokens_per_run": TOOLSTEP_TOKENS,
+            "tokens_per_second": TOKENS_PER_SECOND,
+            "expect_text": TOOLSTEP_EXPECT,
+            "batches": [],
+        }
+        try:
+            # The tool agent's first runs (warm-up, not counted): its tools
+            # and request path are loaded before anything is measured.
+            out["warm_up"] = self.toolstep_batch(system, "tools", 2, quiet=None)[
+                "verdict"
+            ]
+        except Exception as exc:  # noqa: BLE001 - reported; the batches still run
+            out["warm_up"] = {"error": str(exc)[:500]}
+        kinds = list(TOOLSTEP_KINDS)
+        for rep in range(self.args.toolstep_repeats):
+            for kind in kinds if rep % 2 == 0 else kinds[::-1]:
+                try:
+                    system.threads(runs, kind)  # made before the quiet wait
+                    quiet = self.wait_quiet(
+                        quiet_wait=min(self.args.quiet_wait, TOOLSTEP_QUIET_WAIT_S)
+                    )
+                    batch = self.toolstep_batch(system, kind, runs, quiet=quiet)
+                except Exception as exc:  # noqa: BLE001 - a broken batch is reported
+                    batch = {"kind": kind, "rep": rep, "error": str(exc)[:500]}
+                batch["rep"] = rep
+                out["batches"].append(batch)
+                verdict = batch.get("verdict", {})
+                log(
+                    f"toolstep rep {rep + 1} {TOOLSTEP_KINDS[kind]}: "
+                    f"{verdict.get('right_runs')}/{runs} runs right, worker CPU "
+                    f"{batch.get('worker_cpu_ms_per_run')} ms/run, complete p50/p99 "
+                    f"{batch.get('complete_p50_ms')}/{batch.get('complete_p99_ms')} ms, "
+                    f"tool call -> next request p50 "
+                    f"{batch.get('tool_call_latency_p50_ms')} ms"
+                    + (f", error {batch['error']}" if "error" in batch else "")
+                    + (
+                        ""
+                        if verdict.get("ok")
+                        else f", FAILED {verdict.get('problems')}"
+                    )
+                )
+                self.save()
+        out["summary"] = toolstep_summary(out)
+        summary = out["summary"]
+        log(
+            f"toolstep: worker CPU per run tools/plain {summary.get('worker_cpu_ratio')}x, "
+            f"beyond ideal p50 tools/plain {summary.get('beyond_ideal_ratio')}x, "
+            f"all runs right {summary.get('all_right')}"
+        )
+        self.save()
+
+    def toolstep_batch(
+        self, system: ParleyOpenAISystem, kind: str, runs: int, quiet: dict | None
+    ) -> dict:
+        """One batch: ``runs`` threads (one socket each) started over a second."""
+        spec = stream_spec(system, runs, TOOLSTEP_TOKENS, kind, keep_completions=True)
+        spec["threads"] = [
+            {**thread, "sockets": thread["sockets"][:1]} for thread in spec["threads"]
+        ]
+        if kind == "tools":
+            spec["expect_text"] = TOOLSTEP_EXPECT
+        system.llm_stats(reset=True)
+        result = run_loadgen(
+            system, spec, self.workdir, timeout=spec["timeout_s"] + 120
+        )
+        # The follow-up requests are in before the run's state_complete: every
+        # pair is known by DONE.
+        stats = system.llm_stats()
+        if result.get("timed_out"):
+            self.restart(system)  # its backlog must not slow the next batch
+        latencies = sorted(
+            pair["latency_ms"]
+            for pair in stats["tool_calls"]
+            if pair["latency_ms"] is not None
+        )
+        completion = result.get("completion", {})
+        # message -> the model request (tool runs): the shift of the medians of
+        # when the messages went out and when their first requests arrived
+        # (the two are not paired run by run; one clock, CLOCK_MONOTONIC).
+        requested = sorted(pair["requested_ns"] for pair in stats["tool_calls"])
+        sent = completion.get("sent_ns") or []
+        first_request_ms = (
+            round((statistics.median(requested) - statistics.median(sent)) / 1e6, 2)
+            if requested and sent
+            else None
+        )
+        cpu = result["cpu_seconds"]
+        started = result.get("threads") or 0
+
+        def per_run(seconds: float) -> float | None:
+            return round(seconds * 1000 / started, 3) if started else None
+
+        problems = []
+        if completion.get("right_text") != runs:
+            problems.append(
+                f"{runs - (completion.get('right_text') or 0)} of {runs} runs did not "
+                "complete with the right text"
+            )
+        if result.get("lost_tokens") or result.get("doubled_tokens"):
+            problems.append(
+                f"tokens lost {result.get('lost_tokens')}, doubled "
+                f"{result.get('doubled_tokens')}"
+            )
+        if result.get("timed_out"):
+            problems.append("timed out")
+        expected_calls = runs if kind == "tools" else 0
+        if len(stats["tool_calls"]) != expected_calls or stats["unanswered"]:
+            problems.append(
+                f"{len(stats['tool_calls'])} tool calls ({stats['unanswered']} "
+                f"unanswered), expected {expected_calls}"
+            )
+        return {
+            "kind": kind,
+            "agent": system.AGENTS[kind],
+            "quiet": quiet,
+            "runs": started,
+            "cpu_seconds": cpu,
+            "cpu_window_seconds": result.get("cpu_window_seconds"),
+            "other_cpu_share": result.get("other_cpu_share"),
+            "worker_cpu_ms_per_run": per_run(cpu.get("worker", 0)),
+            "server_cpu_ms_per_run": per_run(
+                sum(
+                    cpu.get(role, 0)
+                    for role in ("daphne", "worker", "postgres", "redis")
+                )
+            ),
+            "llm_cpu_ms_per_run": per_run(cpu.get("llm", 0)),
+            "complete_p50_ms": completion.get("complete_p50_ms"),
+            "complete_p99_ms": completion.get("complete_p99_ms"),
+            "complete_ms": completion.get("complete_ms", []),
+            "first_response_p50_ms": result.get("first_response", {}).get("p50_ms"),
+            "first_model_request_ms": first_request_ms,
+            # a word written by the fake -> received by the load generator
+            "stamp_p50_ms": result.get("latency", {}).get("p50_ms"),
+            "stamp_p99_ms": result.get("latency", {}).get("p99_ms"),
+            "tool_call_latency_ms": latencies,
+            "tool_call_latency_p50_ms": percentile(latencies, 50),
+            "tool_calls_unanswered": stats["unanswered"],
+            "lost_tokens": result.get("lost_tokens"),
+            "doubled_tokens": result.get("doubled_tokens"),
+            "error_frames": result.get("error_frames"),
+            "first_errors": result.get("first_errors"),
+            "completion": {
+                k: v
+                for k, v in completion.items()
+                if k not in ("complete_ms", "sent_ns")
+            },
+            "verdict": {
+                "ok": not problems,
+                "right_runs": completion.get("right_text"),
+                "problems": problems,
+            },
+        }

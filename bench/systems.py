@@ -391,15 +391,32 @@ class ParleyOpenAISystem(ParleySystem):
     """Parley on the real provider path: `openai` agents (bench-openai) streaming
     from bench/fake_openai.py, a process of its own at 50 tokens/s. Its own
     daphne, worker and Redis db, so neither Parley line serves the other's runs.
-    The fake server's CPU is reported as `llm`, outside server CPU."""
+    The fake server's CPU is reported as `llm`, outside server CPU. Threads of
+    kind ``tools`` talk to bench-openai-tools, which the fake asks to call
+    ``calculate`` once per reply (the toolstep scenario)."""
 
-    AGENTS = {"echo": "bench-openai"}
+    AGENTS = {"echo": "bench-openai", "tools": "bench-openai-tools"}
     REDIS_DB_OFFSET = 2
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.pool["tools"] = []
         self.llm: subprocess.Popen | None = None
         self.llm_port = 0
+
+    def llm_stats(self, reset: bool = False) -> dict:
+        """The fake server's tool-call pairs (``GET /stats``), or, with
+        ``reset``, forget them (``POST /stats/reset``)."""
+        import httpx
+
+        url = f"http://127.0.0.1:{self.llm_port}/stats"
+        response = (
+            httpx.post(f"{url}/reset", timeout=10)
+            if reset
+            else httpx.get(url, timeout=10)
+        )
+        response.raise_for_status()
+        return response.json()
 
     def env(self) -> dict:
         env = super().env()
