@@ -8,7 +8,7 @@ DEBUG ?= 0
 # Pytest flags for both passes; override e.g. PYTEST_ARGS="-x -k consumer".
 PYTEST_ARGS ?=
 
-.PHONY: run test test-embedded test-services bench bench-quick lint clean
+.PHONY: run test test-embedded test-services bench bench-quick chaos lint clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,22 @@ run: $(VENV)/.installed
 
 # The embedded suite always; the same suite plus the multi-process integration
 # tests on PostgreSQL and Redis when DATABASE_URL and REDIS_URL are set.
+# The two passes share no service (SQLite and in-process layers; PostgreSQL and
+# Redis), so they run side by side; the second pass's output follows the first's.
 test: $(VENV)/.installed-dev
-	$(MAKE) test-embedded
-	@if [ -n "$$REDIS_URL" ] && [ -n "$$DATABASE_URL" ]; then $(MAKE) test-services; \
-	else echo "REDIS_URL/DATABASE_URL not set: skipped the PostgreSQL/Redis pass"; fi
+	@mkdir -p var
+	@if [ -n "$$REDIS_URL" ] && [ -n "$$DATABASE_URL" ]; then \
+	  $(MAKE) --no-print-directory test-services > var/test-services.log 2>&1 & \
+	  services=$$!; \
+	  $(MAKE) --no-print-directory test-embedded; embedded=$$?; \
+	  wait $$services; status=$$?; \
+	  echo "=== the PostgreSQL/Redis pass (var/test-services.log) ==="; \
+	  cat var/test-services.log; \
+	  test $$embedded -eq 0 -a $$status -eq 0; \
+	else \
+	  $(MAKE) --no-print-directory test-embedded && \
+	  echo "REDIS_URL/DATABASE_URL not set: skipped the PostgreSQL/Redis pass"; \
+	fi
 
 test-embedded: $(VENV)/.installed-dev
 	@mkdir -p var
@@ -48,6 +60,11 @@ bench: $(VENV)/.installed-dev
 
 bench-quick: $(VENV)/.installed-dev
 	$(PY) -m bench.run --quick
+
+# Faults under a steady load (roadmap issue 25): quick by default (< 10 min),
+# `make chaos CHAOS=full` for the full counts; writes bench/CHAOS.md.
+chaos: $(VENV)/.installed-dev
+	CHAOS="$(CHAOS)" $(PY) -m chaos
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
