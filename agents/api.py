@@ -1,8 +1,7 @@
-"""The agents REST API: agent configs, runs (status, cancel) and the staff stream overview.
+"""The agents REST API: agent configs and the staff overview of active runs.
 
 Everyone authenticated reads enabled agents; staff see every agent and write
-them. Runs are visible to whoever may read their thread; cancelling needs a
-writer (owner, participant), as on the socket.
+them. The runs of threads, as their people see them, are chat/run_api.py's.
 """
 
 from __future__ import annotations
@@ -11,28 +10,15 @@ from asgiref.sync import async_to_sync
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, viewsets
-from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
-from rest_framework.response import Response
 
-from agents.errors import AgentErrorCode
 from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, Run
-from agents.serializers import (
-    RUN_STATUS_FILTER,
-    AgentConfigSerializer,
-    RunCancelSerializer,
-    RunFilterSerializer,
-    RunSerializer,
-    StreamSerializer,
-)
-from chat.permissions import can_write, permission_error, thread_role
-from chat.selectors import thread_list_for_user
-from chat.services import thread_run_cancel
+from agents.serializers import AgentConfigSerializer, StreamSerializer
 from realtime.errors import ServiceError
 from realtime.eventlog import get_event_log
 from restapi.errors import ApiErrorCode
 from restapi.serializers import ErrorSerializer
-from restapi.views import UUID_PATTERN, ApiViewMixin, validated
+from restapi.views import ApiViewMixin
 
 
 class IsStaffOrReadOnly(BasePermission):
@@ -109,86 +95,6 @@ class AgentConfigViewSet(
                 f"Threads or runs use the agent {instance.name!r}; disable it instead.",
                 status=409,
             ) from None
-
-
-def runs_visible_to(user) -> QuerySet[Run]:
-    runs = Run.objects.select_related("agent", "requested_by", "thread")
-    if user.is_staff:
-        return runs
-    return runs.filter(thread__in=thread_list_for_user(user=user).values("pk"))
-
-
-@extend_schema(tags=["runs"])
-class RunViewSet(ApiViewMixin, viewsets.GenericViewSet):
-    """Runs in threads the caller may read; others do not exist for it (404)."""
-
-    queryset = Run.objects.none()
-    serializer_class = RunSerializer
-    lookup_value_regex = UUID_PATTERN
-
-    def get_queryset(self) -> QuerySet[Run]:
-        if getattr(self, "swagger_fake_view", False):
-            return Run.objects.none()
-        return runs_visible_to(self.request.user)
-
-    def _get_run(self, pk) -> Run:
-        run = self.get_queryset().filter(pk=pk).first()
-        if run is None:
-            raise ServiceError(AgentErrorCode.RUN_NOT_FOUND, "No such run.", status=404)
-        return run
-
-    @extend_schema(
-        parameters=[RUN_STATUS_FILTER],
-        responses=RunSerializer(many=True),
-        summary="Runs in threads the caller may read, newest first",
-        description="Filter with `status`, `agent` (name) and `thread` (id).",
-    )
-    def list(self, request):
-        filters = validated(RunFilterSerializer, request.query_params)
-        runs = self.get_queryset()
-        if "status" in filters:
-            runs = runs.filter(status=filters["status"])
-        if "agent" in filters:
-            runs = runs.filter(agent__name=filters["agent"])
-        if "thread" in filters:
-            runs = runs.filter(thread_id=filters["thread"])
-        page = self.paginate_queryset(runs.order_by("-created_at"))
-        return self.get_paginated_response(RunSerializer(page, many=True).data)
-
-    @extend_schema(
-        responses=RunSerializer, summary="A run's status, timings, usage and error"
-    )
-    def retrieve(self, request, pk=None):
-        return Response(RunSerializer(self._get_run(pk)).data)
-
-    @extend_schema(
-        request=RunCancelSerializer,
-        responses={
-            200: RunSerializer,
-            409: OpenApiResponse(
-                ErrorSerializer, description="run_not_active: it already ended."
-            ),
-        },
-        summary="Cancel a run (owner, participants)",
-        description=(
-            "A queued run is cancelled at once (`status` `cancelled`); a running one "
-            "is asked to stop (`cancel_requested` true) and ends `cancelled` shortly."
-        ),
-    )
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        run = self._get_run(pk)
-        role = thread_role(thread=run.thread, user=request.user)
-        if not can_write(role):
-            raise permission_error(role, action="cancel runs")
-        reason = ""
-        if request.content_type == "application/json" and request.body:
-            # The body is optional: a bare POST cancels without a reason.
-            reason = validated(RunCancelSerializer, request.data).get("reason") or ""
-        thread_run_cancel(
-            actor=request.user, thread_id=run.thread_id, run_id=run.pk, reason=reason
-        )
-        return Response(RunSerializer(self._get_run(pk)).data)
 
 
 async def _presence_counts(thread_ids: set[str]) -> list[tuple[str, int]]:

@@ -8,22 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-PROVIDER_CHOICES = [
-    ("echo", "Echo (offline)"),
-    ("openai", "OpenAI-compatible Chat Completions"),
-    ("anthropic", "Anthropic Messages"),
-    ("python", "Agent written in Python (model = its registered name)"),
-]
-
-# Fields a thread may override through a `config` frame or PATCH, when the agent
-# lists them in `allowed_overrides`.
-OVERRIDABLE_FIELDS = ("model", "temperature", "system_prompt", "stream", "max_tokens")
-
-
-class BusyPolicy(models.TextChoices):
-    ENQUEUE = "enqueue", "Queue the new message"
-    REJECT = "reject", "Reject the new message"
-    INTERRUPT = "interrupt", "Cancel the running reply, then answer"
+from agents.choices import OVERRIDABLE_FIELDS, PROVIDER_CHOICES, BusyPolicy
+from agents.validation import agent_config_errors
 
 
 def default_allowed_overrides() -> list[str]:
@@ -148,8 +134,6 @@ class AgentConfig(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        from agents.validation import agent_config_errors
-
         errors = agent_config_errors(self)
         if errors:
             raise ValidationError(errors)

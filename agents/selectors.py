@@ -1,13 +1,16 @@
-"""Reads about runs for the history and snapshots: the tool steps of runs.
+"""Reads of the agents app: the tool steps of runs, a thread's agents and team.
 
-`chat/selectors.py` adds these to messages (`tool_steps` of an assistant
-message: every tool call its run made, with its result) and to the runs of a
-snapshot (the steps so far of a run in flight).
+`chat/selectors.py` adds the tool steps to messages (`tool_steps` of an
+assistant message: every tool call its run made, with its result) and to the
+runs of a snapshot (the steps so far of a run in flight). The team reads serve
+the turns of an agent team (agents/teams.py has its rules).
 """
 
 from __future__ import annotations
 
 from agents.models import RunToolStep, ToolStepStatus
+from agents.teams import Team, team_of
+from chat.models import Thread, ThreadAgent
 
 
 def _timestamp(moment) -> str | None:
@@ -46,3 +49,23 @@ def tool_steps_by_run(*, run_ids) -> dict[str, list[dict]]:
     ):
         steps.setdefault(str(tool_step.run_id), []).append(tool_step_content(tool_step))
     return steps
+
+
+def thread_agent_names(*, thread_id) -> list[str]:
+    """The names of the thread's agents, the default first (one query)."""
+    default = Thread.objects.filter(pk=thread_id).values_list("agent__name", flat=True)
+    others = (
+        ThreadAgent.objects.filter(thread_id=thread_id)
+        .order_by("position")
+        .values_list("agent__name", flat=True)
+    )
+    return [*default, *others]
+
+
+def team_for_thread(*, thread_id) -> tuple[Team | None, list[str]]:
+    """The thread's team and its agents' names; (None, []) without a team."""
+    config = Thread.objects.filter(pk=thread_id).values_list("config", flat=True)
+    team = team_of(config.first())
+    if team is None:
+        return None, []
+    return team, thread_agent_names(thread_id=thread_id)

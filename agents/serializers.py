@@ -12,7 +12,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 
-from agents.models import OVERRIDABLE_FIELDS, AgentConfig, Run, RunStatus
+from agents.choices import OVERRIDABLE_FIELDS
+from agents.models import AgentConfig, Run, RunStatus
 from agents.validation import agent_config_errors
 
 AGENT_FIELDS = [

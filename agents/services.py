@@ -1,7 +1,7 @@
 """Run lifecycle: dispatch, claim with a lease, finish, cancel, input, sweep.
 
 All database writes about runs happen here; events about them are published
-after the commit. The worker (agents/runtime.py) calls these from async code
+after the commit. The worker (agents/execution.py and its helpers) calls these from async code
 through `database_sync_to_async`.
 """
 
@@ -29,13 +29,22 @@ from agents.models import (
     RunToolStep,
     ToolStepStatus,
 )
-from agents.teams import HUMAN_SEAT
+from agents.selectors import team_for_thread
+from agents.signals import run_ended
+from agents.teams import (
+    HUMAN_SEAT,
+    next_in_rotation,
+    seat_named,
+    team_seats,
+    terminated,
+)
 from chat.models import Message, MessageRole, Thread
 from ops import metrics
 from realtime.errors import ErrorCode, ServiceError
 from realtime.events import (
     after_commit,
     after_commit_batched,
+    call_service,
     publish_on_commit,
     run_status_frame,
 )
@@ -370,6 +379,7 @@ def run_finish(
             ),
             run_ended=str(run.id),
         )
+        run_ended.send(sender=Run, run=run, text=text)
         if in_team:
             _team_continue(
                 run, agent_name=agent_name, status=status, text=text, choice=team_choice
@@ -441,14 +451,6 @@ def _team_continue(run: Run, *, agent_name: str, status, text: str, choice) -> N
     thread locked): queue the next turn's run for the next speaker and
     announce it, or announce why the chain ends (turn limit, termination
     phrase, cancel, failure, nobody chosen) or that the human seat has it."""
-    from agents.teams import (
-        next_in_rotation,
-        seat_named,
-        team_for_thread,
-        team_seats,
-        terminated,
-    )
-
     if run.prompt_id is None:  # the thread was reset
         return
     team, names = team_for_thread(thread_id=run.thread_id)
@@ -549,8 +551,6 @@ def team_announce_first_turn(run: Run, team) -> None:
 
 def _team_end_for_cancelled_turn(run: Run) -> None:
     """A queued team turn was cancelled before it ran: the chain ends there."""
-    from agents.teams import team_for_thread
-
     team, _names = team_for_thread(thread_id=run.thread_id)
     if team is None or run.prompt_id is None:
         return
@@ -568,7 +568,6 @@ async def _human_seat_timer(thread_id, run_id, seconds: float) -> None:
     """Start the wait of a human seat; past it, `team_human_seat_expire`. A
     process that dies meanwhile loses the timer: the chain then ends silently
     (the next message starts a new one either way)."""
-    from realtime.events import call_service
 
     async def expire_later() -> None:
         await asyncio.sleep(seconds)
@@ -582,8 +581,6 @@ async def _human_seat_timer(thread_id, run_id, seconds: float) -> None:
 def team_human_seat_expire(*, thread_id, run_id) -> bool:
     """End a chain whose human seat nobody took in time: no user message since
     the turn `run_id` ended and no run going. True when it ended it."""
-    from agents.teams import team_for_thread
-
     with transaction.atomic():
         Thread.objects.select_for_update().filter(pk=thread_id).first()
         ended = Run.objects.filter(pk=run_id).first()
@@ -648,6 +645,7 @@ def run_cancel(*, run: Run, reason: str = "") -> Run:
             run.finished_at = timezone.now()
             run.cancel_reason = reason
             run.save(update_fields=["status", "finished_at", "cancel_reason"])
+            run_ended.send(sender=Run, run=run, text="")
             publish_on_commit(
                 run.thread_id,
                 _complete_frame(run, text="", message=None, chunks=0),
@@ -780,7 +778,7 @@ def run_sweep(*, read_partial_text=None) -> list[Run]:
     return failed
 
 
-# --- checkpoints and questions (agents/runtime.py calls these) -----------------
+# --- checkpoints and questions (agents/checkpoints.py, agents/questions.py) -----
 
 
 def run_checkpoint(*, checkpoints: list[tuple[str, str, int]]) -> int:
@@ -854,7 +852,7 @@ def _run_inputs_close_open(*, run_id) -> int:
     )
 
 
-# --- tool steps (agents/runtime.py's tool loop calls these) ---------------------
+# --- tool steps (agents/tool_calls.py calls these) -----------------------------
 
 
 def run_tool_steps_open(

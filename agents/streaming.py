@@ -1,7 +1,8 @@
 """From a provider's tokens to a thread's `response` events: the worker's
 coalescer (`ChunkStream`: fewer, fuller chunks under load, the first token at
-once) and publishing that waits out an unreachable event log (Redis
-restarting) instead of dropping text."""
+once), a run's reply stream (`reply_stream`) and its `state` frames in order
+with it (`publish_state`), and publishing that waits out an unreachable event
+log (Redis restarting) instead of dropping text."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
+from agents.models import Run
+from ops import metrics
+from realtime.eventlog import Chunk
 from realtime.events import publish
+from realtime.protocol import (
+    StateFrame,
+    agent_name_json,
+    response_event_json,
+    state_content,
+)
 from realtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
@@ -177,3 +187,59 @@ async def publish_with_retry(thread_id, frame, **kwargs) -> None:
                 logger.error("dropping an event of thread %s: %s", thread_id, error)
                 return
             await backoff.wait()
+
+
+def reply_stream(run: Run, *, window: Callable[[], float]) -> ChunkStream:
+    """The stream a run's reply goes out through: chunks cut as the agent and
+    the thread's `stream_mode` say, each published as a `response` event."""
+    thread_id = run.thread_id
+    agent = run.agent
+    agent_json = agent_name_json(agent.name)  # once per run, not per chunk
+
+    async def publish_chunk(index: int, text: str, text_before: str) -> None:
+        if index == 0:
+            metrics.first_response(run)
+        frame = response_event_json(
+            thread_id=thread_id,
+            run_id=run.id,
+            stream_index=index,
+            text=text,
+            agent_json=agent_json,
+        )
+        chunk = Chunk(
+            run_id=str(run.id),
+            stream_index=index,
+            text=text,
+            text_before=text_before,
+        )
+        await publish_with_retry(thread_id, frame, chunk=chunk)
+
+    return ChunkStream(
+        publish_chunk,
+        chunk_size=agent.chunk_size,
+        window=window,
+        buffered=agent.buffer_chunks,
+        mode=run.thread.config.get("stream_mode", "tokens"),
+    )
+
+
+async def publish_state(run: Run, kind: str, data: dict, stream: ChunkStream) -> None:
+    """Publish a `state` frame of the run after the text flushed before it
+    (unless the thread asked for the final `state_complete` only)."""
+    if not run.thread.config.get("progressive_updates", True):
+        return
+    try:
+        content = state_content(kind, data)
+    except ValueError:  # a provider's bug: the reply goes on without it
+        logger.exception("run %s: dropped a state update of kind %r", run.id, kind)
+        return
+    await stream.drain()
+    await publish_with_retry(
+        run.thread_id,
+        StateFrame(
+            content=content,
+            thread_id=run.thread_id,
+            run_id=run.id,
+            agent=run.agent.name,
+        ),
+    )

@@ -10,21 +10,15 @@ floor to the people of the thread: the chain waits for the next message, which
 starts the next round, and ends after `human_timeout` seconds without one.
 
 The selector's model call and the handoff tool's choice happen in the worker
-(agents/runtime.py) before the run finishes; this module holds the rules.
+(agents/next_speaker.py) before the run finishes; the thread's team and agents
+are read by agents/selectors.py. This module holds the rules, and reads nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
-
-from django.db.models import Q
-from django.db.models.functions import Coalesce
-
-logger = logging.getLogger(__name__)
 
 POLICIES = ("round_robin", "selector", "handoff")
 # The seat of the people in the thread (AutoGen's user proxy).
@@ -37,9 +31,6 @@ MAX_HUMAN_TIMEOUT = 86_400.0
 MAX_TERMINATION_CHARS = 100
 # The built-in tool a `handoff` team's agents pass the floor with.
 HANDOFF_TOOL = "handoff"
-# How much of the conversation the selector's model reads, in characters.
-SELECTOR_TRANSCRIPT_CHARS = 8_000
-SELECTOR_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -197,122 +188,3 @@ def selector_choice(answer: str, candidates: list[str]) -> str | None:
         if found and (best is None or found.start() < best[0]):
             best = (found.start(), candidate)
     return best[1] if best else None
-
-
-# --- the selector's model call (the worker, before a turn's run finishes) --------
-
-
-SELECTOR_SYSTEM_PROMPT = (
-    "You choose who speaks next in a group chat of people and AI agents. "
-    "Answer with exactly one name from the list you are given, nothing else."
-)
-
-
-def selector_request(*, run, team: Team, text: str):
-    """(provider request, provider, candidates) for asking the selector agent
-    who speaks after `run` (whose reply is `text`); None when the chain ends
-    anyway (turn limit, termination phrase) or the selector is gone. Reads the
-    database: call it through `call_service`."""
-    from agents.models import AgentConfig, Run
-    from agents.prompts import provider_request_for
-    from chat.models import Message, MessageRole
-
-    if run.prompt_id is None or terminated(team, text):
-        return None
-    if Run.objects.filter(prompt_id=run.prompt_id).count() >= team.max_turns:
-        return None
-    names = thread_agent_names(thread_id=run.thread_id)
-    selector_name = team.selector or names[0]
-    selector = AgentConfig.objects.filter(name=selector_name, enabled=True).first()
-    if selector is None:
-        return None
-    candidates = candidates_after(team, names, run.agent.name)
-    described = {
-        agent.name: agent.description
-        for agent in AgentConfig.objects.filter(name__in=candidates)
-    }
-    rows = (
-        Message.objects.filter(thread_id=run.thread_id)
-        .filter(
-            Q(created_at__lte=run.prompt.created_at)
-            | Q(role=MessageRole.ASSISTANT, run__created_at__lte=run.created_at)
-        )
-        .annotate(turn=Coalesce("run__created_at", "created_at"))
-        .order_by("-turn", "role", "-created_at")
-        .values_list("role", "text", "agent__name", "author__username")
-    )
-    # The turn's own reply is not stored yet (run_finish stores it): it
-    # comes last, and first out of the budget.
-    newest = f"{run.agent.name}: {text[-SELECTOR_TRANSCRIPT_CHARS:]}"
-    lines: list[str] = [newest]
-    budget = SELECTOR_TRANSCRIPT_CHARS - len(newest)
-    for role, body, agent_name, username in rows[:100]:
-        speaker = agent_name if role == MessageRole.ASSISTANT else username
-        line = f"{speaker or role}: {body}"
-        if len(line) > budget:
-            break
-        budget -= len(line)
-        lines.append(line)
-    lines.reverse()
-    listed = "\n".join(
-        f"- {name}: "
-        + (
-            "the people in the chat"
-            if name == HUMAN_SEAT
-            else (described.get(name) or "an agent")
-        )
-        for name in candidates
-    )
-    question = (
-        f"Participants who may speak next:\n{listed}\n\nConversation so far:\n"
-        + "\n".join(lines)
-        + f"\n\nWho speaks next? Answer with one name of: {', '.join(candidates)}."
-    )
-    request, provider = provider_request_for(selector, question=question)
-    request.system_prompt = SELECTOR_SYSTEM_PROMPT
-    return request, provider, candidates
-
-
-async def selector_pick(
-    request, provider, candidates: list[str]
-) -> tuple[str | None, str]:
-    """Ask the selector's model; (the candidate it named or None, its answer)."""
-    from agents.providers.base import TextDelta
-
-    async def answer() -> str:
-        parts = []
-        async for event in provider.stream(request):
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-        return "".join(parts)
-
-    try:
-        said = await asyncio.wait_for(answer(), SELECTOR_TIMEOUT_SECONDS)
-    except Exception as error:  # the chain ends and says why
-        logger.warning("the team selector failed: %s", error)
-        return None, f"(the selector failed: {error})"
-    return selector_choice(said, candidates), said
-
-
-def thread_agent_names(*, thread_id) -> list[str]:
-    """The names of the thread's agents, the default first (one query)."""
-    from chat.models import Thread, ThreadAgent
-
-    default = Thread.objects.filter(pk=thread_id).values_list("agent__name", flat=True)
-    others = (
-        ThreadAgent.objects.filter(thread_id=thread_id)
-        .order_by("position")
-        .values_list("agent__name", flat=True)
-    )
-    return [*default, *others]
-
-
-def team_for_thread(*, thread_id) -> tuple[Team | None, list[str]]:
-    """The thread's team and its agents' names; (None, []) without a team."""
-    from chat.models import Thread
-
-    config = Thread.objects.filter(pk=thread_id).values_list("config", flat=True)
-    team = team_of(config.first())
-    if team is None:
-        return None, []
-    return team, thread_agent_names(thread_id=thread_id)

@@ -9,8 +9,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-from agents.models import OVERRIDABLE_FIELDS, PROVIDER_CHOICES, BusyPolicy
+from django.conf import settings
+
+from agents.choices import OVERRIDABLE_FIELDS, PROVIDER_CHOICES, BusyPolicy
+from agents.providers import get_provider
 from agents.teams import team_config_problem
+from agents.tools import tool_names
 
 PROVIDER_NAMES = {name for name, _ in PROVIDER_CHOICES}
 ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -66,8 +70,6 @@ def agent_config_errors(agent) -> dict[str, str]:
         if problem:
             errors["extra_params"] = problem
     if not errors:
-        from agents.providers import get_provider
-
         errors.update(get_provider(agent.provider).config_problems(agent))
     return errors
 
@@ -82,10 +84,6 @@ def _number_between(value: Any, low: float, high: float) -> bool:
 
 def tool_config_errors(agent) -> dict[str, str]:
     """Problems of the tool fields: unknown tool names, bad MCP server entries."""
-    from django.conf import settings
-
-    from agents.tools import tool_names
-
     errors: dict[str, str] = {}
     servers = getattr(agent, "mcp_servers", None)
     server_names: set[str] = set()

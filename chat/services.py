@@ -16,8 +16,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.choices import BusyPolicy
 from agents.errors import AgentErrorCode
-from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, BusyPolicy, Run, RunStatus
+from agents.models import ACTIVE_RUN_STATUSES, AgentConfig, Run, RunStatus
 from agents.services import (
     run_active_for_thread,
     run_cancel,

@@ -8,9 +8,10 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import SimpleRouter
 
-from agents.api import AgentConfigViewSet, RunViewSet, StreamListView
+from agents.api import AgentConfigViewSet, StreamListView
 from chat import sse
 from chat.api import ThreadViewSet, TokenRevokeView, TokenView
+from chat.run_api import RunViewSet
 from restapi.errors import api_not_found
 
 router = SimpleRouter(trailing_slash=True)

@@ -351,8 +351,8 @@ PARLEY_SWEEP_INTERVAL_SECONDS = env_float("PARLEY_SWEEP_INTERVAL_SECONDS", 5.0)
 # Every this many seconds (at most 2) a worker writes the text so far of its
 # running runs whose text changed to the database, and once more when it shuts
 # down: the in-memory event log dies with the process, so after a crash the
-# sweeper keeps that text (agents/runtime.py). Production's Redis log holds the
-# text: 0 (off) by default there.
+# sweeper keeps that text (agents/checkpoints.py, agents/sweep.py). Production's
+# Redis log holds the text: 0 (off) by default there.
 PARLEY_CHECKPOINT_SECONDS = min(
     max(env_float("PARLEY_CHECKPOINT_SECONDS", 2.0 if PARLEY_EMBEDDED else 0.0), 0.0),
     2.0,

@@ -10,7 +10,7 @@ transaction, a handful of statements for the whole batch). At light load
 nothing changes: each item is a batch of one.
 
 Used for user messages (chat/admission.py) and for the worker's run claims
-(agents/runtime.py).
+(agents/execution.py `claims_and_prepare`).
 """
 
 from __future__ import annotations

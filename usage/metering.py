@@ -1,6 +1,6 @@
 """What a reply has spent while it streams, and whether it crossed a hard budget.
 
-The worker (agents/runtime.py) keeps one UsageMeter per run. It costs an
+The worker (agents/execution.py) keeps one UsageMeter per run. It costs an
 integer increment per piece of text and, for a run with a hard budget
 (`Run.budget_allowance`, set when its message was admitted), a comparison
 every CHECK_EVERY pieces; it never touches the database. Until the provider

@@ -4,13 +4,13 @@ A provider turns a :class:`ProviderRequest` into a stream of
 :class:`TextDelta`, :class:`StateUpdate`, :class:`ToolCall` and :class:`Usage`
 events, and raises
 :class:`ProviderError` with an :class:`AgentErrorCode` when the call fails.
-The worker (``agents/runtime.py``, ``agents/streaming.py``) coalesces text, publishes frames, persists
+The worker (``agents/execution.py``, ``agents/streaming.py``) coalesces text, publishes frames, persists
 the reply and handles cancellation by cancelling the task that iterates.
 
 One `stream()` is one model call. Tools: `request.tools` lists what the model
 may call; a provider yields one complete :class:`ToolCall` per call the model
-made, after the call's last argument fragment, and the runtime's tool loop
-(agents/runtime.py) runs them and calls the provider again with the calls and
+made, after the call's last argument fragment, and the worker's tool loop
+(agents/execution.py) runs them and calls the provider again with the calls and
 their results appended to `request.messages` (an assistant message with
 `tool_calls`, then a `tool` message with `tool_results`), each provider putting
 them in its own wire format.

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.errors import AgentErrorCode
+from agents.models import AgentConfig
+from agents.providers import get_provider
 from agents.providers.base import (
     ChatMessage,
     Provider,
@@ -90,9 +92,6 @@ class PythonAgentProvider(Provider):
 
 async def _complete(request: ProviderRequest, agent_name: str, prompt: str) -> str:
     """The whole reply of another agent config's model to `prompt`."""
-    from agents.models import AgentConfig
-    from agents.providers import get_provider
-
     config = await AgentConfig.objects.filter(name=agent_name, enabled=True).afirst()
     if config is None or config.provider == "python":
         raise ProviderError(

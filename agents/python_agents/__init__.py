@@ -27,7 +27,8 @@ model, e.g. an `openai` agent config, as text).
 
 Registering: `@python_agent` in a `python_agents` module (or package) of any
 installed app, or a class path in the setting PARLEY_PYTHON_AGENTS (a list,
-written by developers, never typed into a form). An agent config selects one
+written by developers, never typed into a form); agents/apps.py imports them
+when Django starts. An agent config selects one
 with provider `python` and `model` = the agent's `name`; the admin and the API
 accept only registered names. The tools it may call are its class's `tools`
 plus the config's `tools`. agents/python_agents/weather.py is an example.
@@ -104,29 +105,9 @@ def python_agent(cls: type[PythonAgent]) -> type[PythonAgent]:
     return cls
 
 
-_loaded = False
-
-
-def load_python_agents() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from django.conf import settings
-    from django.utils.module_loading import autodiscover_modules, import_string
-
-    import agents.python_agents.weather  # noqa: F401  the example
-
-    autodiscover_modules("python_agents")
-    for path in settings.PARLEY_PYTHON_AGENTS:
-        python_agent(import_string(path))
-
-
 def get_python_agent(name: str) -> type[PythonAgent] | None:
-    load_python_agents()
     return _registry.get(name)
 
 
 def python_agent_names() -> list[str]:
-    load_python_agents()
     return sorted(_registry)

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 from channels.db import database_sync_to_async
 
+from agents.selectors import team_for_thread
+from agents.teams import seat_named, team_seats
 from agents.tools.registry import ToolContext, tool
 
 MAX_EXPRESSION_CHARS = 500
@@ -141,8 +143,6 @@ async def handoff(to: str, context: ToolContext) -> str:
         to: The name of the agent of the team who should speak next, or
             "human" to hand the floor back to the people in the chat.
     """
-    from agents.teams import seat_named, team_for_thread, team_seats
-
     team, names = await database_sync_to_async(team_for_thread)(
         thread_id=context.thread_id
     )

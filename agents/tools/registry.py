@@ -1,7 +1,7 @@
 """The tool registry: Python functions an agent may call, by name.
 
-Register a function with the `@tool` decorator in any installed app (a module
-imported at start-up, e.g. `<app>/tools.py`, which `load_tools()` imports):
+Register a function with the `@tool` decorator in any installed app's `tools`
+module (`<app>/tools.py`, which agents/apps.py imports when Django starts):
 
     from agents.tools import tool
 
@@ -186,31 +186,11 @@ def unregister(name: str) -> None:
     _registry.pop(name, None)
 
 
-_loaded = False
-
-
-def load_tools() -> None:
-    """Import every installed app's `tools` module once (their `@tool`s register)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from django.utils.module_loading import autodiscover_modules
-
-    import agents.tools.builtin  # noqa: F401
-    from agents.python_agents import load_python_agents
-
-    autodiscover_modules("tools")
-    load_python_agents()  # their modules may register tools too
-
-
 def get_tool(name: str) -> Tool | None:
-    load_tools()
     return _registry.get(name)
 
 
 def tool_names() -> list[str]:
-    load_tools()
     return sorted(_registry)
 
 
@@ -219,7 +199,6 @@ __all__ = [
     "ToolArgumentsError",
     "ToolContext",
     "get_tool",
-    "load_tools",
     "make_tool",
     "tool",
     "tool_names",

@@ -12,9 +12,11 @@ from django.utils import timezone
 
 from agents import runtime as runtime_module
 from agents import services
+from agents.checkpoints import Checkpoints
 from agents.models import Run, RunStatus
 from agents.runtime import WorkerRuntime
 from agents.streaming import ChunkStream
+from agents.sweep import sweep_stale_runs
 from chat.models import Message, MessageRole, Role
 from realtime.eventlog import Chunk
 from realtime.events import publish
@@ -113,7 +115,7 @@ async def test_a_swept_run_keeps_its_text_failed_with_worker_lost(
     await publish_chunks(thread, run, logged)
     watcher = await joined(client_for(thread.id, users[Role.PARTICIPANT]))
 
-    failed = await WorkerRuntime().sweep()
+    failed = await sweep_stale_runs()
 
     assert [str(swept.id) for swept in failed] == [str(run.id)]
     done = (await watcher.receive_until(until_complete))[-1]["content"]
@@ -199,30 +201,31 @@ async def test_a_checkpoint_writes_only_the_runs_whose_text_changed(
         return write(checkpoints=checkpoints)
 
     monkeypatch.setattr(services, "run_checkpoint", recorded)
-    runtime = WorkerRuntime()
+    checkpoints = Checkpoints()
     streams = {str(first.id): quiet_stream(), str(second.id): quiet_stream()}
-    runtime._streams.update(streams)
+    for run_id, stream in streams.items():
+        checkpoints.track(run_id, stream)
     await streamed(streams[str(first.id)], "one ")
     await streamed(streams[str(second.id)], "uno ")
 
-    assert await runtime.checkpoint() == 2
+    assert await checkpoints.write() == 2
     row = (await stored(first))[0]
     assert (row.partial_text, row.partial_chunks) == ("one ", 1)
     assert (await stored(second))[0].partial_text == "uno "
 
     await streamed(streams[str(first.id)], "two ")
-    assert await runtime.checkpoint() == 1
+    assert await checkpoints.write() == 1
     assert batches[-1] == [(str(first.id), "one two ", 2)]  # the unchanged one is not
     assert (await stored(first))[0].partial_text == "one two "
 
     calls = len(batches)
-    assert await runtime.checkpoint() == 0
+    assert await checkpoints.write() == 0
     assert len(batches) == calls  # nothing changed: no database call at all
 
     # A run that ended meanwhile keeps what its finish stored.
     await set_fields(second, status=RunStatus.COMPLETED)
     await streamed(streams[str(second.id)], "dos ")
-    assert await runtime.checkpoint() == 0
+    assert await checkpoints.write() == 0
     assert (await stored(second))[0].partial_text == "uno "
     for stream in streams.values():
         await stream.close()
@@ -232,7 +235,8 @@ async def test_shutdown_writes_a_last_checkpoint(thread, users, settings):
     settings.PARLEY_CHECKPOINT_SECONDS = 2
     run = await running_run(thread, users[Role.OWNER], lease_seconds=30)
     runtime = WorkerRuntime()
-    stream = runtime._streams[str(run.id)] = quiet_stream()
+    stream = quiet_stream()
+    runtime.checkpoints.track(str(run.id), stream)
     await streamed(stream, "almost ")
     await streamed(stream, "done")
 
@@ -247,7 +251,8 @@ async def test_the_process_exit_writes_a_last_checkpoint(thread, users):
     """daphne stops the embedded worker's loop on SIGTERM without a shutdown."""
     run = await running_run(thread, users[Role.OWNER], lease_seconds=30)
     runtime = runtime_module.get_runtime()
-    stream = runtime._streams[str(run.id)] = quiet_stream()
+    stream = quiet_stream()
+    runtime.checkpoints.track(str(run.id), stream)
     await streamed(stream, "said so far")
 
     await database_sync_to_async(runtime_module._checkpoint_at_exit)()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from agents.models import RunInput, RunInputStatus, RunStatus
-from agents.runtime import WorkerRuntime
+from agents.sweep import sweep_stale_runs
 from chat.models import Role
 from tests.agents.test_sweep import DEAD_WORKER, joined, make_run, until_complete
 
@@ -202,7 +202,7 @@ async def test_a_swept_run_closes_its_open_question(thread, users, settings):
         expires_at=now + timedelta(seconds=20),
     )
 
-    await WorkerRuntime().sweep()
+    await sweep_stale_runs()
 
     row = await input_row(f"{run.id}:1")
     assert row.status == RunInputStatus.CANCELLED

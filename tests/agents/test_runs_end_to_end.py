@@ -434,7 +434,7 @@ async def test_tool_calls_and_usage_arrive_as_state_frames_in_order(
     openai_thread, openai_server, worker, connect
 ):
     # The agent has no tool of that name: the model gets an error result, and
-    # answers again (agents/runtime.py's tool loop; tests/agents/test_tools.py).
+    # answers again (agents/execution.py's tool loop; tests/agents/test_tools.py).
     call = FakeToolCall("get_weather", ('{"city": ', '"Oslo"}'), id="call_1")
     openai_server.script(
         Scenario.reply(["Let me check. "], tool_calls=[call], usage=(20, 9)),

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from agents.models import Run, RunStatus
-from agents.runtime import WorkerRuntime
+from agents.sweep import sweep_stale_runs
 from chat.models import Message, MessageRole, Role
 from realtime.eventlog import Chunk
 from realtime.events import publish
@@ -97,7 +97,7 @@ async def test_a_run_of_a_dead_worker_is_failed_with_its_streamed_text(
             ),
         )
 
-    failed = await WorkerRuntime().sweep()
+    failed = await sweep_stale_runs()
 
     assert [str(swept.id) for swept in failed] == [str(run.id)]
     for client in (owner, participant):
@@ -135,7 +135,7 @@ async def test_a_running_run_with_a_live_lease_is_left_alone(thread, users):
         lease_expires_at=now + timedelta(seconds=30),
     )
 
-    assert await WorkerRuntime().sweep() == []
+    assert await sweep_stale_runs() == []
     assert (await reload(run)).status == RunStatus.RUNNING
 
 
@@ -151,7 +151,7 @@ async def test_a_stuck_queued_run_is_dispatched_again_and_completes(
     )
     owner = await joined(client_for(thread.id, users[Role.OWNER]))
 
-    await worker.sweep()
+    await sweep_stale_runs()
 
     done = (await owner.receive_until(until_complete))[-1]
     assert done["run_id"] == str(run.id)
