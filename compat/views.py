@@ -40,6 +40,8 @@ from realtime.errors import ErrorCode, ServiceError
 from realtime.eventlog import get_event_log
 from realtime.events import call_service
 from restapi.views import UserThrottle
+from webhooks.selectors import webhook_named_in_metadata
+from webhooks.services import run_webhook_add
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +197,12 @@ async def chat_completions(request):
     if agent is None:
         raise _model_not_found(body.model)
     thread_id = _thread_named(request, body)
+    try:  # metadata.parley_webhook: one of the caller's webhooks (webhooks/)
+        webhook = await call_service(
+            webhook_named_in_metadata, user=user, metadata=body.metadata
+        )
+    except ServiceError as error:
+        raise OpenAIError.from_service(error) from None
     log = get_event_log()
     # Read before the message is posted: the run's events all come after it.
     after = (await log.thread_state(thread_id)).last_event_id if thread_id else 0
@@ -210,6 +218,8 @@ async def chat_completions(request):
         )
     except ServiceError as error:
         raise OpenAIError.from_service(error) from None
+    if webhook is not None:
+        await call_service(run_webhook_add, actor=user, run_id=run.id, webhook=webhook)
     created = run.created_at.timestamp() if run.created_at else time.time()
     completion = wire.Completion(
         run_id=str(run.id),

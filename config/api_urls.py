@@ -24,6 +24,7 @@ urlpatterns = [
     path("auth/token/revoke/", TokenRevokeView.as_view(), name="api-token-revoke"),
     path("streams/", StreamListView.as_view(), name="api-streams"),
     path("usage/", include("usage.urls")),
+    path("", include("webhooks.urls")),  # webhooks/, threads/{id}/webhook/, ...
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "audit",
     "usage",
     "compat",
+    "webhooks",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -89,10 +90,13 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc files, served as static
+    "corsheaders",
 ]
 
 MIDDLEWARE = [
     "ops.middleware.ProbeMiddleware",
+    # Before CommonMiddleware; answers /api/ only (CORS_URLS_REGEX).
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -407,6 +411,39 @@ if PARLEY_DEFAULT_MONTHLY_TOKEN_BUDGET < 0 or not (
         "must be numbers >= 0 (0 or unset: unlimited)."
     )
 PARLEY_DEFAULT_BUDGET_HARD = env_bool("PARLEY_DEFAULT_BUDGET_HARD", False)
+
+# --- Webhooks (webhooks/) -------------------------------------------------
+# Hosts a webhook URL may name, comma-separated: `hooks.example.com` (exactly
+# that host: http allowed, private addresses allowed), `*.example.com` (its
+# subdomains) or `*` (any host); a wildcard match must be https and resolve to
+# public addresses only. Empty: no webhook can be created.
+PARLEY_WEBHOOK_ALLOWED_HOSTS = env_list("PARLEY_WEBHOOK_ALLOWED_HOSTS")
+PARLEY_WEBHOOK_TIMEOUT_SECONDS = env_float("PARLEY_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Attempts per delivery; between them the wait grows from FIRST by 3x to MAX.
+PARLEY_WEBHOOK_MAX_ATTEMPTS = env_int("PARLEY_WEBHOOK_MAX_ATTEMPTS", 8)
+PARLEY_WEBHOOK_RETRY_FIRST_SECONDS = env_float(
+    "PARLEY_WEBHOOK_RETRY_FIRST_SECONDS", 10.0
+)
+PARLEY_WEBHOOK_RETRY_MAX_SECONDS = env_float("PARLEY_WEBHOOK_RETRY_MAX_SECONDS", 3600.0)
+# How often a process looks for deliveries due (retries, rows left by a worker
+# that stopped) and for ended runs whose delivery is missing.
+PARLEY_WEBHOOK_SWEEP_SECONDS = env_float("PARLEY_WEBHOOK_SWEEP_SECONDS", 15.0)
+PARLEY_WEBHOOK_CONCURRENCY = env_int("PARLEY_WEBHOOK_CONCURRENCY", 20)
+
+# --- CORS (django-cors-headers), /api/ only -----------------------------------
+# Origins (scheme://host[:port]) whose pages may call the API with a token;
+# empty: no CORS headers at all (the default).
+PARLEY_CORS_ALLOWED_ORIGINS = env_list("PARLEY_CORS_ALLOWED_ORIGINS")
+CORS_ALLOWED_ORIGINS = PARLEY_CORS_ALLOWED_ORIGINS
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "last-event-id",
+    "x-parley-thread-id",
+)
+CORS_EXPOSE_HEADERS = ("retry-after", "x-parley-thread-id", "x-parley-run-id")
 
 # --- Single sign-on: OpenID Connect (sso/, mozilla-django-oidc) -------------
 # Off unless OIDC_ISSUER is set; password login stays. docs/deploy.md, "Single

@@ -184,6 +184,69 @@ API_TABLE = {
         None,
         row(403, 403, 403, 204, 403),
     ),
+    # Webhooks (webhooks/): each caller's own; a thread's, its owner's only
+    # (tests/webhooks has the successes; here no host is allowed: 400).
+    "webhooks-list": ("get", "/api/webhooks/", None, row(200, 200, 200, 200, 200)),
+    "webhooks-create": (
+        "post",
+        "/api/webhooks/",
+        {"url": "https://hooks.example.com/x"},
+        row(400, 400, 400, 400, 400),
+    ),
+    "webhook-read": (
+        "get",
+        "/api/webhooks/{thread}/",
+        None,
+        row(404, 404, 404, 404, 404),
+    ),
+    "webhook-delete": (
+        "delete",
+        "/api/webhooks/{thread}/",
+        None,
+        row(404, 404, 404, 404, 404),
+    ),
+    "webhook-deliveries": (
+        "get",
+        "/api/webhooks/{thread}/deliveries/",
+        None,
+        row(404, 404, 404, 404, 404),
+    ),
+    "thread-webhook-read": (
+        "get",
+        "/api/threads/{thread}/webhook/",
+        None,
+        row(404, 403, 403, 403, 404),
+    ),
+    "thread-webhook-set": (
+        "put",
+        "/api/threads/{thread}/webhook/",
+        {"url": "https://hooks.example.com/x"},
+        row(400, 403, 403, 403, 404),
+    ),
+    "thread-webhook-delete": (
+        "delete",
+        "/api/threads/{thread}/webhook/",
+        None,
+        row(404, 403, 403, 403, 404),
+    ),
+    "run-webhook": (
+        "post",
+        "/api/runs/{run}/webhook/",
+        {"webhook": "00000000-0000-4000-8000-000000000000"},
+        row(404, 404, 404, 404, 404),
+    ),
+    "delivery-read": (
+        "get",
+        "/api/webhooks/deliveries/{thread}/",
+        None,
+        row(404, 404, 404, 404, 404),
+    ),
+    "delivery-redeliver": (
+        "post",
+        "/api/webhooks/deliveries/{thread}/redeliver/",
+        None,
+        row(404, 404, 404, 404, 404),
+    ),
 }
 
 API_CASES = [

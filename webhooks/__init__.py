@@ -1,0 +1,1 @@
+"""Webhooks: programs that hold no connection learn that a run ended (docs/clients.md)."""
