@@ -29,11 +29,18 @@ from audit.services import audit_login
 from chat import services
 from chat.models import Message, Role, Thread, ThreadMember
 from chat.permissions import can_manage, can_write, permission_error, thread_roles
-from chat.selectors import thread_get_for_user, thread_list_for_user
+from chat.selectors import (
+    thread_get_for_user,
+    thread_list_for_user,
+    thread_read_state,
+    thread_search_for_user,
+    with_read_state,
+)
 from chat.serializers import (
     MemberCreateSerializer,
     MemberSerializer,
     MessageSerializer,
+    ReadMarkSerializer,
     RunCreateSerializer,
     RunsStartedSerializer,
     ThreadCreateSerializer,
@@ -86,6 +93,13 @@ class MessageCursorPagination(CursorPagination):
 THREAD_AGENT_FILTER = OpenApiParameter(
     "agent", OpenApiTypes.STR, description="Only threads with this agent (its name)."
 )
+THREAD_SEARCH = OpenApiParameter(
+    "q",
+    OpenApiTypes.STR,
+    description="Search: threads whose title or message text has every word "
+    "(PostgreSQL: full-text, stemmed; the last word may be a prefix). Each "
+    "result's `match` holds a snippet.",
+)
 
 
 # --- Threads ----------------------------------------------------------------------
@@ -107,17 +121,25 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
     def _render(
         self, thread: Thread, role: Role, *, status_code: int = 200
     ) -> Response:
+        for name, value in thread_read_state(
+            thread=thread, user=self.request.user
+        ).items():
+            setattr(thread, name, value)
         serializer = ThreadSerializer(thread, context={"roles": {thread.pk: role}})
         return Response(serializer.data, status=status_code)
 
     @extend_schema(
-        parameters=[THREAD_AGENT_FILTER],
+        parameters=[THREAD_AGENT_FILTER, THREAD_SEARCH],
         responses=ThreadSerializer(many=True),
         summary="Threads the caller owns, is a member of, or (staff) all threads",
     )
     def list(self, request):
         filters = validated(ThreadFilterSerializer, request.query_params)
-        threads = self.get_queryset()
+        query = (filters.get("q") or "").strip()
+        if query:
+            threads = thread_search_for_user(user=request.user, query=query)
+        else:
+            threads = with_read_state(self.get_queryset(), user=request.user)
         if filters.get("agent"):
             threads = threads.filter(
                 Q(agent__name=filters["agent"])
@@ -126,7 +148,9 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         page = self.paginate_queryset(threads)
         roles = thread_roles(threads=page, user=request.user)
         return self.get_paginated_response(
-            ThreadSerializer(page, many=True, context={"roles": roles}).data
+            ThreadSerializer(
+                page, many=True, context={"roles": roles, "query": query}
+            ).data
         )
 
     @extend_schema(
@@ -190,6 +214,28 @@ class ThreadViewSet(ApiViewMixin, viewsets.GenericViewSet):
         )
         services.thread_delete(actor=request.user, thread=thread)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=None,
+        responses=ReadMarkSerializer,
+        summary="The caller has read the thread up to now (every reader)",
+        description="Moves the caller's read mark to the server's time now; the "
+        "thread's `unread` is then false on every device until someone else "
+        "writes. The mark never moves back.",
+    )
+    @action(detail=True, methods=["post"])
+    def read(self, request, pk=None):
+        thread, _ = thread_for(request, pk)
+        mark = services.thread_mark_read(user=request.user, thread=thread)
+        return Response(
+            ReadMarkSerializer(
+                {
+                    "thread": thread.pk,
+                    "last_read_at": mark.last_read_at,
+                    "unread": False,
+                }
+            ).data
+        )
 
     # --- messages, reset -----------------------------------------------------------
 

@@ -127,12 +127,42 @@ class Message(models.Model):
     class Meta:
         ordering = ["created_at"]
         indexes = [
+            # The latest message of a thread, and "anything since I read it"
+            # (chat/selectors.py, thread list and unread marks).
+            models.Index(
+                fields=["thread", "created_at"], name="message_thread_created"
+            ),
             models.Index(
                 fields=["thread", "client_id"],
                 name="message_client_id",
                 condition=models.Q(client_id__isnull=False),
-            )
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:40]}"
+
+
+class ThreadReadMark(models.Model):
+    """How far a user has read a thread: the server's time when they last saw
+    it (chat/services.py, `thread_mark_read`). Kept per user, not per browser,
+    so every device agrees on what is unread; one row per user and thread the
+    user has opened, owners and staff included (they are no `ThreadMember`)."""
+
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="read_marks"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    last_read_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "thread"], name="unique_thread_read_mark"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} read {self.thread} up to {self.last_read_at}"

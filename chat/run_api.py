@@ -23,7 +23,7 @@ from agents.serializers import (
     RunSerializer,
 )
 from chat.permissions import can_write, permission_error, thread_role
-from chat.run_selectors import run_list_for_user
+from chat.selectors import run_list_for_user
 from chat.services import thread_run_cancel
 from realtime.errors import ServiceError
 from restapi.serializers import ErrorSerializer

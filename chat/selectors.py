@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch, Q, QuerySet
+from django.db import connection
+from django.db.models import (
+    BooleanField,
+    Case,
+    Exists,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -20,7 +33,14 @@ from agents.models import (
     RunInputStatus,
 )
 from agents.selectors import tool_steps_by_run
-from chat.models import Message, Role, Thread, ThreadAgent, ThreadMember
+from chat.models import (
+    Message,
+    Role,
+    Thread,
+    ThreadAgent,
+    ThreadMember,
+    ThreadReadMark,
+)
 from chat.permissions import can_read, thread_role, thread_role_for
 from realtime.errors import ErrorCode, ServiceError
 from realtime.eventlog import ThreadLogState
@@ -67,6 +87,129 @@ def thread_list_for_user(*, user) -> QuerySet[Thread]:
     if user.is_staff:
         return threads.all()
     return threads.filter(Q(owner=user) | Q(members__user=user)).distinct()
+
+
+def run_list_for_user(*, user) -> QuerySet[Run]:
+    """The runs in threads `user` may read (staff: every run), with their
+    agent, requester and thread (chat/run_api.py serves them)."""
+    runs = Run.objects.select_related("agent", "requested_by", "thread")
+    if user.is_staff:
+        return runs
+    return runs.filter(thread__in=thread_list_for_user(user=user).values("pk"))
+
+
+def with_read_state(threads: QuerySet[Thread], *, user) -> QuerySet[Thread]:
+    """`threads` with what the user's thread list shows of each: `last_read_at`
+    (the user's read mark, None before they first open it), `unread` (activity
+    they have not seen) and `running` (an agent reply in progress).
+
+    Unread means a message by someone else (another person or an agent) after
+    the user's read mark; without a mark, a thread the user owns is unread once
+    someone else wrote in it, a thread shared with them is unread (new to
+    them), and staff browsing a thread they are no member of see it as read."""
+    mark = ThreadReadMark.objects.filter(thread=OuterRef("pk"), user=user)
+    by_others = Message.objects.filter(thread=OuterRef("pk")).exclude(author=user)
+    return threads.annotate(
+        last_read_at=Subquery(mark.values("last_read_at")[:1]),
+        unread=Case(
+            When(
+                last_read_at__isnull=False,
+                then=Exists(by_others.filter(created_at__gt=OuterRef("last_read_at"))),
+            ),
+            When(owner=user, then=Exists(by_others)),
+            When(
+                Exists(ThreadMember.objects.filter(thread=OuterRef("pk"), user=user)),
+                then=Value(True),
+            ),
+            default=Value(False),
+            output_field=BooleanField(),
+        ),
+        running=Exists(
+            Run.objects.filter(thread=OuterRef("pk"), status__in=ACTIVE_RUN_STATUSES)
+        ),
+    )
+
+
+def thread_read_state(*, thread: Thread, user) -> dict:
+    """`with_read_state` of one thread: {"last_read_at", "unread", "running"}."""
+    found = (
+        with_read_state(Thread.objects.filter(pk=thread.pk), user=user)
+        .values("last_read_at", "unread", "running")
+        .first()
+    )
+    return found or {"last_read_at": None, "unread": False, "running": False}
+
+
+# Full-text search on PostgreSQL; chat/migrations/0004 indexes this very
+# expression (the index serves only queries that use the same config).
+SEARCH_CONFIG = "english"
+SEARCH_MAX_TERMS = 8
+SNIPPET_CHARS = 140
+
+
+def search_terms(query: str) -> list[str]:
+    """The words of a search, at most SEARCH_MAX_TERMS."""
+    return re.findall(r"\w+", query)[:SEARCH_MAX_TERMS]
+
+
+def _messages_matching(terms: list[str]) -> QuerySet[Message]:
+    """Messages with every term, the last one as a prefix (search as you
+    type): PostgreSQL full-text search (stemmed, so "deploying" finds
+    "deployed"), elsewhere a case-insensitive substring test per term."""
+    if not terms:
+        return Message.objects.none()
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        # Quoted lexemes: \w+ holds no quote or backslash, so nothing in the
+        # query is tsquery syntax but the `&` and `:*` written here.
+        raw = " & ".join(f"'{term}'" for term in terms[:-1])
+        raw = (raw + " & " if raw else "") + f"'{terms[-1]}':*"
+        return Message.objects.annotate(
+            search=SearchVector("text", config=SEARCH_CONFIG)
+        ).filter(search=SearchQuery(raw, search_type="raw", config=SEARCH_CONFIG))
+    condition = Q()
+    for term in terms:
+        condition &= Q(text__icontains=term)
+    return Message.objects.filter(condition)
+
+
+def thread_search_for_user(*, user, query: str) -> QuerySet[Thread]:
+    """The threads the user may read whose title or messages match `query`,
+    most recently active first, with `with_read_state` and `match_text`: the
+    text of the thread's latest matching message (None when only the title
+    matched)."""
+    terms = search_terms(query)
+    phrase = " ".join(query.split())
+    threads = with_read_state(thread_list_for_user(user=user), user=user)
+    if not phrase:
+        return threads.none()
+    in_title = Q()
+    for term in terms or [phrase]:
+        in_title &= Q(title__icontains=term)
+    matching = _messages_matching(terms)
+    latest = matching.filter(thread=OuterRef("pk")).order_by("-created_at")
+    return threads.annotate(match_text=Subquery(latest.values("text")[:1])).filter(
+        in_title | Q(pk__in=matching.values("thread_id"))
+    )
+
+
+def search_snippet(text: str, query: str, *, width: int = SNIPPET_CHARS) -> str:
+    """About `width` characters of `text` around the first word of `query`
+    found in it (the start when none is, e.g. a stemmed match), on one line."""
+    flat = " ".join(text.split())
+    lower = flat.lower()
+    found = [lower.find(term.lower()) for term in search_terms(query)]
+    found = [position for position in found if position >= 0]
+    start = max(0, min(found) - width // 3) if found else 0
+    if start:
+        space = flat.rfind(" ", 0, start)
+        start = space + 1 if space >= 0 else start
+    end = min(len(flat), start + width)
+    if end < len(flat):
+        space = flat.rfind(" ", start, end)
+        end = space if space > start else end
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
 
 
 def thread_get_for_user(*, thread_id, user) -> tuple[Thread, Role]:

@@ -13,7 +13,12 @@ from rest_framework import serializers
 from agents.selectors import tool_steps_by_run
 from agents.serializers import RunSerializer
 from chat.models import Message, Role, Thread, ThreadMember
-from chat.selectors import message_error, message_inputs_by_run, thread_agents
+from chat.selectors import (
+    message_error,
+    message_inputs_by_run,
+    search_snippet,
+    thread_agents,
+)
 
 MEMBER_ROLE_CHOICES = [Role.PARTICIPANT.value, Role.OBSERVER.value]
 CALLER_ROLE_CHOICES = [role.value for role in Role]
@@ -40,6 +45,29 @@ class UserRefSerializer(serializers.Serializer):
     username = serializers.CharField()
 
 
+class SearchMatchSerializer(serializers.Serializer):
+    """Where a thread matched a search (`GET /api/threads/?q=`)."""
+
+    # `in` is a Python keyword: declared through the fields mapping.
+    snippet = serializers.CharField(
+        help_text="About 140 characters of the latest matching message around "
+        "the first word found, or the title."
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["in"] = serializers.ChoiceField(choices=["message", "title"])
+        return fields
+
+
+class ReadMarkSerializer(serializers.Serializer):
+    """The caller's read mark on a thread after `POST .../read/`."""
+
+    thread = serializers.UUIDField()
+    last_read_at = serializers.DateTimeField()
+    unread = serializers.BooleanField()
+
+
 class ThreadSerializer(serializers.ModelSerializer):
     """A thread as the caller sees it, with the caller's role in it."""
 
@@ -59,6 +87,21 @@ class ThreadSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="Per-thread overrides of the agent config.",
     )
+    unread = serializers.SerializerMethodField(
+        help_text="Someone else (a person or an agent) wrote in the thread since "
+        "the caller last read it (`POST /api/threads/{id}/read/`), on any device; "
+        "also true for a thread shared with the caller they never opened."
+    )
+    last_read_at = serializers.SerializerMethodField(
+        help_text="When the caller last read the thread; null before the first time."
+    )
+    running = serializers.SerializerMethodField(
+        help_text="An agent reply is queued or in progress."
+    )
+    match = serializers.SerializerMethodField(
+        help_text="With `?q=`: where the search matched and a snippet of it "
+        "(`in` is `message` or `title`); null otherwise."
+    )
 
     class Meta:
         model = Thread
@@ -72,8 +115,37 @@ class ThreadSerializer(serializers.ModelSerializer):
             "config",
             "created_at",
             "updated_at",
+            "unread",
+            "last_read_at",
+            "running",
+            "match",
         ]
         read_only_fields = fields
+
+    # The read state is annotated by chat/selectors.py (`with_read_state`,
+    # `thread_read_state`); a thread read without it shows as read.
+    @extend_schema_field(serializers.BooleanField())
+    def get_unread(self, thread: Thread) -> bool:
+        return bool(getattr(thread, "unread", False))
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_last_read_at(self, thread: Thread):
+        moment = getattr(thread, "last_read_at", None)
+        return serializers.DateTimeField().to_representation(moment) if moment else None
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_running(self, thread: Thread) -> bool:
+        return bool(getattr(thread, "running", False))
+
+    @extend_schema_field(SearchMatchSerializer(allow_null=True))
+    def get_match(self, thread: Thread) -> dict | None:
+        query = self.context.get("query")
+        if not query:
+            return None
+        text = getattr(thread, "match_text", None)
+        if text is not None:
+            return {"in": "message", "snippet": search_snippet(text, query)}
+        return {"in": "title", "snippet": thread.title}
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_agents(self, thread: Thread) -> list[str]:
@@ -148,6 +220,13 @@ class ThreadFilterSerializer(serializers.Serializer):
     """Query parameters of the thread list."""
 
     agent = serializers.SlugField(max_length=64, required=False)
+    q = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text="Search titles and message text (every word; the last one "
+        "may be the start of a word).",
+    )
 
 
 class ThreadUpdateSerializer(serializers.Serializer):

@@ -37,11 +37,14 @@ from chat.models import (
     Thread,
     ThreadAgent,
     ThreadMember,
+    ThreadReadMark,
 )
 from chat.permissions import (
     can_manage,
+    can_read,
     can_write,
     require_role,
+    thread_role,
     thread_role_now,
     thread_roles_now,
 )
@@ -364,6 +367,23 @@ def member_remove(*, actor, thread: Thread, username: str) -> None:
         else:
             stored = _thread_locked_for_manager(thread.pk, actor, "remove members")
         ThreadMember.objects.filter(thread=stored, user__username=username).delete()
+
+
+def thread_mark_read(*, user, thread: Thread, at=None) -> ThreadReadMark:
+    """The user has seen the thread up to `at` (default: now, the server's
+    clock, which every message's `created_at` comes from). The mark only moves
+    forward, so a late call from another device never unreads anything."""
+    require_role(thread_role(thread=thread, user=user), can_read, action="read it")
+    moment = at or timezone.now()
+    mark, created = ThreadReadMark.objects.get_or_create(
+        thread=thread, user=user, defaults={"last_read_at": moment}
+    )
+    if not created and mark.last_read_at < moment:
+        ThreadReadMark.objects.filter(pk=mark.pk, last_read_at__lt=moment).update(
+            last_read_at=moment
+        )
+        mark.last_read_at = moment
+    return mark
 
 
 def _check_message_rate(user) -> None:

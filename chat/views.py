@@ -22,18 +22,24 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from agents.models import AgentConfig
 from chat import services
 from chat.models import Message, Role, Thread
-from chat.permissions import can_manage, can_write
+from chat.permissions import can_manage, can_write, thread_roles
 from chat.rendering import markdown_to_safe_html
 from chat.selectors import (
     message_history,
+    search_snippet,
     thread_agents,
     thread_get_for_user,
     thread_list_for_user,
+    thread_search_for_user,
+    with_read_state,
 )
 from realtime.errors import ErrorCode, ServiceError
 
 THREAD_LIST_LIMIT = 200
 PREVIEW_CHARS = 120
+SEARCH_MAX_CHARS = 200
+# There is no per-user event stream: list pages (the Chats page and the chat
+# page's sidebar) poll threads.json this often while visible.
 THREAD_LIST_POLL_MS = 5000
 # One render request may carry a whole snapshot's replies.
 RENDER_MAX_TEXTS = 200
@@ -58,19 +64,24 @@ def _thread_not_found(request):
     return render(request, "chat/thread_not_found.html", status=404)
 
 
-def _thread_summaries(user) -> list[dict]:
-    """The caller's threads, newest activity first, with the last message."""
+def _thread_summaries(user, *, query: str = "") -> list[dict]:
+    """The caller's threads, newest activity first, with the last message, the
+    caller's unread state and what they may do; with `query`, only those that
+    match it, each with a snippet of the match (`match`)."""
     last = Message.objects.filter(thread=OuterRef("pk")).order_by("-created_at")
-    threads = (
-        thread_list_for_user(user=user)
-        .annotate(
+    if query:
+        threads = thread_search_for_user(user=user, query=query)
+    else:
+        threads = with_read_state(thread_list_for_user(user=user), user=user)
+    threads = list(
+        threads.annotate(
             last_text=Subquery(last.values("text")[:1]),
             last_role=Subquery(last.values("role")[:1]),
             last_author=Subquery(last.values("author__username")[:1]),
             last_agent=Subquery(last.values("agent__name")[:1]),
-        )
-        .order_by("-updated_at")[:THREAD_LIST_LIMIT]
+        ).order_by("-updated_at")[:THREAD_LIST_LIMIT]
     )
+    roles = thread_roles(threads=threads, user=user)
     summaries = []
     for thread in threads:
         text = " ".join((thread.last_text or "").split())
@@ -80,19 +91,38 @@ def _thread_summaries(user) -> list[dict]:
             who = thread.last_agent or thread.agent.name
         else:
             who = thread.last_author or ""
-        summaries.append(
-            {
-                "id": str(thread.id),
-                "title": thread.display_title,
-                "agent": thread.agent.name,
-                "owner": thread.owner.username,
-                "updated_at": thread.updated_at.isoformat().replace("+00:00", "Z"),
-                "preview": text,
-                "preview_author": who if text else "",
-                "url": reverse("thread-detail", args=[thread.id]),
-            }
-        )
+        summary = {
+            "id": str(thread.id),
+            "title": thread.display_title,
+            "agent": thread.agent.name,
+            "owner": thread.owner.username,
+            "updated_at": thread.updated_at.isoformat().replace("+00:00", "Z"),
+            "preview": text,
+            "preview_author": who if text else "",
+            "url": reverse("thread-detail", args=[thread.id]),
+            "unread": thread.unread,
+            "running": thread.running,
+            "can_manage": can_manage(roles.get(thread.pk)),
+        }
+        if query:
+            match_text = getattr(thread, "match_text", None)
+            summary["match"] = (
+                {"in": "message", "snippet": search_snippet(match_text, query)}
+                if match_text is not None
+                else {"in": "title", "snippet": thread.display_title}
+            )
+        summaries.append(summary)
     return summaries
+
+
+def _list_context(user, *, current_id: str = "") -> dict:
+    """What the shared thread list (templates/chat/thread_items.html and
+    static/chat/threadlist.js) needs, on the Chats page and in the sidebar."""
+    return {
+        "threads": _thread_summaries(user),
+        "poll_ms": THREAD_LIST_POLL_MS,
+        "current_thread_id": current_id,
+    }
 
 
 def _conversation(history: list[Message]) -> list[Message]:
@@ -124,17 +154,15 @@ def _conversation(history: list[Message]) -> list[Message]:
 @login_required
 @require_GET
 def thread_list(request):
-    return render(
-        request,
-        "chat/thread_list.html",
-        {"threads": _thread_summaries(request.user), "poll_ms": THREAD_LIST_POLL_MS},
-    )
+    return render(request, "chat/thread_list.html", _list_context(request.user))
 
 
 @login_required
 @require_GET
 def thread_list_json(request):
-    return JsonResponse({"threads": _thread_summaries(request.user)})
+    """The thread list the pages poll; `?q=` searches it (chat/selectors.py)."""
+    query = " ".join(request.GET.get("q", "").split())[:SEARCH_MAX_CHARS]
+    return JsonResponse({"threads": _thread_summaries(request.user, query=query)})
 
 
 @login_required
@@ -176,6 +204,9 @@ def thread_detail(request, thread_id):
     if found is None:
         return _thread_not_found(request)
     thread, role = found
+    # Opening the thread reads it, on every device (the page marks it read
+    # again as messages arrive while it is visible: POST /api/threads/<id>/read/).
+    services.thread_mark_read(user=request.user, thread=thread)
     history = _conversation(message_history(thread=thread))
     agents = thread_agents(thread=thread)
     for message in history:
@@ -194,6 +225,7 @@ def thread_detail(request, thread_id):
             "agent_names": [agent.name for agent in agents],
             "stream_format": (thread.config or {}).get("stream_format", "markdown"),
             "max_message_chars": settings.PARLEY_MAX_MESSAGE_CHARS,
+            **_list_context(request.user, current_id=str(thread.id)),
         },
     )
 
@@ -365,6 +397,25 @@ def thread_settings(request, thread_id):
 
 
 # --- JSON for the chat page ------------------------------------------------
+
+
+@login_required
+@require_POST
+def thread_read(request, thread_id):
+    """The chat page's "I have seen this thread up to now" (chat.js): the same
+    read mark as `POST /api/threads/<id>/read/`. A thread the caller can no
+    longer read answers `{"read": false}` rather than 404: the page hears of
+    lost access from its socket, and a removal racing a read is no error."""
+    found = _thread_for(request, thread_id)
+    if found is None:
+        return JsonResponse({"read": False})
+    mark = services.thread_mark_read(user=request.user, thread=found[0])
+    return JsonResponse(
+        {
+            "read": True,
+            "last_read_at": mark.last_read_at.isoformat().replace("+00:00", "Z"),
+        }
+    )
 
 
 @login_required

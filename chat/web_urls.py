@@ -9,6 +9,7 @@ urlpatterns = [
     path("threads.json", views.thread_list_json, name="thread-list-json"),
     path("threads/new/", views.thread_new, name="thread-new"),
     path("threads/<str:thread_id>/", views.thread_detail, name="thread-detail"),
+    path("threads/<str:thread_id>/read/", views.thread_read, name="thread-read-mark"),
     path(
         "threads/<str:thread_id>/settings/",
         views.thread_settings,

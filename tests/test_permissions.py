@@ -84,6 +84,12 @@ API_TABLE = {
         None,
         row(200, 200, 200, 200, 404),
     ),
+    "read": (
+        "post",
+        "/api/threads/{thread}/read/",
+        None,
+        row(200, 200, 200, 200, 404),
+    ),
     "reset": (
         "post",
         "/api/threads/{thread}/reset/",

@@ -189,18 +189,70 @@
     el.empty.hidden = el.list.children.length > 0;
   }
 
-  function markSeen(timestamp) {
-    // The thread list shows "new activity" for threads updated after this.
-    try {
-      var key = "parley:seen:" + threadId;
-      var previous = localStorage.getItem(key);
-      if (!previous || Date.parse(timestamp) > Date.parse(previous)) {
-        localStorage.setItem(key, timestamp);
-      }
-    } catch (error) {
-      /* storage may be unavailable (private mode); unread markers then stay off */
+  // Unread marks live on the server (POST /threads/<id>/read/, the same mark
+  // as the API's POST /api/threads/<id>/read/), so every device and the
+  // sidebar agree. Opening the page marked the thread read; events that
+  // arrive while the page is visible mark it again, half a second apart at
+  // most. The sidebar (threads.js) hears "parley:read" and refreshes.
+  var readUrl = root.dataset.readUrl;
+  var readTimer = null;
+  var readInFlight = false;
+  var readAgain = false;
+  var READ_DELAY_MS = 500;
+
+  function markRead(leaving) {
+    if (!readUrl || state.stopped || document.visibilityState !== "visible") return;
+    if (readInFlight) {
+      readAgain = true;
+      return;
     }
+    readInFlight = true;
+    fetch(readUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken },
+      keepalive: !!leaving, // outlives the page when the reader moves on
+    })
+      .then(function (response) {
+        if (response.ok) document.dispatchEvent(new CustomEvent("parley:read", { detail: { threadId: threadId } }));
+      })
+      .catch(function () {
+        /* the next event or visit marks it */
+      })
+      .then(function () {
+        readInFlight = false;
+        if (readAgain) {
+          readAgain = false;
+          scheduleRead();
+        }
+      });
   }
+
+  function showsNewMessages(frame) {
+    if (frame.type === "message" || frame.type === "state_complete") return true;
+    var content = frame.type === "status" ? frame.content || {} : {};
+    return content.state === "snapshot" || content.state === "resynced";
+  }
+
+  function scheduleRead() {
+    if (readTimer) return;
+    readTimer = setTimeout(function () {
+      readTimer = null;
+      markRead(false);
+    }, READ_DELAY_MS);
+  }
+
+  // Leaving right after a message arrived: what was on screen was read.
+  window.addEventListener("pagehide", function () {
+    if (!readTimer) return;
+    clearTimeout(readTimer);
+    readTimer = null;
+    markRead(true);
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") scheduleRead();
+  });
 
   var alertTimer = null;
   function showAlert(text, kind, sticky) {
@@ -427,8 +479,7 @@
         clearTimeout(state.resumeTimer);
       }
     }
-    // Server time, so the thread list compares like with like (see threads.js).
-    if (frame.timestamp && state.open) markSeen(frame.timestamp);
+    if (showsNewMessages(frame)) scheduleRead();
     var handler = handlers[frame.type];
     if (handler) handler(frame);
   }
