@@ -18,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from agents import services
 from agents.errors import AgentErrorCode
@@ -41,6 +44,7 @@ from agents.streaming import ChunkStream, publish_state
 from agents.teams import team_of
 from agents.tool_calls import ToolCalls, tools_for
 from realtime.events import call_service
+from realtime.retry import Backoff
 from usage.metering import BUDGET_STOP, BudgetCrossed, UsageMeter
 from usage.services import run_finish_and_charge
 
@@ -136,22 +140,48 @@ async def execute_run(
         stream.text,
         handoff_to=tool_calls.handoff_to if tool_calls else None,
     )
-    await call_service(
-        run_finish_and_charge,  # agents.services.run_finish + the usage record
-        run=run,
-        meter=meter,
-        status=status,
-        text=stream.text,
-        chunks=stream.chunks,
-        usage=reply.usage,
-        error_code=error_code,
-        error=error,
-        close_inputs=asked,
-        close_tool_steps=tool_calls is not None and tool_calls.used,
-        agent_name=run.agent.name,
-        team_choice=team_choice,
-        in_team=team is not None,
+    await finish_retried(
+        partial(
+            call_service,
+            run_finish_and_charge,  # agents.services.run_finish + the usage record
+            run=run,
+            meter=meter,
+            status=status,
+            text=stream.text,
+            chunks=stream.chunks,
+            usage=reply.usage,
+            error_code=error_code,
+            error=error,
+            close_inputs=asked,
+            close_tool_steps=tool_calls is not None and tool_calls.used,
+            agent_name=run.agent.name,
+            team_choice=team_choice,
+            in_team=team is not None,
+        ),
+        run_id=run_id,
     )
+
+
+async def finish_retried(finish: Callable[[], Awaitable], *, run_id: str) -> None:
+    """Await `finish()` (the run's finishing transaction), again while the
+    database is away (a restart: OperationalError, InterfaceError), for up to
+    PARLEY_LEASE_SECONDS: the whole reply is here and ends with its status,
+    rather than being swept as `worker_lost` once its lease lapses. A failed
+    attempt rolled back, and the next one runs on a new connection."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.PARLEY_LEASE_SECONDS
+    backoff = Backoff(0.2, maximum=2.0)
+    while True:
+        try:
+            await finish()
+            return
+        except (OperationalError, InterfaceError):
+            if loop.time() >= deadline:
+                raise
+            logger.warning(
+                "finishing run %s: the database is unreachable; trying again", run_id
+            )
+            await backoff.wait()
 
 
 async def _tool_loop(
